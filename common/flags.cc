@@ -1,0 +1,36 @@
+#include "common/flags.h"
+
+namespace conveyor {
+
+std::vector<std::string> NormalizeFlagNames(int argc, char** argv) {
+  std::vector<std::string> out;
+  out.reserve(argc);
+  bool flags_done = false;
+  for (int i = 0; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (i > 0 && !flags_done) {
+      if (arg == "--") {
+        flags_done = true;
+      } else if (arg.size() > 1 && arg[0] == '-') {
+        size_t start = arg.find_first_not_of('-');
+        size_t end = arg.find('=');
+        if (end == std::string::npos) end = arg.size();
+        for (size_t j = start; j != std::string::npos && j < end; ++j) {
+          if (arg[j] == '-') arg[j] = '_';
+        }
+      }
+    }
+    out.push_back(std::move(arg));
+  }
+  return out;
+}
+
+std::vector<char*> ArgvOf(std::vector<std::string>& args) {
+  std::vector<char*> out;
+  out.reserve(args.size() + 1);
+  for (std::string& a : args) out.push_back(a.data());
+  out.push_back(nullptr);
+  return out;
+}
+
+}  // namespace conveyor

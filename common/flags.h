@@ -1,0 +1,20 @@
+// Command-line helpers shared by the daemons.
+#ifndef CONVEYOR_COMMON_FLAGS_H_
+#define CONVEYOR_COMMON_FLAGS_H_
+
+#include <string>
+#include <vector>
+
+namespace conveyor {
+
+// Abseil flags are spelled with underscores; users type dashes
+// (--port-file). Returns argv with each flag name's dashes turned into
+// underscores (values untouched, nothing after a bare "--").
+std::vector<std::string> NormalizeFlagNames(int argc, char** argv);
+
+// argv-style pointers into `args` (valid while `args` lives).
+std::vector<char*> ArgvOf(std::vector<std::string>& args);
+
+}  // namespace conveyor
+
+#endif  // CONVEYOR_COMMON_FLAGS_H_

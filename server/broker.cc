@@ -1,0 +1,1489 @@
+#include "server/broker.h"
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <utility>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+
+namespace conveyor::server {
+namespace {
+
+enum TimerKind : int {
+  kDue,         // SCHEDULED task reaches its not-before time
+  kLeaseCheck,  // RUNNING task's lease or attempt deadline
+  kExpire,      // never-leased task reaches its expiry
+  kRetention,   // ended task reaches its result TTL
+  kLeaseWait,   // parked Lease runs out of wait
+  kSubmitWait,  // parked Submit reaches its deadline
+};
+
+constexpr size_t kMaxErrorBytes = 64 << 10;
+constexpr size_t kMaxProgressMessageBytes = 1 << 10;
+constexpr size_t kMaxIdempotencyKeyBytes = 256;
+constexpr size_t kMaxKeyBytes = 128;
+constexpr size_t kMaxWorkerIdBytes = 256;
+constexpr size_t kMaxLeaseQueues = 64;
+constexpr uint32_t kMaxLeaseTasks = 1000;
+constexpr absl::Duration kMaxDelay = absl::Hours(24 * 365);
+constexpr absl::Duration kMaxTimeout = absl::Hours(24 * 7);
+
+absl::Status Invalid(absl::string_view field, absl::string_view problem) {
+  return absl::InvalidArgumentError(absl::StrCat(field, " ", problem));
+}
+
+std::string Quoted(absl::string_view s) {
+  return absl::StrCat("\"", absl::CHexEscape(s.substr(0, 128)),
+                      s.size() > 128 ? "...\"" : "\"");
+}
+
+bool ValidTypeName(absl::string_view type) {
+  if (type.empty() || type.size() > 128) return false;
+  for (char c : type) {
+    if (c <= ' ' || c > '~') return false;
+  }
+  return true;
+}
+
+absl::Status NotFoundTask(TaskId id) {
+  return absl::NotFoundError(
+      absl::StrCat("task ", id.ToString(), " not found (unknown, or its result was dropped)"));
+}
+
+absl::Status NotFoundQueue(absl::string_view name) {
+  return absl::NotFoundError(absl::StrCat("queue ", Quoted(name), " not found"));
+}
+
+std::string IdemKey(absl::string_view queue, absl::string_view key) {
+  return absl::StrCat(queue, std::string(1, '\0'), key);
+}
+
+}  // namespace
+
+struct Broker::Timer {
+  int64_t when_us;
+  int kind;
+  uint64_t key;
+  int64_t stamp;
+  bool operator>(const Timer& o) const { return when_us > o.when_us; }
+};
+
+struct Broker::LeaseWaiter {
+  LeaseRequest request;
+  LeaseCallback done;
+};
+
+struct Broker::SubmitWaiter {
+  TaskSpec spec;
+  Queue* queue;
+  SubmitCallback done;
+};
+
+struct Broker::Watcher {
+  uint64_t task_id;
+  WatchCallback callback;
+};
+
+Broker::Broker(BrokerOptions options, const Clock* clock, BrokerListener* listener)
+    : options_(std::move(options)), clock_(clock), listener_(listener) {}
+
+Broker::~Broker() {
+  absl::MutexLock lock(&mu_);
+  for (auto& [id, task] : tasks_) Task::Destroy(task);
+  tasks_.clear();
+}
+
+void Broker::Run(Deferred& after) {
+  for (auto& f : after) f();
+  after.clear();
+}
+
+// ───────────────────────────── helpers ─────────────────────────────
+
+Task* Broker::FindTask(TaskId id) const {
+  auto it = tasks_.find(id.value());
+  return it == tasks_.end() ? nullptr : it->second;
+}
+
+absl::StatusOr<Queue*> Broker::FindQueue(absl::string_view name) const {
+  auto it = queues_.find(name);
+  if (it == queues_.end()) {
+    if (absl::Status s = ValidateQueueName(name); !s.ok()) return s;
+    return NotFoundQueue(name);
+  }
+  return it->second.get();
+}
+
+absl::StatusOr<Task*> Broker::FindTaskForReport(TaskId id, uint64_t token) const {
+  Task* task = FindTask(id);
+  if (task == nullptr) return NotFoundTask(id);
+  if (token != task->token) {
+    if (token < task->token) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "task ", id.ToString(), ": fencing token ", token,
+          " is stale; the task was leased again (current token ", task->token, ")"));
+    }
+    return absl::FailedPreconditionError(absl::StrCat(
+        "task ", id.ToString(), ": fencing token ", token,
+        " was never issued (current token ", task->token, ")"));
+  }
+  return task;
+}
+
+uint32_t Broker::InternType(absl::string_view type) {
+  auto it = type_ids_.find(type);
+  if (it != type_ids_.end()) return it->second;
+  uint32_t id = static_cast<uint32_t>(type_names_.size());
+  type_names_.emplace_back(type);
+  type_ids_.emplace(std::string(type), id);
+  return id;
+}
+
+TaskId Broker::NextId() {
+  // Milliseconds in the high 48 bits: ids sort by submit time and stay
+  // unique past 65,536 ids per millisecond by borrowing from the next one.
+  uint64_t candidate = static_cast<uint64_t>(absl::ToUnixMillis(clock_->Now())) << 16;
+  last_id_ = std::max(last_id_ + 1, candidate);
+  return TaskId(last_id_);
+}
+
+const RetryPolicy& Broker::RetryOf(const Task& task) const {
+  if (task.extra() != nullptr && task.extra()->retry) return *task.extra()->retry;
+  return task.queue()->config().retry;
+}
+
+absl::Duration Broker::TimeoutOf(const Task& task) const {
+  if (task.extra() != nullptr && task.extra()->timeout) return *task.extra()->timeout;
+  return task.queue()->config().default_timeout;
+}
+
+TaskInfo Broker::Snapshot(const Task& task, bool with_payload) const {
+  TaskInfo info;
+  info.id = task.id();
+  info.queue = task.queue()->name();
+  info.type = type_names_[task.type_id()];
+  if (with_payload) info.payload = std::string(task.payload());
+  info.priority = task.priority;
+  info.state = task.state;
+  info.attempts = task.failures;
+  info.max_attempts = RetryOf(task).max_attempts;
+  info.crashes = task.crashes;
+  info.token = task.token;
+  info.created_at = task.created_at();
+  info.not_before = task.not_before();
+  info.cancel_requested = task.cancel_requested;
+  info.timeout = TimeoutOf(task);
+  info.version = change_seq_;
+  if (const TaskExtra* x = task.extra(); x != nullptr) {
+    info.headers = x->headers;
+    info.expires_at = x->expires_at;
+    info.started_at = x->started_at;
+    info.finished_at = x->finished_at;
+    if (task.state == TaskState::kRunning) {
+      info.worker_id = x->worker_id;
+      info.lease_expires_at = x->lease_expires_at;
+    }
+    info.progress_percent = x->progress_percent;
+    info.progress_message = x->progress_message;
+    info.result = x->result;
+    info.error = x->error;
+    info.idempotency_key = x->idempotency_key;
+  }
+  return info;
+}
+
+void Broker::SetState(Task* task, TaskState state) {
+  Queue* queue = task->queue();
+  queue->CountOut(task->state);
+  if (task->state == TaskState::kRunning) --running_;
+  task->state = state;
+  queue->CountIn(state);
+  if (state == TaskState::kRunning) ++running_;
+  ++change_seq_;
+}
+
+void Broker::PushTimer(absl::Time when, int kind, uint64_t key, int64_t stamp) {
+  timers_.push_back(Timer{absl::ToUnixMicros(when), kind, key, stamp});
+  std::push_heap(timers_.begin(), timers_.end(), std::greater<>());
+}
+
+// ───────────────────────────── validation ─────────────────────────────
+
+absl::Status Broker::ValidateSpec(const TaskSpec& spec, absl::Time now) const {
+  if (absl::Status s = ValidateQueueName(spec.queue); !s.ok()) return s;
+  if (!ValidTypeName(spec.type)) {
+    return Invalid("type", absl::StrCat(Quoted(spec.type),
+                                        " is malformed: 1-128 printable ASCII "
+                                        "characters without spaces"));
+  }
+  if (spec.payload.size() > options_.max_payload_bytes) {
+    return Invalid("payload", absl::StrCat("is ", spec.payload.size(),
+                                           " bytes; the limit is ",
+                                           options_.max_payload_bytes,
+                                           " (--max-payload-bytes)"));
+  }
+  size_t header_bytes = 0;
+  for (const auto& [k, v] : spec.headers) {
+    if (k.empty()) return Invalid("headers", "has an empty key");
+    header_bytes += k.size() + v.size();
+  }
+  if (header_bytes > options_.max_header_bytes) {
+    return Invalid("headers", absl::StrCat("are ", header_bytes,
+                                           " bytes; the limit is ",
+                                           options_.max_header_bytes,
+                                           " (--max-header-bytes)"));
+  }
+  if (spec.priority > 9) {
+    return Invalid("priority", absl::StrCat("is ", spec.priority, "; must be 0 to 9"));
+  }
+  if (spec.not_before != absl::InfinitePast() && spec.not_before > now + kMaxDelay) {
+    return Invalid("not_before", "is more than 365 days ahead");
+  }
+  if (spec.expires_at != absl::InfiniteFuture() && spec.expires_at <= now) {
+    return Invalid("expires_at", absl::StrCat("(", absl::FormatTime(spec.expires_at),
+                                              ") is not in the future"));
+  }
+  if (spec.timeout) {
+    if (*spec.timeout <= absl::ZeroDuration() || *spec.timeout > kMaxTimeout) {
+      return Invalid("timeout", absl::StrCat("is ", absl::FormatDuration(*spec.timeout),
+                                             "; must be more than 0 and at most 168h"));
+    }
+  }
+  if (spec.retry.max_attempts && *spec.retry.max_attempts == 0) {
+    return Invalid("retry.max_attempts", "is 0; must be 1 to 1000");
+  }
+  if (!spec.retry.empty()) {
+    RetryPolicy resolved = spec.retry.ApplyTo(options_.queue_defaults.retry);
+    // An initial backoff above the default max raises the max with it, unless
+    // the task also sets a max: only what the task set is checked.
+    if (spec.retry.initial_backoff && !spec.retry.max_backoff &&
+        resolved.max_backoff < resolved.initial_backoff) {
+      resolved.max_backoff = resolved.initial_backoff;
+    }
+    if (absl::Status s = ValidateRetryPolicy(resolved, "retry"); !s.ok()) return s;
+  }
+  if (spec.idempotency_key.size() > kMaxIdempotencyKeyBytes) {
+    return Invalid("idempotency_key", absl::StrCat("is ", spec.idempotency_key.size(),
+                                                   " bytes; at most 256"));
+  }
+  if (spec.rate_key.size() > kMaxKeyBytes) {
+    return Invalid("rate_key", absl::StrCat("is ", spec.rate_key.size(), " bytes; at most 128"));
+  }
+  if (spec.concurrency_key.size() > kMaxKeyBytes) {
+    return Invalid("concurrency_key",
+                   absl::StrCat("is ", spec.concurrency_key.size(), " bytes; at most 128"));
+  }
+  if (spec.fallback_result && spec.fallback_result->size() > options_.max_result_bytes) {
+    return Invalid("fallback_result",
+                   absl::StrCat("is ", spec.fallback_result->size(),
+                                " bytes; the limit is ", options_.max_result_bytes,
+                                " (--max-result-bytes)"));
+  }
+  return absl::OkStatus();
+}
+
+// ───────────────────────────── submit ─────────────────────────────
+
+absl::StatusOr<Queue*> Broker::QueueForSubmit(absl::string_view name) {
+  auto it = queues_.find(name);
+  if (it != queues_.end()) return it->second.get();
+  if (!options_.auto_create_queues) {
+    return absl::NotFoundError(absl::StrCat(
+        "queue ", Quoted(name),
+        " not found (the broker runs with --auto-create-queues=false; create it first)"));
+  }
+  if (queues_.size() >= options_.max_queues) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "cannot create queue ", Quoted(name), ": the broker holds ", queues_.size(),
+        " queues, the limit (--max-queues)"));
+  }
+  QueueConfig config = options_.queue_defaults;
+  config.name = std::string(name);
+  auto queue = std::make_unique<Queue>(std::move(config));
+  Queue* raw = queue.get();
+  queues_.emplace(raw->name(), std::move(queue));
+  return raw;
+}
+
+absl::StatusOr<SubmitResult> Broker::SubmitLocked(TaskSpec& spec, Queue* queue,
+                                                  bool allow_wait, bool* must_wait,
+                                                  Deferred& after) {
+  const absl::Time now = clock_->Now();
+  if (!spec.idempotency_key.empty()) {
+    auto it = idempotency_.find(IdemKey(queue->name(), spec.idempotency_key));
+    if (it != idempotency_.end()) {
+      if (Task* original = FindTask(TaskId(it->second)); original != nullptr) {
+        return SubmitResult{Snapshot(*original, /*with_payload=*/false), true};
+      }
+    }
+  }
+  if (queue->full()) {
+    if (allow_wait && queue->config().full_policy == FullPolicy::kWait) {
+      *must_wait = true;
+      return absl::UnavailableError("waiting for room");  // not returned to callers
+    }
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "queue ", Quoted(queue->name()), " is full (capacity ", queue->config().capacity,
+        " unfinished tasks); retry later"));
+  }
+
+  TaskId id = NextId();
+  Task* task = Task::Create(id, queue, InternType(spec.type), spec.payload, now);
+  task->priority = static_cast<uint8_t>(spec.priority);
+  bool needs_extra = !spec.headers.empty() || !spec.idempotency_key.empty() ||
+                     !spec.rate_key.empty() || !spec.concurrency_key.empty() ||
+                     spec.fallback_result.has_value() || !spec.retry.empty() ||
+                     spec.timeout.has_value() || spec.expires_at != absl::InfiniteFuture();
+  if (needs_extra) {
+    TaskExtra& x = task->mutable_extra();
+    x.headers = std::move(spec.headers);
+    x.idempotency_key = spec.idempotency_key;
+    x.rate_key = std::move(spec.rate_key);
+    x.concurrency_key = std::move(spec.concurrency_key);
+    x.fallback_result = std::move(spec.fallback_result);
+    if (!spec.retry.empty()) {
+      RetryPolicy resolved = spec.retry.ApplyTo(queue->config().retry);
+      if (resolved.max_backoff < resolved.initial_backoff) {
+        resolved.max_backoff = resolved.initial_backoff;
+      }
+      x.retry = resolved;
+    }
+    x.timeout = spec.timeout;
+    x.expires_at = spec.expires_at;
+  }
+  tasks_.emplace(id.value(), task);
+  if (!spec.idempotency_key.empty()) {
+    idempotency_[IdemKey(queue->name(), spec.idempotency_key)] = id.value();
+  }
+  task->state = TaskState::kScheduled;
+  queue->CountIn(TaskState::kScheduled);
+  ++change_seq_;
+  if (listener_ != nullptr) listener_->OnSubmitted(*queue, *task);
+  if (spec.expires_at != absl::InfiniteFuture()) {
+    PushTimer(spec.expires_at, kExpire, id.value(), 0);
+  }
+  if (spec.not_before != absl::InfinitePast() && spec.not_before > now) {
+    Schedule(task, spec.not_before);
+  } else {
+    MakeReady(task, after);
+  }
+  return SubmitResult{Snapshot(*task, /*with_payload=*/false), false};
+}
+
+WaitId Broker::Submit(TaskSpec spec, absl::Time deadline, SubmitCallback done) {
+  if (absl::Status s = ValidateSpec(spec, clock_->Now()); !s.ok()) {
+    done(s);
+    return 0;
+  }
+  Deferred after;
+  WaitId wait_id = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    absl::StatusOr<SubmitResult> result;
+    bool must_wait = false;
+    if (draining_) {
+      result = absl::UnavailableError("the broker is draining; submit to another broker or retry later");
+    } else if (absl::StatusOr<Queue*> queue = QueueForSubmit(spec.queue); !queue.ok()) {
+      result = queue.status();
+    } else {
+      result = SubmitLocked(spec, *queue, /*allow_wait=*/true, &must_wait, after);
+      if (must_wait) {
+        if (deadline <= clock_->Now()) {
+          result = absl::DeadlineExceededError(absl::StrCat(
+              "queue ", Quoted(spec.queue), " is full and the call's deadline passed"));
+        } else {
+          wait_id = next_wait_id_++;
+          (*queue)->submit_waiters().push_back(wait_id);
+          if (deadline != absl::InfiniteFuture()) PushTimer(deadline, kSubmitWait, wait_id, 0);
+          submit_waiters_.emplace(
+              wait_id, std::make_unique<SubmitWaiter>(
+                           SubmitWaiter{std::move(spec), *queue, std::move(done)}));
+        }
+      }
+    }
+    if (wait_id == 0) {
+      after.push_back([done = std::move(done), result = std::move(result)]() mutable {
+        done(std::move(result));
+      });
+    }
+  }
+  Run(after);
+  return wait_id;
+}
+
+absl::StatusOr<SubmitResult> Broker::SubmitNow(TaskSpec spec) {
+  absl::StatusOr<SubmitResult> result;
+  Submit(std::move(spec), absl::InfinitePast(),
+         [&result](absl::StatusOr<SubmitResult> r) { result = std::move(r); });
+  // A past deadline never parks, so the callback has run.
+  if (!result.ok() && result.status().code() == absl::StatusCode::kDeadlineExceeded) {
+    // Report a full queue the same way whatever its policy.
+    return absl::ResourceExhaustedError(result.status().message());
+  }
+  return result;
+}
+
+absl::StatusOr<std::vector<absl::StatusOr<SubmitResult>>> Broker::SubmitBatch(
+    std::vector<TaskSpec> specs) {
+  if (specs.size() > options_.max_batch_count) {
+    return Invalid("tasks", absl::StrCat("holds ", specs.size(),
+                                         " tasks; the limit is ", options_.max_batch_count,
+                                         " (--max-batch-count)"));
+  }
+  size_t bytes = 0;
+  for (const TaskSpec& s : specs) bytes += s.payload.size();
+  if (bytes > options_.max_batch_bytes) {
+    return Invalid("tasks", absl::StrCat("carry ", bytes, " payload bytes; the limit is ",
+                                         options_.max_batch_bytes, " (--max-batch-bytes)"));
+  }
+  std::vector<absl::StatusOr<SubmitResult>> out;
+  out.reserve(specs.size());
+  const absl::Time now = clock_->Now();
+  std::vector<absl::Status> valid;
+  valid.reserve(specs.size());
+  for (const TaskSpec& s : specs) valid.push_back(ValidateSpec(s, now));
+  Deferred after;
+  {
+    absl::MutexLock lock(&mu_);
+    for (size_t i = 0; i < specs.size(); ++i) {
+      if (!valid[i].ok()) {
+        out.push_back(valid[i]);
+        continue;
+      }
+      if (draining_) {
+        out.push_back(absl::UnavailableError("the broker is draining"));
+        continue;
+      }
+      absl::StatusOr<Queue*> queue = QueueForSubmit(specs[i].queue);
+      if (!queue.ok()) {
+        out.push_back(queue.status());
+        continue;
+      }
+      bool must_wait = false;
+      out.push_back(SubmitLocked(specs[i], *queue, /*allow_wait=*/false, &must_wait, after));
+    }
+  }
+  Run(after);
+  return out;
+}
+
+// ───────────────────────────── transitions ─────────────────────────────
+
+void Broker::MakeReady(Task* task, Deferred& after) {
+  Queue* queue = task->queue();
+  SetState(task, TaskState::kReady);
+  // The ready sequence is the ready-since time in microseconds, kept strictly
+  // increasing so FIFO order holds within one microsecond.
+  next_seq_ = std::max<uint64_t>(next_seq_ + 1, absl::ToUnixMicros(clock_->Now()));
+  queue->PushReady(*task, next_seq_);
+  NotifyWatchers(*task, /*final=*/false, after);
+  ServeLeaseWaiters(queue, after);
+}
+
+void Broker::Schedule(Task* task, absl::Time when) {
+  SetState(task, TaskState::kScheduled);
+  task->set_not_before(when);
+  PushTimer(when, kDue, task->id().value(), absl::ToUnixMicros(when));
+}
+
+LeasedTask Broker::Grant(Task* task, absl::string_view worker_id, Deferred& after) {
+  const absl::Time now = clock_->Now();
+  Queue* queue = task->queue();
+  queue->PopReady(*task);
+  SetState(task, TaskState::kRunning);
+  ++task->token;
+  TaskExtra& x = task->mutable_extra();
+  x.worker_id = std::string(worker_id);
+  x.started_at = now;
+  x.lease_expires_at = now + queue->config().lease_duration;
+  const absl::Duration timeout = TimeoutOf(*task);
+  x.attempt_deadline = now + timeout;
+  x.progress_percent = 0;
+  x.progress_message.clear();
+  PushTimer(std::min(x.lease_expires_at, x.attempt_deadline + options_.timeout_grace),
+            kLeaseCheck, task->id().value(), task->token);
+  if (listener_ != nullptr) listener_->OnDispatched(*queue, *task);
+  NotifyWatchers(*task, /*final=*/false, after);
+
+  LeasedTask leased;
+  leased.id = task->id();
+  leased.queue = queue->name();
+  leased.type = type_names_[task->type_id()];
+  leased.payload = std::string(task->payload());
+  leased.headers = x.headers;
+  leased.attempt = task->failures + 1u;
+  leased.max_attempts = RetryOf(*task).max_attempts;
+  leased.token = task->token;
+  leased.lease_expires_at = x.lease_expires_at;
+  leased.deadline = x.attempt_deadline;
+  leased.timeout = timeout;
+  return leased;
+}
+
+absl::Duration Broker::BackoffFor(const Task& task) {
+  const RetryPolicy& p = RetryOf(task);
+  double factor = std::pow(p.multiplier, std::max(0, task.failures - 1));
+  absl::Duration delay = p.initial_backoff * factor;
+  if (delay > p.max_backoff || delay < absl::ZeroDuration()) delay = p.max_backoff;
+  if (p.jitter > 0) {
+    double spread = absl::Uniform(rng_, -p.jitter, p.jitter);
+    delay = delay * (1.0 + spread);
+    if (delay > p.max_backoff) delay = p.max_backoff;
+  }
+  return std::max(delay, absl::ZeroDuration());
+}
+
+void Broker::RetryOrDie(Task* task, std::string error, bool retryable, Deferred& after) {
+  TaskExtra& x = task->mutable_extra();
+  x.error = std::move(error);
+  if (task->failures < UINT16_MAX) ++task->failures;
+  if (task->cancel_requested) {
+    End(task, TaskState::kCanceled, after);
+    return;
+  }
+  if (!retryable || task->failures >= RetryOf(*task).max_attempts) {
+    if (x.fallback_result) {
+      x.result = *x.fallback_result;
+      End(task, TaskState::kFallback, after);
+    } else {
+      End(task, TaskState::kDead, after);
+    }
+    return;
+  }
+  if (listener_ != nullptr) listener_->OnRetried(*task->queue(), *task);
+  absl::Duration delay = BackoffFor(*task);
+  if (delay <= absl::ZeroDuration()) {
+    MakeReady(task, after);
+  } else {
+    Schedule(task, clock_->Now() + delay);
+    NotifyWatchers(*task, /*final=*/false, after);
+  }
+}
+
+void Broker::End(Task* task, TaskState state, Deferred& after) {
+  Queue* queue = task->queue();
+  const bool was_active = !IsTerminal(task->state);
+  const absl::Time now = clock_->Now();
+  SetState(task, state);
+  TaskExtra& x = task->mutable_extra();
+  x.finished_at = now;
+  x.lease_expires_at = absl::InfinitePast();
+  task->ended_stamp = static_cast<int64_t>(++end_counter_);
+  queue->ended().emplace_back(task->id().value(), task->ended_stamp);
+  ++queue->ended_live;
+  PushTimer(now + queue->config().result_ttl, kRetention, task->id().value(),
+            task->ended_stamp);
+  if (listener_ != nullptr) listener_->OnEnded(*queue, *task);
+  NotifyWatchers(*task, /*final=*/true, after);
+  if (was_active) ServeSubmitWaiters(queue, after);
+  EnforceRetention(queue, after);
+}
+
+void Broker::Drop(Task* task, absl::string_view reason, Deferred& after) {
+  Queue* queue = task->queue();
+  if (listener_ != nullptr) listener_->OnDropped(*queue, *task, reason);
+  if (IsTerminal(task->state)) {
+    --queue->ended_live;
+  } else {
+    // Purged while queued: it ends here, as CANCELED, for its watchers.
+    if (task->state == TaskState::kRunning) --running_;
+    queue->CountOut(task->state);
+    task->state = TaskState::kCanceled;
+    task->mutable_extra().error = absl::StrCat("purged (", reason, ")");
+    ++change_seq_;
+    NotifyWatchers(*task, /*final=*/true, after);
+    queue->CountIn(TaskState::kCanceled);
+  }
+  queue->CountOut(task->state);
+  if (task->extra() != nullptr && !task->extra()->idempotency_key.empty()) {
+    auto it = idempotency_.find(IdemKey(queue->name(), task->extra()->idempotency_key));
+    if (it != idempotency_.end() && it->second == task->id().value()) idempotency_.erase(it);
+  }
+  if (task->watched) {
+    // Dropped while watched (retention of an ended task): end the watches.
+    NotifyWatchers(*task, /*final=*/true, after);
+  }
+  tasks_.erase(task->id().value());
+  Task::Destroy(task);
+}
+
+void Broker::EnforceRetention(Queue* queue, Deferred& after) {
+  auto& ended = queue->ended();
+  while (!ended.empty()) {
+    auto [id, stamp] = ended.front();
+    Task* task = FindTask(TaskId(id));
+    const bool live = task != nullptr && task->ended_stamp == stamp;
+    if (live && queue->ended_live <= queue->config().retained) break;
+    ended.pop_front();
+    if (live) Drop(task, "retained", after);
+  }
+}
+
+void Broker::NotifyWatchers(const Task& task, bool final, Deferred& after) {
+  if (!task.watched) return;
+  auto it = watchers_by_task_.find(task.id().value());
+  if (it == watchers_by_task_.end()) return;
+  TaskInfo info = Snapshot(task, /*with_payload=*/false);
+  for (WatchId wid : it->second) {
+    auto w = watchers_.find(wid);
+    if (w == watchers_.end()) continue;
+    after.push_back([cb = w->second->callback, info, final] { cb(info, final); });
+    if (final) watchers_.erase(w);
+  }
+  if (final) {
+    watchers_by_task_.erase(it);
+    const_cast<Task&>(task).watched = false;
+  }
+}
+
+// ───────────────────────────── leasing ─────────────────────────────
+
+std::vector<LeasedTask> Broker::TakeReady(const LeaseRequest& request, uint32_t max,
+                                          Deferred& after) {
+  std::vector<LeasedTask> out;
+  std::vector<Queue*> queues;
+  for (const std::string& name : request.queues) {
+    auto it = queues_.find(name);
+    if (it != queues_.end() && !it->second->paused) queues.push_back(it->second.get());
+  }
+  if (queues.empty()) return out;
+  std::vector<uint32_t> types;
+  for (const std::string& t : request.types) {
+    auto it = type_ids_.find(t);
+    if (it != type_ids_.end()) types.push_back(it->second);
+  }
+  if (!request.types.empty() && types.empty()) return out;  // no such type yet
+  // The analysis cannot see that the lambda runs under mu_ (inside this call).
+  auto resolve = [this](uint64_t id) ABSL_NO_THREAD_SAFETY_ANALYSIS -> Task* {
+    auto it = tasks_.find(id);
+    return it != tasks_.end() && it->second->state == TaskState::kReady ? it->second
+                                                                        : nullptr;
+  };
+  const absl::Time now = clock_->Now();
+  while (out.size() < max) {
+    Task* best = nullptr;
+    uint64_t best_key = 0;
+    for (Queue* q : queues) {
+      uint64_t key = 0;
+      Task* t = q->PeekReady(types, resolve, &key);
+      if (t != nullptr && (best == nullptr || key < best_key)) {
+        best = t;
+        best_key = key;
+      }
+    }
+    if (best == nullptr) break;
+    if (best->extra() != nullptr && best->token == 0 && best->extra()->expires_at <= now) {
+      best->queue()->PopReady(*best);
+      best->mutable_extra().error = "expired before it was leased";
+      End(best, TaskState::kExpired, after);
+      continue;
+    }
+    out.push_back(Grant(best, request.worker_id, after));
+  }
+  return out;
+}
+
+void Broker::ServeLeaseWaiters(Queue* queue, Deferred& after) {
+  if (queue->paused) return;
+  auto it = lease_waiters_by_queue_.find(queue->name());
+  if (it == lease_waiters_by_queue_.end()) return;
+  // Copy: serving a waiter removes it from these lists.
+  std::vector<WaitId> ids(it->second.begin(), it->second.end());
+  for (WaitId id : ids) {
+    if (queue->count(TaskState::kReady) == 0) break;
+    auto w = lease_waiters_.find(id);
+    if (w == lease_waiters_.end()) continue;
+    std::vector<LeasedTask> tasks =
+        TakeReady(w->second->request, w->second->request.max_tasks, after);
+    if (tasks.empty()) continue;
+    std::unique_ptr<LeaseWaiter> waiter = RemoveLeaseWaiter(id);
+    after.push_back([done = std::move(waiter->done), tasks = std::move(tasks)]() mutable {
+      done(std::move(tasks));
+    });
+  }
+}
+
+std::unique_ptr<Broker::LeaseWaiter> Broker::RemoveLeaseWaiter(WaitId id) {
+  auto it = lease_waiters_.find(id);
+  if (it == lease_waiters_.end()) return nullptr;
+  std::unique_ptr<LeaseWaiter> waiter = std::move(it->second);
+  lease_waiters_.erase(it);
+  for (const std::string& name : waiter->request.queues) {
+    auto q = lease_waiters_by_queue_.find(name);
+    if (q == lease_waiters_by_queue_.end()) continue;
+    auto& ids = q->second;
+    ids.erase(std::remove(ids.begin(), ids.end(), id), ids.end());
+    if (ids.empty()) lease_waiters_by_queue_.erase(q);
+  }
+  return waiter;
+}
+
+absl::Status Broker::ValidateLease(const LeaseRequest& r) const {
+  if (r.queues.empty()) return Invalid("queues", "is empty; name at least one queue");
+  if (r.queues.size() > kMaxLeaseQueues) {
+    return Invalid("queues", absl::StrCat("names ", r.queues.size(), " queues; at most 64"));
+  }
+  for (const std::string& q : r.queues) {
+    if (absl::Status s = ValidateQueueName(q); !s.ok()) return s;
+  }
+  for (const std::string& t : r.types) {
+    if (!ValidTypeName(t)) return Invalid("types", absl::StrCat(Quoted(t), " is malformed"));
+  }
+  if (r.max_tasks < 1 || r.max_tasks > kMaxLeaseTasks) {
+    return Invalid("max_tasks", absl::StrCat("is ", r.max_tasks, "; must be 1 to 1000"));
+  }
+  if (r.wait < absl::ZeroDuration() || r.wait > options_.max_lease_wait) {
+    return Invalid("wait", absl::StrCat("is ", absl::FormatDuration(r.wait),
+                                        "; must be 0 to ",
+                                        absl::FormatDuration(options_.max_lease_wait)));
+  }
+  if (r.worker_id.size() > kMaxWorkerIdBytes) {
+    return Invalid("worker_id", absl::StrCat("is ", r.worker_id.size(), " bytes; at most 256"));
+  }
+  return absl::OkStatus();
+}
+
+WaitId Broker::Lease(LeaseRequest request, LeaseCallback done) {
+  if (absl::Status s = ValidateLease(request); !s.ok()) {
+    done(s);
+    return 0;
+  }
+  Deferred after;
+  WaitId wait_id = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    if (draining_) {
+      after.push_back([done = std::move(done)] {
+        done(absl::UnavailableError("the broker is draining; lease from another broker"));
+      });
+    } else {
+      std::vector<LeasedTask> tasks = TakeReady(request, request.max_tasks, after);
+      if (!tasks.empty() || request.wait <= absl::ZeroDuration()) {
+        after.push_back([done = std::move(done), tasks = std::move(tasks)]() mutable {
+          done(std::move(tasks));
+        });
+      } else {
+        wait_id = next_wait_id_++;
+        for (const std::string& name : request.queues) {
+          lease_waiters_by_queue_[name].push_back(wait_id);
+        }
+        PushTimer(clock_->Now() + request.wait, kLeaseWait, wait_id, 0);
+        lease_waiters_.emplace(wait_id, std::make_unique<LeaseWaiter>(
+                                            LeaseWaiter{std::move(request), std::move(done)}));
+      }
+    }
+  }
+  Run(after);
+  return wait_id;
+}
+
+void Broker::CancelWait(WaitId id) {
+  Deferred after;
+  {
+    absl::MutexLock lock(&mu_);
+    if (std::unique_ptr<LeaseWaiter> w = RemoveLeaseWaiter(id); w != nullptr) {
+      after.push_back([done = std::move(w->done)] {
+        done(absl::CancelledError("the lease call was cancelled"));
+      });
+    } else if (auto it = submit_waiters_.find(id); it != submit_waiters_.end()) {
+      std::unique_ptr<SubmitWaiter> w = std::move(it->second);
+      submit_waiters_.erase(it);
+      auto& ids = w->queue->submit_waiters();
+      ids.erase(std::remove(ids.begin(), ids.end(), id), ids.end());
+      after.push_back([done = std::move(w->done)] {
+        done(absl::CancelledError("the submit call was cancelled"));
+      });
+    }
+  }
+  Run(after);
+}
+
+void Broker::ServeSubmitWaiters(Queue* queue, Deferred& after) {
+  auto& ids = queue->submit_waiters();
+  while (!ids.empty() && !queue->full()) {
+    WaitId id = ids.front();
+    ids.pop_front();
+    auto it = submit_waiters_.find(id);
+    if (it == submit_waiters_.end()) continue;
+    std::unique_ptr<SubmitWaiter> w = std::move(it->second);
+    submit_waiters_.erase(it);
+    bool must_wait = false;
+    absl::StatusOr<SubmitResult> result =
+        SubmitLocked(w->spec, queue, /*allow_wait=*/false, &must_wait, after);
+    after.push_back([done = std::move(w->done), result = std::move(result)]() mutable {
+      done(std::move(result));
+    });
+  }
+}
+
+// ───────────────────────────── reports ─────────────────────────────
+
+std::vector<HeartbeatOutcome> Broker::Heartbeat(absl::string_view worker_id,
+                                                const std::vector<HeartbeatItem>& items) {
+  std::vector<HeartbeatOutcome> out(items.size());
+  Deferred after;
+  {
+    absl::MutexLock lock(&mu_);
+    const absl::Time now = clock_->Now();
+    for (size_t i = 0; i < items.size(); ++i) {
+      const HeartbeatItem& item = items[i];
+      HeartbeatOutcome& o = out[i];
+      if (item.progress_percent &&
+          !(*item.progress_percent >= 0 && *item.progress_percent <= 100)) {
+        o.status = Invalid("progress_percent",
+                           absl::StrCat("is ", *item.progress_percent, "; must be 0 to 100"));
+        continue;
+      }
+      if (item.progress_message.size() > kMaxProgressMessageBytes) {
+        o.status = Invalid("progress_message",
+                           absl::StrCat("is ", item.progress_message.size(),
+                                        " bytes; at most 1024"));
+        continue;
+      }
+      absl::StatusOr<Task*> found = FindTaskForReport(item.id, item.token);
+      if (!found.ok()) {
+        o.status = found.status();
+        continue;
+      }
+      Task* task = *found;
+      if (task->state != TaskState::kRunning) {
+        o.status = absl::FailedPreconditionError(absl::StrCat(
+            "task ", item.id.ToString(), " is ", TaskStateName(task->state),
+            IsTerminal(task->state) ? ": it has ended" : ": its lease expired"));
+        o.cancel = task->cancel_requested || task->state == TaskState::kCanceled;
+        continue;
+      }
+      TaskExtra& x = task->mutable_extra();
+      x.lease_expires_at = now + task->queue()->config().lease_duration;
+      if (!worker_id.empty()) x.worker_id = std::string(worker_id);
+      bool changed = false;
+      if (item.progress_percent) {
+        changed = x.progress_percent != *item.progress_percent ||
+                  x.progress_message != item.progress_message;
+        x.progress_percent = *item.progress_percent;
+        x.progress_message = item.progress_message;
+      }
+      if (changed) {
+        ++change_seq_;
+        NotifyWatchers(*task, /*final=*/false, after);
+      }
+      o.cancel = task->cancel_requested;
+      o.lease_expires_at = x.lease_expires_at;
+    }
+  }
+  Run(after);
+  return out;
+}
+
+std::vector<absl::Status> Broker::Complete(const std::vector<CompleteItem>& items) {
+  std::vector<absl::Status> out(items.size());
+  Deferred after;
+  {
+    absl::MutexLock lock(&mu_);
+    for (size_t i = 0; i < items.size(); ++i) {
+      const CompleteItem& item = items[i];
+      if (item.result.size() > options_.max_result_bytes) {
+        out[i] = Invalid("result", absl::StrCat("is ", item.result.size(),
+                                                " bytes; the limit is ",
+                                                options_.max_result_bytes,
+                                                " (--max-result-bytes)"));
+        continue;
+      }
+      absl::StatusOr<Task*> found = FindTaskForReport(item.id, item.token);
+      if (!found.ok()) {
+        out[i] = found.status();
+        continue;
+      }
+      Task* task = *found;
+      if (IsTerminal(task->state)) {
+        // A repeated report (its answer was lost) is acknowledged again.
+        if (task->state == TaskState::kSucceeded && task->extra() != nullptr &&
+            task->extra()->result == item.result) {
+          continue;
+        }
+        out[i] = absl::FailedPreconditionError(absl::StrCat(
+            "task ", item.id.ToString(), " has already ended (",
+            TaskStateName(task->state), ")"));
+        continue;
+      }
+      if (task->token == 0) {
+        out[i] = absl::FailedPreconditionError(
+            absl::StrCat("task ", item.id.ToString(), " was never leased"));
+        continue;
+      }
+      // RUNNING, or requeued after its lease expired with no newer lease:
+      // the report with the current token wins either way.
+      task->mutable_extra().result = item.result;
+      task->mutable_extra().error.clear();
+      End(task, TaskState::kSucceeded, after);
+    }
+  }
+  Run(after);
+  return out;
+}
+
+std::vector<absl::Status> Broker::Fail(const std::vector<FailItem>& items) {
+  std::vector<absl::Status> out(items.size());
+  Deferred after;
+  {
+    absl::MutexLock lock(&mu_);
+    for (size_t i = 0; i < items.size(); ++i) {
+      const FailItem& item = items[i];
+      absl::StatusOr<Task*> found = FindTaskForReport(item.id, item.token);
+      if (!found.ok()) {
+        out[i] = found.status();
+        continue;
+      }
+      Task* task = *found;
+      std::string error = item.error.substr(0, kMaxErrorBytes);
+      if (!item.reason.empty()) error = absl::StrCat(item.reason, ": ", error);
+      if (IsTerminal(task->state)) {
+        if (task->state == TaskState::kDead || task->state == TaskState::kFallback ||
+            task->state == TaskState::kCanceled) {
+          continue;  // a repeated report: the failure was already applied
+        }
+        out[i] = absl::FailedPreconditionError(absl::StrCat(
+            "task ", item.id.ToString(), " has already ended (",
+            TaskStateName(task->state), ")"));
+        continue;
+      }
+      if (task->token == 0) {
+        out[i] = absl::FailedPreconditionError(
+            absl::StrCat("task ", item.id.ToString(), " was never leased"));
+        continue;
+      }
+      if (task->state == TaskState::kRunning) {
+        RetryOrDie(task, std::move(error), item.retryable, after);
+      } else if (!item.retryable) {
+        // Requeued after a lease expiry (or already in backoff from this same
+        // report): a permanent failure still ends it.
+        task->mutable_extra().error = std::move(error);
+        TaskExtra& x = task->mutable_extra();
+        if (x.fallback_result) {
+          x.result = *x.fallback_result;
+          End(task, TaskState::kFallback, after);
+        } else {
+          End(task, TaskState::kDead, after);
+        }
+      }
+      // A retryable failure of a task that is already waiting again changes
+      // nothing: it was requeued (or this report is a repeat).
+    }
+  }
+  Run(after);
+  return out;
+}
+
+std::vector<absl::Status> Broker::Release(const std::vector<ReleaseItem>& items) {
+  std::vector<absl::Status> out(items.size());
+  Deferred after;
+  {
+    absl::MutexLock lock(&mu_);
+    for (size_t i = 0; i < items.size(); ++i) {
+      absl::StatusOr<Task*> found = FindTaskForReport(items[i].id, items[i].token);
+      if (!found.ok()) {
+        out[i] = found.status();
+        continue;
+      }
+      Task* task = *found;
+      if (task->state != TaskState::kRunning) {
+        if (IsTerminal(task->state) && task->state != TaskState::kCanceled) {
+          out[i] = absl::FailedPreconditionError(absl::StrCat(
+              "task ", items[i].id.ToString(), " has already ended (",
+              TaskStateName(task->state), ")"));
+        }
+        continue;  // already back in the queue: nothing to hand back
+      }
+      if (task->cancel_requested) {
+        task->mutable_extra().error = "canceled";
+        End(task, TaskState::kCanceled, after);
+      } else {
+        task->mutable_extra().lease_expires_at = absl::InfinitePast();
+        MakeReady(task, after);
+      }
+    }
+  }
+  Run(after);
+  return out;
+}
+
+// ───────────────────────────── tasks ─────────────────────────────
+
+absl::StatusOr<TaskInfo> Broker::GetTask(TaskId id) const {
+  absl::MutexLock lock(&mu_);
+  Task* task = FindTask(id);
+  if (task == nullptr) return NotFoundTask(id);
+  return Snapshot(*task, /*with_payload=*/true);
+}
+
+absl::StatusOr<TaskInfo> Broker::CancelTask(TaskId id) {
+  Deferred after;
+  absl::StatusOr<TaskInfo> out;
+  {
+    absl::MutexLock lock(&mu_);
+    Task* task = FindTask(id);
+    if (task == nullptr) return NotFoundTask(id);
+    if (IsTerminal(task->state)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "task ", id.ToString(), " has already ended (", TaskStateName(task->state), ")"));
+    }
+    if (task->state == TaskState::kRunning) {
+      if (!task->cancel_requested) {
+        task->cancel_requested = true;
+        ++change_seq_;
+        NotifyWatchers(*task, /*final=*/false, after);
+      }
+    } else {
+      task->cancel_requested = true;
+      task->mutable_extra().error = "canceled";
+      End(task, TaskState::kCanceled, after);
+    }
+    out = Snapshot(*task, /*with_payload=*/false);
+  }
+  Run(after);
+  return out;
+}
+
+absl::StatusOr<TaskPage> Broker::ListTasks(absl::string_view queue_name,
+                                           std::optional<TaskState> state,
+                                           uint32_t page_size,
+                                           absl::string_view page_token) const {
+  if (page_size == 0) page_size = 100;
+  if (page_size > 1000) {
+    return Invalid("page_size", absl::StrCat("is ", page_size, "; must be 1 to 1000"));
+  }
+  uint64_t after_id = 0;
+  if (!page_token.empty()) {
+    absl::StatusOr<TaskId> id = TaskId::Parse(page_token);
+    if (!id.ok()) {
+      return Invalid("page_token", absl::StrCat(Quoted(page_token), " is malformed"));
+    }
+    after_id = id->value();
+  }
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<Queue*> queue = FindQueue(queue_name);
+  if (!queue.ok()) return queue.status();
+  // A scan: listing is an admin operation, kept off the hot paths.
+  std::vector<Task*> matches;
+  for (const auto& [id, task] : tasks_) {
+    if (task->queue() != *queue || id <= after_id) continue;
+    if (state && task->state != *state) continue;
+    matches.push_back(task);
+  }
+  TaskPage page;
+  size_t n = std::min<size_t>(page_size, matches.size());
+  std::partial_sort(matches.begin(), matches.begin() + n, matches.end(),
+                    [](Task* a, Task* b) { return a->id() < b->id(); });
+  for (size_t i = 0; i < n; ++i) page.tasks.push_back(Snapshot(*matches[i], true));
+  if (matches.size() > n) page.next_page_token = matches[n - 1]->id().ToString();
+  return page;
+}
+
+absl::StatusOr<WatchId> Broker::Watch(TaskId id, WatchCallback cb) {
+  TaskInfo info;
+  WatchId wid = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    Task* task = FindTask(id);
+    if (task == nullptr) return NotFoundTask(id);
+    info = Snapshot(*task, /*with_payload=*/false);
+    if (!IsTerminal(task->state)) {
+      wid = next_watch_id_++;
+      watchers_.emplace(wid, std::make_unique<Watcher>(Watcher{id.value(), cb}));
+      watchers_by_task_[id.value()].push_back(wid);
+      task->watched = true;
+    }
+  }
+  cb(info, /*final=*/wid == 0);
+  return wid;
+}
+
+void Broker::Unwatch(WatchId id) {
+  absl::MutexLock lock(&mu_);
+  auto it = watchers_.find(id);
+  if (it == watchers_.end()) return;
+  uint64_t task_id = it->second->task_id;
+  watchers_.erase(it);
+  auto t = watchers_by_task_.find(task_id);
+  if (t == watchers_by_task_.end()) return;
+  auto& ids = t->second;
+  ids.erase(std::remove(ids.begin(), ids.end(), id), ids.end());
+  if (ids.empty()) {
+    watchers_by_task_.erase(t);
+    if (Task* task = FindTask(TaskId(task_id)); task != nullptr) task->watched = false;
+  }
+}
+
+// ───────────────────────────── queues ─────────────────────────────
+
+QueueInfo Broker::InfoOf(const Queue& queue) const {
+  QueueInfo info;
+  info.config = queue.config();
+  info.paused = queue.paused;
+  for (int s = 0; s < 8; ++s) info.stats.by_state[s] = queue.count(static_cast<TaskState>(s));
+  // The analysis cannot see that the lambda runs under mu_ (inside this call).
+  auto resolve = [this](uint64_t id) ABSL_NO_THREAD_SAFETY_ANALYSIS -> Task* {
+    auto it = tasks_.find(id);
+    return it != tasks_.end() && it->second->state == TaskState::kReady ? it->second
+                                                                        : nullptr;
+  };
+  if (queue.count(TaskState::kReady) > 0) {
+    uint64_t seq = queue.OldestReadySeq(resolve);
+    if (seq != 0) {
+      info.stats.oldest_ready_age =
+          std::max(absl::ZeroDuration(),
+                   clock_->Now() - absl::FromUnixMicros(static_cast<int64_t>(seq)));
+    }
+  }
+  if (auto it = lease_waiters_by_queue_.find(queue.name());
+      it != lease_waiters_by_queue_.end()) {
+    info.stats.waiting_workers = static_cast<uint32_t>(it->second.size());
+  }
+  return info;
+}
+
+absl::StatusOr<QueueInfo> Broker::CreateQueue(const QueueConfig& config, bool paused) {
+  if (absl::Status s = ValidateQueueConfig(config); !s.ok()) return s;
+  Deferred after;
+  QueueInfo info;
+  {
+    absl::MutexLock lock(&mu_);
+    if (queues_.contains(config.name)) {
+      return absl::AlreadyExistsError(
+          absl::StrCat("queue ", Quoted(config.name), " already exists"));
+    }
+    if (queues_.size() >= options_.max_queues) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "cannot create queue ", Quoted(config.name), ": the broker holds ",
+          queues_.size(), " queues, the limit (--max-queues)"));
+    }
+    auto queue = std::make_unique<Queue>(config);
+    queue->paused = paused;
+    Queue* raw = queue.get();
+    queues_.emplace(config.name, std::move(queue));
+    info = InfoOf(*raw);
+  }
+  return info;
+}
+
+absl::StatusOr<QueueInfo> Broker::UpdateQueue(absl::string_view name,
+                                              const QueueUpdate& u) {
+  Deferred after;
+  QueueInfo info;
+  {
+    absl::MutexLock lock(&mu_);
+    absl::StatusOr<Queue*> found = FindQueue(name);
+    if (!found.ok()) return found.status();
+    Queue* queue = *found;
+    QueueConfig c = queue->config();
+    if (u.capacity) c.capacity = *u.capacity;
+    if (u.full_policy) c.full_policy = *u.full_policy;
+    if (u.retry) c.retry = u.retry->ApplyTo(c.retry);
+    if (u.default_timeout) c.default_timeout = *u.default_timeout;
+    if (u.lease_duration) c.lease_duration = *u.lease_duration;
+    if (u.max_crashes) c.max_crashes = *u.max_crashes;
+    if (u.result_ttl) c.result_ttl = *u.result_ttl;
+    if (u.retained) c.retained = *u.retained;
+    if (absl::Status s = ValidateQueueConfig(c); !s.ok()) return s;
+    queue->mutable_config() = std::move(c);
+    ServeSubmitWaiters(queue, after);
+    EnforceRetention(queue, after);
+    info = InfoOf(*queue);
+  }
+  Run(after);
+  return info;
+}
+
+absl::StatusOr<QueueInfo> Broker::GetQueue(absl::string_view name) const {
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<Queue*> queue = FindQueue(name);
+  if (!queue.ok()) return queue.status();
+  return InfoOf(**queue);
+}
+
+std::vector<QueueInfo> Broker::ListQueues() const {
+  absl::MutexLock lock(&mu_);
+  std::vector<QueueInfo> out;
+  out.reserve(queues_.size());
+  for (const auto& [name, queue] : queues_) out.push_back(InfoOf(*queue));
+  return out;
+}
+
+absl::StatusOr<QueueInfo> Broker::PauseQueue(absl::string_view name) {
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<Queue*> queue = FindQueue(name);
+  if (!queue.ok()) return queue.status();
+  (*queue)->paused = true;
+  return InfoOf(**queue);
+}
+
+absl::StatusOr<QueueInfo> Broker::ResumeQueue(absl::string_view name) {
+  Deferred after;
+  QueueInfo info;
+  {
+    absl::MutexLock lock(&mu_);
+    absl::StatusOr<Queue*> queue = FindQueue(name);
+    if (!queue.ok()) return queue.status();
+    (*queue)->paused = false;
+    ServeLeaseWaiters(*queue, after);
+    info = InfoOf(**queue);
+  }
+  Run(after);
+  return info;
+}
+
+absl::StatusOr<uint64_t> Broker::PurgeQueue(absl::string_view name) {
+  Deferred after;
+  uint64_t purged = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    absl::StatusOr<Queue*> found = FindQueue(name);
+    if (!found.ok()) return found.status();
+    Queue* queue = *found;
+    std::vector<Task*> victims;
+    for (const auto& [id, task] : tasks_) {
+      if (task->queue() == queue && (task->state == TaskState::kReady ||
+                                     task->state == TaskState::kScheduled)) {
+        victims.push_back(task);
+      }
+    }
+    for (Task* task : victims) Drop(task, "purged", after);
+    queue->ClearReady();
+    purged = victims.size();
+    ServeSubmitWaiters(queue, after);
+  }
+  Run(after);
+  return purged;
+}
+
+absl::StatusOr<TaskPage> Broker::ListDeadLetters(absl::string_view queue,
+                                                 uint32_t page_size,
+                                                 absl::string_view page_token) const {
+  return ListTasks(queue, TaskState::kDead, page_size, page_token);
+}
+
+std::vector<Task*> Broker::DeadTasks(Queue* queue, const std::vector<TaskId>& ids) const {
+  std::vector<Task*> out;
+  if (ids.empty()) {
+    for (const auto& [id, task] : tasks_) {
+      if (task->queue() == queue && task->state == TaskState::kDead) out.push_back(task);
+    }
+    std::sort(out.begin(), out.end(), [](Task* a, Task* b) { return a->id() < b->id(); });
+  } else {
+    for (TaskId id : ids) {
+      Task* task = FindTask(id);
+      if (task != nullptr && task->queue() == queue && task->state == TaskState::kDead) {
+        out.push_back(task);
+      }
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<uint64_t> Broker::RequeueDeadLetters(absl::string_view name,
+                                                    const std::vector<TaskId>& ids) {
+  Deferred after;
+  uint64_t requeued = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    if (draining_) return absl::UnavailableError("the broker is draining");
+    absl::StatusOr<Queue*> found = FindQueue(name);
+    if (!found.ok()) return found.status();
+    Queue* queue = *found;
+    std::vector<Task*> dead = DeadTasks(queue, ids);
+    for (Task* task : dead) {
+      if (queue->full()) {
+        if (requeued == 0) {
+          return absl::ResourceExhaustedError(absl::StrCat(
+              "queue ", Quoted(name), " is full (capacity ", queue->config().capacity,
+              " unfinished tasks); no dead letter was requeued"));
+        }
+        break;
+      }
+      --queue->ended_live;
+      task->ended_stamp = 0;  // its retention entries are stale now
+      task->failures = 0;
+      task->crashes = 0;
+      task->cancel_requested = false;
+      task->mutable_extra().finished_at = absl::InfinitePast();
+      MakeReady(task, after);
+      ++requeued;
+    }
+  }
+  Run(after);
+  return requeued;
+}
+
+absl::StatusOr<uint64_t> Broker::PurgeDeadLetters(absl::string_view name,
+                                                  const std::vector<TaskId>& ids) {
+  Deferred after;
+  uint64_t purged = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    absl::StatusOr<Queue*> found = FindQueue(name);
+    if (!found.ok()) return found.status();
+    std::vector<Task*> dead = DeadTasks(*found, ids);
+    for (Task* task : dead) Drop(task, "purged", after);
+    purged = dead.size();
+  }
+  Run(after);
+  return purged;
+}
+
+// ───────────────────────────── time ─────────────────────────────
+
+void Broker::CheckLease(Task* task, absl::Time now, Deferred& after) {
+  TaskExtra& x = task->mutable_extra();
+  const absl::Time deadline_end = x.attempt_deadline + options_.timeout_grace;
+  Queue* queue = task->queue();
+  if (now >= deadline_end) {
+    RetryOrDie(task,
+               absl::StrCat("timeout: the attempt ran past its timeout of ",
+                            absl::FormatDuration(TimeoutOf(*task)), " (plus ",
+                            absl::FormatDuration(options_.timeout_grace), " grace)"),
+               /*retryable=*/true, after);
+    return;
+  }
+  if (now >= x.lease_expires_at) {
+    if (listener_ != nullptr) listener_->OnLeaseExpired(*queue, *task);
+    if (task->crashes < UINT8_MAX) ++task->crashes;
+    x.error = absl::StrCat("lease expired (worker ", x.worker_id, " stopped heartbeating)");
+    if (task->cancel_requested) {
+      End(task, TaskState::kCanceled, after);
+    } else if (task->crashes >= queue->config().max_crashes) {
+      x.error = absl::StrCat("lease expired ", task->crashes,
+                             " times, the crash budget (max_crashes); last worker ",
+                             x.worker_id);
+      End(task, TaskState::kDead, after);
+    } else {
+      MakeReady(task, after);
+    }
+    return;
+  }
+  PushTimer(std::min(x.lease_expires_at, deadline_end), kLeaseCheck, task->id().value(),
+            task->token);
+}
+
+void Broker::FireTimer(const Timer& timer, absl::Time now, Deferred& after) {
+  switch (timer.kind) {
+    case kDue: {
+      Task* task = FindTask(TaskId(timer.key));
+      if (task != nullptr && task->state == TaskState::kScheduled &&
+          absl::ToUnixMicros(task->not_before()) == timer.stamp) {
+        MakeReady(task, after);
+      }
+      break;
+    }
+    case kLeaseCheck: {
+      Task* task = FindTask(TaskId(timer.key));
+      if (task != nullptr && task->state == TaskState::kRunning &&
+          task->token == static_cast<uint64_t>(timer.stamp)) {
+        CheckLease(task, now, after);
+      }
+      break;
+    }
+    case kExpire: {
+      Task* task = FindTask(TaskId(timer.key));
+      if (task != nullptr && task->token == 0 &&
+          (task->state == TaskState::kReady || task->state == TaskState::kScheduled)) {
+        task->mutable_extra().error = "expired before it was leased";
+        End(task, TaskState::kExpired, after);
+      }
+      break;
+    }
+    case kRetention: {
+      Task* task = FindTask(TaskId(timer.key));
+      if (task != nullptr && task->ended_stamp == timer.stamp) {
+        Queue* queue = task->queue();
+        Drop(task, "ttl", after);
+        EnforceRetention(queue, after);  // also pops stale entries at the front
+      }
+      break;
+    }
+    case kLeaseWait: {
+      if (std::unique_ptr<LeaseWaiter> w = RemoveLeaseWaiter(timer.key); w != nullptr) {
+        after.push_back([done = std::move(w->done)] { done(std::vector<LeasedTask>{}); });
+      }
+      break;
+    }
+    case kSubmitWait: {
+      auto it = submit_waiters_.find(timer.key);
+      if (it != submit_waiters_.end()) {
+        std::unique_ptr<SubmitWaiter> w = std::move(it->second);
+        submit_waiters_.erase(it);
+        auto& ids = w->queue->submit_waiters();
+        ids.erase(std::remove(ids.begin(), ids.end(), timer.key), ids.end());
+        after.push_back([done = std::move(w->done), name = w->queue->name(),
+                         cap = w->queue->config().capacity] {
+          done(absl::DeadlineExceededError(absl::StrCat(
+              "queue ", Quoted(name), " stayed full (capacity ", cap,
+              ") until the call's deadline")));
+        });
+      }
+      break;
+    }
+  }
+}
+
+void Broker::Tick() {
+  Deferred after;
+  {
+    absl::MutexLock lock(&mu_);
+    const absl::Time now = clock_->Now();
+    const int64_t now_us = absl::ToUnixMicros(now);
+    while (!timers_.empty() && timers_.front().when_us <= now_us) {
+      std::pop_heap(timers_.begin(), timers_.end(), std::greater<>());
+      Timer timer = timers_.back();
+      timers_.pop_back();
+      FireTimer(timer, now, after);
+    }
+  }
+  Run(after);
+}
+
+absl::Time Broker::NextTimer() const {
+  absl::MutexLock lock(&mu_);
+  if (timers_.empty()) return absl::InfiniteFuture();
+  return absl::FromUnixMicros(timers_.front().when_us);
+}
+
+void Broker::BeginDrain() {
+  Deferred after;
+  {
+    absl::MutexLock lock(&mu_);
+    if (draining_) return;
+    draining_ = true;
+    for (auto& [id, w] : lease_waiters_) {
+      after.push_back([done = std::move(w->done)] { done(std::vector<LeasedTask>{}); });
+    }
+    lease_waiters_.clear();
+    lease_waiters_by_queue_.clear();
+    for (auto& [id, w] : submit_waiters_) {
+      after.push_back([done = std::move(w->done)] {
+        done(absl::UnavailableError("the broker is draining; the submit was not accepted"));
+      });
+    }
+    submit_waiters_.clear();
+    for (auto& [name, queue] : queues_) queue->submit_waiters().clear();
+  }
+  Run(after);
+}
+
+bool Broker::draining() const {
+  absl::MutexLock lock(&mu_);
+  return draining_;
+}
+
+uint64_t Broker::running_count() const {
+  absl::MutexLock lock(&mu_);
+  return running_;
+}
+
+size_t Broker::task_count() const {
+  absl::MutexLock lock(&mu_);
+  return tasks_.size();
+}
+
+}  // namespace conveyor::server

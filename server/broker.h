@@ -1,0 +1,436 @@
+// Broker: the core state machine of Conveyor, with no gRPC inside.
+//
+// Holds named, bounded queues of tasks and applies every rule of the task
+// lifecycle (see proto/conveyor/v1/conveyor.proto and DESIGN.md "Rules"):
+// priorities, delays, expiry, leases with fencing tokens, heartbeats,
+// retries with backoff, the crash budget, per-attempt timeouts, cancel,
+// results with a TTL and a count bound, idempotency keys, dead letters and
+// queue administration.
+//
+// Time comes from an injected Clock; nothing here sleeps. Timers (delays,
+// backoffs, lease expiries, attempt timeouts, expiry, result TTL, long-poll
+// and submit-wait deadlines) sit in one heap and fire when `Tick()` runs; the
+// service layer calls it from a ticker thread, tests call it after moving a
+// FakeClock.
+//
+// Calls that may wait (Submit to a full queue with the WAIT policy, Lease
+// with a wait time) take a callback instead of blocking: it is invoked exactly
+// once, possibly before the call returns, never while the broker's lock is
+// held. Watch callbacks are likewise invoked outside the lock.
+//
+// Every state change is one discrete transition applied by one private
+// function; `BrokerListener` sees each of them (the hook the journal and
+// metrics attach to).
+//
+// Thread-safe: one mutex guards all state.
+#ifndef CONVEYOR_SERVER_BROKER_H_
+#define CONVEYOR_SERVER_BROKER_H_
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <queue>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/random/random.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "common/clock.h"
+#include "server/queue.h"
+#include "server/task.h"
+
+namespace conveyor::server {
+
+// Broker-wide limits and defaults (flags of conveyord).
+struct BrokerOptions {
+  bool auto_create_queues = true;
+  uint32_t max_queues = 10'000;
+  size_t max_payload_bytes = 1 << 20;
+  size_t max_result_bytes = 1 << 20;
+  size_t max_header_bytes = 8 << 10;
+  size_t max_batch_count = 1000;
+  size_t max_batch_bytes = 8 << 20;
+  // Added to a task's timeout before the broker ends a running attempt.
+  absl::Duration timeout_grace = absl::Seconds(10);
+  // Longest Lease long-poll.
+  absl::Duration max_lease_wait = absl::Seconds(60);
+  // Defaults for queues created without settings.
+  QueueConfig queue_defaults;
+};
+
+// What a producer submits (already decoded from the wire; validated by the
+// broker).
+struct TaskSpec {
+  std::string queue;
+  std::string type;
+  std::string payload;
+  Headers headers;
+  uint32_t priority = 0;
+  // Not leased before this time (InfinitePast: now).
+  absl::Time not_before = absl::InfinitePast();
+  // Ends EXPIRED if not leased by then.
+  absl::Time expires_at = absl::InfiniteFuture();
+  RetryOverride retry;
+  std::optional<absl::Duration> timeout;
+  std::string idempotency_key;
+  std::string rate_key;
+  std::string concurrency_key;
+  std::optional<std::string> fallback_result;
+};
+
+// A full, self-contained copy of a task's state, for answers and watches.
+struct TaskInfo {
+  TaskId id;
+  std::string queue;
+  std::string type;
+  std::string payload;
+  Headers headers;
+  uint32_t priority = 0;
+  TaskState state = TaskState::kReady;
+  uint32_t attempts = 0;
+  uint32_t max_attempts = 0;
+  uint32_t crashes = 0;
+  uint64_t token = 0;
+  absl::Time created_at;
+  absl::Time not_before = absl::InfinitePast();
+  absl::Time expires_at = absl::InfiniteFuture();
+  absl::Time started_at = absl::InfinitePast();
+  absl::Time finished_at = absl::InfinitePast();
+  std::string worker_id;
+  absl::Time lease_expires_at = absl::InfinitePast();
+  double progress_percent = 0;
+  std::string progress_message;
+  std::string result;
+  std::string error;
+  bool cancel_requested = false;
+  std::string idempotency_key;
+  absl::Duration timeout;
+  // Increases with every change the broker makes to any task: a watcher can
+  // drop a notification older than one it already has.
+  uint64_t version = 0;
+};
+
+struct SubmitResult {
+  TaskInfo task;
+  bool deduplicated = false;
+};
+using SubmitCallback = std::function<void(absl::StatusOr<SubmitResult>)>;
+
+struct LeaseRequest {
+  std::string worker_id;
+  std::vector<std::string> queues;
+  std::vector<std::string> types;  // empty: any
+  uint32_t max_tasks = 1;
+  absl::Duration wait = absl::ZeroDuration();
+};
+
+struct LeasedTask {
+  TaskId id;
+  std::string queue;
+  std::string type;
+  std::string payload;
+  Headers headers;
+  uint32_t attempt = 1;
+  uint32_t max_attempts = 1;
+  uint64_t token = 0;
+  absl::Time lease_expires_at;
+  absl::Time deadline;
+  absl::Duration timeout;
+};
+// OK with tasks, OK with none (the wait ran out), CANCELLED (CancelWait),
+// UNAVAILABLE (draining).
+using LeaseCallback = std::function<void(absl::StatusOr<std::vector<LeasedTask>>)>;
+
+struct HeartbeatItem {
+  TaskId id;
+  uint64_t token = 0;
+  std::optional<double> progress_percent;  // unset: unchanged
+  std::string progress_message;
+};
+struct HeartbeatOutcome {
+  absl::Status status;
+  bool cancel = false;
+  absl::Time lease_expires_at;
+};
+
+struct CompleteItem {
+  TaskId id;
+  uint64_t token = 0;
+  std::string result;
+};
+struct FailItem {
+  TaskId id;
+  uint64_t token = 0;
+  std::string error;
+  bool retryable = true;
+  std::string reason;
+};
+struct ReleaseItem {
+  TaskId id;
+  uint64_t token = 0;
+};
+
+struct QueueInfo {
+  QueueConfig config;
+  bool paused = false;
+  QueueStats stats;
+};
+
+// Partial update; unset fields keep their value.
+struct QueueUpdate {
+  std::optional<uint64_t> capacity;
+  std::optional<FullPolicy> full_policy;
+  std::optional<RetryOverride> retry;  // applied to the current policy
+  std::optional<absl::Duration> default_timeout;
+  std::optional<absl::Duration> lease_duration;
+  std::optional<uint32_t> max_crashes;
+  std::optional<absl::Duration> result_ttl;
+  std::optional<uint64_t> retained;
+};
+
+struct TaskPage {
+  std::vector<TaskInfo> tasks;
+  std::string next_page_token;  // empty on the last page
+};
+
+// Observes every transition (for metrics now, the journal later). Called
+// under the broker's lock: implementations must be fast and must not call
+// back into the broker.
+class BrokerListener {
+ public:
+  virtual ~BrokerListener() = default;
+  virtual void OnSubmitted(const Queue& queue, const Task& task) = 0;
+  virtual void OnDispatched(const Queue& queue, const Task& task) = 0;
+  virtual void OnRetried(const Queue& queue, const Task& task) = 0;
+  virtual void OnLeaseExpired(const Queue& queue, const Task& task) = 0;
+  virtual void OnEnded(const Queue& queue, const Task& task) = 0;
+  virtual void OnDropped(const Queue& queue, const Task& task,
+                         absl::string_view reason) = 0;
+};
+
+using WatchId = uint64_t;
+using WaitId = uint64_t;
+// Called with the current state on Watch, then after every change; `final`
+// is true exactly once, on the last call (the task ended or was dropped).
+// Calls run outside the broker's lock, so two may race: order them by
+// TaskInfo::version.
+using WatchCallback = std::function<void(const TaskInfo& task, bool final)>;
+
+class Broker {
+ public:
+  Broker(BrokerOptions options, const Clock* clock,
+         BrokerListener* listener = nullptr);
+  ~Broker();
+  Broker(const Broker&) = delete;
+  Broker& operator=(const Broker&) = delete;
+
+  const BrokerOptions& options() const { return options_; }
+
+  // ── Tasks ──
+  // Validates and enqueues. INVALID_ARGUMENT for a malformed spec (the message
+  // names the field and value); NOT_FOUND for an unknown queue when auto
+  // creation is off; RESOURCE_EXHAUSTED for a full queue with the REJECT
+  // policy or too many queues; with the WAIT policy the call parks until
+  // there is room (DEADLINE_EXCEEDED at `deadline`); UNAVAILABLE when
+  // draining. An idempotency key seen on the queue returns the original task
+  // with deduplicated = true. Returns a WaitId usable with CancelWait (0 when
+  // `done` already ran).
+  WaitId Submit(TaskSpec spec, absl::Time deadline, SubmitCallback done);
+  // Submit without waiting: a full queue is RESOURCE_EXHAUSTED whatever its
+  // policy. Used by SubmitBatch and tests.
+  absl::StatusOr<SubmitResult> SubmitNow(TaskSpec spec);
+  // Per-item outcomes, in order. INVALID_ARGUMENT for the whole batch when it
+  // exceeds max_batch_count or max_batch_bytes.
+  absl::StatusOr<std::vector<absl::StatusOr<SubmitResult>>> SubmitBatch(
+      std::vector<TaskSpec> specs);
+
+  absl::StatusOr<TaskInfo> GetTask(TaskId id) const;
+  // Queued: CANCELED at once. Running: cancel_requested, told to the worker
+  // via Heartbeat. FAILED_PRECONDITION if already ended.
+  absl::StatusOr<TaskInfo> CancelTask(TaskId id);
+  // Tasks of a queue in id order, optionally of one state. `page_token` is
+  // the last id of the previous page.
+  absl::StatusOr<TaskPage> ListTasks(absl::string_view queue,
+                                     std::optional<TaskState> state,
+                                     uint32_t page_size,
+                                     absl::string_view page_token) const;
+  // Calls `cb` now with the current state, then on every change. NOT_FOUND
+  // for an unknown task. If the task has already ended, `cb` runs once with
+  // final = true and the returned id is 0.
+  absl::StatusOr<WatchId> Watch(TaskId id, WatchCallback cb);
+  // Stops notifications. One already in flight may still arrive.
+  void Unwatch(WatchId id);
+
+  // ── Workers ──
+  // Up to max_tasks ready tasks from the named queues, best priority first,
+  // oldest first within a priority. If none is ready and wait > 0, parks
+  // until a task arrives or the wait passes (then OK with none). `done` runs
+  // exactly once. Returns a WaitId for CancelWait (0 if `done` already ran).
+  WaitId Lease(LeaseRequest request, LeaseCallback done);
+  // Ends a parked Submit or Lease: its callback runs with CANCELLED (unless
+  // it already ran).
+  void CancelWait(WaitId id);
+
+  std::vector<HeartbeatOutcome> Heartbeat(absl::string_view worker_id,
+                                          const std::vector<HeartbeatItem>& items);
+  std::vector<absl::Status> Complete(const std::vector<CompleteItem>& items);
+  std::vector<absl::Status> Fail(const std::vector<FailItem>& items);
+  std::vector<absl::Status> Release(const std::vector<ReleaseItem>& items);
+
+  // ── Queues ──
+  // ALREADY_EXISTS, INVALID_ARGUMENT, RESOURCE_EXHAUSTED (max queues).
+  absl::StatusOr<QueueInfo> CreateQueue(const QueueConfig& config, bool paused);
+  absl::StatusOr<QueueInfo> UpdateQueue(absl::string_view name,
+                                        const QueueUpdate& update);
+  absl::StatusOr<QueueInfo> GetQueue(absl::string_view name) const;
+  std::vector<QueueInfo> ListQueues() const;
+  absl::StatusOr<QueueInfo> PauseQueue(absl::string_view name);
+  absl::StatusOr<QueueInfo> ResumeQueue(absl::string_view name);
+  // Removes every SCHEDULED and READY task; returns how many.
+  absl::StatusOr<uint64_t> PurgeQueue(absl::string_view name);
+
+  absl::StatusOr<TaskPage> ListDeadLetters(absl::string_view queue,
+                                           uint32_t page_size,
+                                           absl::string_view page_token) const;
+  // Empty ids: all. Unknown or non-dead ids are skipped.
+  absl::StatusOr<uint64_t> RequeueDeadLetters(absl::string_view queue,
+                                              const std::vector<TaskId>& ids);
+  absl::StatusOr<uint64_t> PurgeDeadLetters(absl::string_view queue,
+                                            const std::vector<TaskId>& ids);
+
+  // ── Time and lifecycle ──
+  // Fires every timer due at or before Clock::Now().
+  void Tick();
+  // When the earliest timer is due (InfiniteFuture if none).
+  absl::Time NextTimer() const;
+  // Stops accepting submits and leases (UNAVAILABLE) and ends every parked
+  // call (submits UNAVAILABLE, long-polls OK with no tasks). Reports
+  // (heartbeat, complete, fail, release) keep working; heartbeat answers tell
+  // workers the broker drains. Watches are the service layer's to end.
+  void BeginDrain();
+  bool draining() const;
+  // Tasks currently RUNNING, over all queues.
+  uint64_t running_count() const;
+
+  // Number of live task records (live and retained); for tests and metrics.
+  size_t task_count() const;
+
+ private:
+  struct Timer;
+  struct LeaseWaiter;
+  struct SubmitWaiter;
+  struct Watcher;
+  // Work decided under the lock and carried out after it is released.
+  using Deferred = std::vector<std::function<void()>>;
+
+  absl::StatusOr<SubmitResult> SubmitLocked(TaskSpec& spec, Queue* queue,
+                                            bool allow_wait, bool* must_wait,
+                                            Deferred& after)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status ValidateSpec(const TaskSpec& spec, absl::Time now) const;
+  absl::Status ValidateLease(const LeaseRequest& request) const;
+  absl::StatusOr<Queue*> QueueForSubmit(absl::string_view name)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<Queue*> FindQueue(absl::string_view name) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  Task* FindTask(TaskId id) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<Task*> FindTaskForReport(TaskId id, uint64_t token) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  std::vector<Task*> DeadTasks(Queue* queue, const std::vector<TaskId>& ids) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  uint32_t InternType(absl::string_view type) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  TaskId NextId() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  TaskInfo Snapshot(const Task& task, bool with_payload) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  const RetryPolicy& RetryOf(const Task& task) const;
+  absl::Duration TimeoutOf(const Task& task) const;
+  absl::Duration BackoffFor(const Task& task) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // Transitions. Each changes one task's state and tells listeners, watchers
+  // and parked calls (through `after`).
+  void SetState(Task* task, TaskState state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void MakeReady(Task* task, Deferred& after) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Schedule(Task* task, absl::Time when) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  LeasedTask Grant(Task* task, absl::string_view worker_id, Deferred& after)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RetryOrDie(Task* task, std::string error, bool retryable,
+                  Deferred& after) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void End(Task* task, TaskState state, Deferred& after)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Drop(Task* task, absl::string_view reason, Deferred& after)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void NotifyWatchers(const Task& task, bool final, Deferred& after)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void EnforceRetention(Queue* queue, Deferred& after)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // Leasing.
+  std::vector<LeasedTask> TakeReady(const LeaseRequest& request, uint32_t max,
+                                    Deferred& after) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ServeLeaseWaiters(Queue* queue, Deferred& after)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::unique_ptr<LeaseWaiter> RemoveLeaseWaiter(WaitId id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ServeSubmitWaiters(Queue* queue, Deferred& after)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  void PushTimer(absl::Time when, int kind, uint64_t key, int64_t stamp)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void FireTimer(const Timer& timer, absl::Time now, Deferred& after)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void CheckLease(Task* task, absl::Time now, Deferred& after)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  QueueInfo InfoOf(const Queue& queue) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+
+  static void Run(Deferred& after);
+
+  const BrokerOptions options_;
+  const Clock* const clock_;
+  BrokerListener* const listener_;
+
+  mutable absl::Mutex mu_;
+  bool draining_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t last_id_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t next_seq_ ABSL_GUARDED_BY(mu_) = 1;
+  uint64_t change_seq_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t end_counter_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t running_ ABSL_GUARDED_BY(mu_) = 0;
+  // Queues by name; std::map keeps ListQueues sorted.
+  std::map<std::string, std::unique_ptr<Queue>, std::less<>> queues_
+      ABSL_GUARDED_BY(mu_);
+  // Every task record, keyed by id (records are owned here).
+  absl::flat_hash_map<uint64_t, Task*> tasks_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> type_names_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, uint32_t> type_ids_ ABSL_GUARDED_BY(mu_);
+  std::vector<Timer> timers_ ABSL_GUARDED_BY(mu_);  // min-heap
+  uint64_t next_wait_id_ ABSL_GUARDED_BY(mu_) = 1;
+  absl::flat_hash_map<WaitId, std::unique_ptr<LeaseWaiter>> lease_waiters_
+      ABSL_GUARDED_BY(mu_);
+  // Parked Lease calls per queue name (the queue may not exist yet), in
+  // arrival order.
+  absl::flat_hash_map<std::string, std::vector<WaitId>> lease_waiters_by_queue_
+      ABSL_GUARDED_BY(mu_);
+  // (queue, idempotency key) -> task id, while the task is kept.
+  absl::flat_hash_map<std::string, uint64_t> idempotency_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<WaitId, std::unique_ptr<SubmitWaiter>> submit_waiters_
+      ABSL_GUARDED_BY(mu_);
+  uint64_t next_watch_id_ ABSL_GUARDED_BY(mu_) = 1;
+  absl::flat_hash_map<WatchId, std::unique_ptr<Watcher>> watchers_
+      ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<uint64_t, std::vector<WatchId>> watchers_by_task_
+      ABSL_GUARDED_BY(mu_);
+  absl::BitGen rng_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace conveyor::server
+
+#endif  // CONVEYOR_SERVER_BROKER_H_

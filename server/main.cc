@@ -1,0 +1,145 @@
+// conveyord: the Conveyor broker. Parses flags, starts a BrokerServer, waits
+// for SIGTERM or SIGINT, drains, exits 0.
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <string>
+#include <thread>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "common/flags.h"
+#include "common/log.h"
+#include "server/server.h"
+
+ABSL_FLAG(std::string, listen, "127.0.0.1:7400",
+          "host:port for the gRPC API. Loopback by default; port 0 picks a free port.");
+ABSL_FLAG(std::string, port_file, "",
+          "If set, write the bound gRPC port to this file once listening (for tests and "
+          "scripts that listen on port 0).");
+ABSL_FLAG(std::string, metrics_addr, "127.0.0.1:9464",
+          "host:port for the Prometheus /metrics endpoint; empty disables it.");
+ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error.");
+ABSL_FLAG(bool, auto_create_queues, true,
+          "Create a queue with the default settings on its first submit.");
+ABSL_FLAG(uint32_t, max_queues, 10000, "Most queues the broker holds.");
+ABSL_FLAG(uint64_t, max_payload_bytes, 1 << 20, "Largest task payload, in bytes.");
+ABSL_FLAG(uint64_t, max_result_bytes, 1 << 20, "Largest task result, in bytes.");
+ABSL_FLAG(uint64_t, max_header_bytes, 8 << 10,
+          "Largest total size of a task's header keys and values, in bytes.");
+ABSL_FLAG(uint64_t, max_batch_count, 1000, "Most tasks in one SubmitBatch.");
+ABSL_FLAG(uint64_t, max_batch_bytes, 8 << 20, "Most payload bytes in one SubmitBatch.");
+ABSL_FLAG(absl::Duration, timeout_grace, absl::Seconds(10),
+          "Time past a task's timeout before the broker fails a running attempt.");
+ABSL_FLAG(absl::Duration, drain_grace, absl::Seconds(10),
+          "On SIGTERM, how long running tasks may still report before the broker exits.");
+ABSL_FLAG(uint64_t, default_capacity, 100000,
+          "Capacity (unfinished tasks) of queues created without settings.");
+ABSL_FLAG(absl::Duration, default_lease_duration, absl::Seconds(30),
+          "Lease length of queues created without settings.");
+ABSL_FLAG(absl::Duration, default_result_ttl, absl::Hours(24),
+          "How long queues created without settings keep ended tasks.");
+ABSL_FLAG(uint64_t, default_retained, 100000,
+          "Most ended tasks kept per queue created without settings.");
+
+namespace {
+
+bool WritePortFile(const std::string& path, int port) {
+  std::string tmp = absl::StrCat(path, ".tmp");
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    if (!(out << port << "\n")) return false;
+  }
+  return std::rename(tmp.c_str(), path.c_str()) == 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "conveyord: the Conveyor task-queue broker.\n"
+      "Usage: conveyord [--listen=127.0.0.1:7400] [--port-file=PATH] "
+      "[--metrics-addr=127.0.0.1:9464] [flags]\n"
+      "Flags may be spelled with dashes or underscores (--port-file, --port_file).\n"
+      "Drains and exits 0 on SIGTERM or SIGINT.");
+  std::vector<std::string> args = conveyor::NormalizeFlagNames(argc, argv);
+  std::vector<char*> argv2 = conveyor::ArgvOf(args);
+  absl::ParseCommandLine(static_cast<int>(args.size()), argv2.data());
+  conveyor::LogLevel level;
+  if (!conveyor::ParseLogLevel(absl::GetFlag(FLAGS_log_level), &level)) {
+    std::fprintf(stderr, "conveyord: --log-level=%s: use debug, info, warning or error\n",
+                 absl::GetFlag(FLAGS_log_level).c_str());
+    return 64;
+  }
+  conveyor::SetLogLevel(level);
+
+  // Block the stop signals in every thread (gRPC's included); main waits for
+  // them with sigwait.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  conveyor::server::ServerOptions options;
+  options.listen = absl::GetFlag(FLAGS_listen);
+  options.metrics_addr = absl::GetFlag(FLAGS_metrics_addr);
+  options.drain_grace = absl::GetFlag(FLAGS_drain_grace);
+  conveyor::server::BrokerOptions& b = options.broker;
+  b.auto_create_queues = absl::GetFlag(FLAGS_auto_create_queues);
+  b.max_queues = absl::GetFlag(FLAGS_max_queues);
+  b.max_payload_bytes = absl::GetFlag(FLAGS_max_payload_bytes);
+  b.max_result_bytes = absl::GetFlag(FLAGS_max_result_bytes);
+  b.max_header_bytes = absl::GetFlag(FLAGS_max_header_bytes);
+  b.max_batch_count = absl::GetFlag(FLAGS_max_batch_count);
+  b.max_batch_bytes = absl::GetFlag(FLAGS_max_batch_bytes);
+  b.timeout_grace = absl::GetFlag(FLAGS_timeout_grace);
+  b.queue_defaults.capacity = absl::GetFlag(FLAGS_default_capacity);
+  b.queue_defaults.lease_duration = absl::GetFlag(FLAGS_default_lease_duration);
+  b.queue_defaults.result_ttl = absl::GetFlag(FLAGS_default_result_ttl);
+  b.queue_defaults.retained = absl::GetFlag(FLAGS_default_retained);
+  if (b.max_payload_bytes > (64u << 20) || b.max_result_bytes > (64u << 20) ||
+      b.max_batch_bytes > (512u << 20)) {
+    std::fprintf(stderr,
+                 "conveyord: payload and result limits are at most 64 MiB, the batch "
+                 "limit at most 512 MiB\n");
+    return 64;
+  }
+  if (b.timeout_grace < absl::ZeroDuration() || options.drain_grace < absl::ZeroDuration()) {
+    std::fprintf(stderr, "conveyord: --timeout-grace and --drain-grace must not be negative\n");
+    return 64;
+  }
+
+  auto server = conveyor::server::BrokerServer::Start(options);
+  if (!server.ok()) {
+    conveyor::LogError("cannot start", {{"error", server.status()}});
+    return server.status().code() == absl::StatusCode::kInvalidArgument ? 64 : 69;
+  }
+  conveyor::LogInfo("listening", {{"addr", options.listen},
+                                  {"port", (*server)->port()},
+                                  {"metrics_port", (*server)->metrics_port()}});
+  const std::string port_file = absl::GetFlag(FLAGS_port_file);
+  if (!port_file.empty() && !WritePortFile(port_file, (*server)->port())) {
+    conveyor::LogError("cannot write the port file", {{"path", port_file}});
+    (*server)->Shutdown();
+    return 73;
+  }
+
+  int sig = 0;
+  sigwait(&stop_signals, &sig);
+  conveyor::LogInfo("stop signal received", {{"signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"}});
+  // A second stop signal during the drain exits at once.
+  std::thread([stop_signals] {
+    int again = 0;
+    sigwait(&stop_signals, &again);
+    conveyor::LogWarning("second stop signal: exiting without finishing the drain");
+    _exit(1);
+  }).detach();
+  (*server)->Shutdown();
+  return 0;
+}

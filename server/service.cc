@@ -1,0 +1,1005 @@
+#include "server/service.h"
+
+#include <algorithm>
+#include <atomic>
+#include <deque>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/grpc_util.h"
+#include "server/metrics.h"
+
+namespace conveyor::server {
+namespace v1 = ::conveyor::v1;
+namespace {
+
+absl::Status Invalid(absl::string_view field, absl::string_view problem) {
+  return absl::InvalidArgumentError(absl::StrCat(field, " ", problem));
+}
+
+// A protobuf Duration as the API allows it: well-formed, with a name for errors.
+absl::StatusOr<absl::Duration> DurationField(const google::protobuf::Duration& d,
+                                             absl::string_view field) {
+  if (d.nanos() <= -1'000'000'000 || d.nanos() >= 1'000'000'000 ||
+      (d.seconds() > 0 && d.nanos() < 0) || (d.seconds() < 0 && d.nanos() > 0) ||
+      d.seconds() > 315'576'000'000 || d.seconds() < -315'576'000'000) {
+    return Invalid(field, absl::StrCat("is malformed (seconds ", d.seconds(), ", nanos ",
+                                       d.nanos(), ")"));
+  }
+  return FromProto(d);
+}
+
+absl::StatusOr<absl::Time> TimeField(const google::protobuf::Timestamp& t,
+                                     absl::string_view field) {
+  // 0001-01-01 to 9999-12-31, as google.protobuf.Timestamp defines.
+  if (t.nanos() < 0 || t.nanos() >= 1'000'000'000 || t.seconds() < -62'135'596'800 ||
+      t.seconds() > 253'402'300'799) {
+    return Invalid(field, absl::StrCat("is malformed (seconds ", t.seconds(), ", nanos ",
+                                       t.nanos(), ")"));
+  }
+  return FromProto(t);
+}
+
+absl::StatusOr<RetryOverride> RetryFromProto(const v1::RetryPolicy& p,
+                                             absl::string_view field) {
+  RetryOverride r;
+  if (p.has_max_attempts()) r.max_attempts = p.max_attempts();
+  if (p.has_initial_backoff()) {
+    absl::StatusOr<absl::Duration> d =
+        DurationField(p.initial_backoff(), absl::StrCat(field, ".initial_backoff"));
+    if (!d.ok()) return d.status();
+    r.initial_backoff = *d;
+  }
+  if (p.has_max_backoff()) {
+    absl::StatusOr<absl::Duration> d =
+        DurationField(p.max_backoff(), absl::StrCat(field, ".max_backoff"));
+    if (!d.ok()) return d.status();
+    r.max_backoff = *d;
+  }
+  if (p.has_multiplier()) r.multiplier = p.multiplier();
+  if (p.has_jitter()) r.jitter = p.jitter();
+  if (r.max_attempts && *r.max_attempts == 0) {
+    return Invalid(absl::StrCat(field, ".max_attempts"), "is 0; must be 1 to 1000");
+  }
+  return r;
+}
+
+v1::TaskState StateToProto(TaskState s) {
+  switch (s) {
+    case TaskState::kScheduled: return v1::TASK_STATE_SCHEDULED;
+    case TaskState::kReady: return v1::TASK_STATE_READY;
+    case TaskState::kRunning: return v1::TASK_STATE_RUNNING;
+    case TaskState::kSucceeded: return v1::TASK_STATE_SUCCEEDED;
+    case TaskState::kDead: return v1::TASK_STATE_DEAD;
+    case TaskState::kCanceled: return v1::TASK_STATE_CANCELED;
+    case TaskState::kExpired: return v1::TASK_STATE_EXPIRED;
+    case TaskState::kFallback: return v1::TASK_STATE_FALLBACK;
+  }
+  return v1::TASK_STATE_UNSPECIFIED;
+}
+
+absl::StatusOr<std::optional<TaskState>> StateFromProto(v1::TaskState s) {
+  switch (s) {
+    case v1::TASK_STATE_UNSPECIFIED: return std::optional<TaskState>();
+    case v1::TASK_STATE_SCHEDULED: return std::optional<TaskState>(TaskState::kScheduled);
+    case v1::TASK_STATE_READY: return std::optional<TaskState>(TaskState::kReady);
+    case v1::TASK_STATE_RUNNING: return std::optional<TaskState>(TaskState::kRunning);
+    case v1::TASK_STATE_SUCCEEDED: return std::optional<TaskState>(TaskState::kSucceeded);
+    case v1::TASK_STATE_DEAD: return std::optional<TaskState>(TaskState::kDead);
+    case v1::TASK_STATE_CANCELED: return std::optional<TaskState>(TaskState::kCanceled);
+    case v1::TASK_STATE_EXPIRED: return std::optional<TaskState>(TaskState::kExpired);
+    case v1::TASK_STATE_FALLBACK: return std::optional<TaskState>(TaskState::kFallback);
+    default: break;
+  }
+  return Invalid("state", absl::StrCat("is ", static_cast<int>(s), ", not a task state"));
+}
+
+void RetryToProto(const RetryPolicy& r, v1::RetryPolicy* out) {
+  out->set_max_attempts(r.max_attempts);
+  ToProto(r.initial_backoff, out->mutable_initial_backoff());
+  ToProto(r.max_backoff, out->mutable_max_backoff());
+  out->set_multiplier(r.multiplier);
+  out->set_jitter(r.jitter);
+}
+
+absl::StatusOr<std::vector<TaskId>> ParseIds(const google::protobuf::RepeatedPtrField<std::string>& ids) {
+  std::vector<TaskId> out;
+  out.reserve(ids.size());
+  for (const std::string& s : ids) {
+    absl::StatusOr<TaskId> id = TaskId::Parse(s);
+    if (!id.ok()) return id.status();
+    out.push_back(*id);
+  }
+  return out;
+}
+
+absl::StatusOr<FullPolicy> FullPolicyFromProto(v1::FullPolicy p) {
+  switch (p) {
+    case v1::FULL_POLICY_UNSPECIFIED:
+    case v1::FULL_POLICY_REJECT: return FullPolicy::kReject;
+    case v1::FULL_POLICY_WAIT: return FullPolicy::kWait;
+    default: break;
+  }
+  return Invalid("full_policy", absl::StrCat("is ", static_cast<int>(p), ", not a policy"));
+}
+
+// Times an RPC and reports its outcome when it finishes.
+class RpcTimer {
+ public:
+  RpcTimer(RpcMetrics* metrics, const char* service, const char* method, bool long_lived)
+      : metrics_(metrics), service_(service), method_(method), long_lived_(long_lived),
+        start_(absl::Now()) {}
+  void Done(const grpc::Status& status) const {
+    if (metrics_ != nullptr) {
+      metrics_->Handled(service_, method_, status.error_code(), absl::Now() - start_,
+                        long_lived_);
+    }
+  }
+
+ private:
+  RpcMetrics* metrics_;
+  const char* service_;
+  const char* method_;
+  bool long_lived_;
+  absl::Time start_;
+};
+
+// Finishes a unary call made with DefaultReactor, counting it.
+grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* ctx, const RpcTimer& timer,
+                                    const absl::Status& status) {
+  grpc::Status g = ToGrpcStatus(status);
+  timer.Done(g);
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  reactor->Finish(g);
+  return reactor;
+}
+
+// A unary call that may park inside the broker (Lease long-polls, Submit to a
+// full WAIT queue). The broker's callback finishes it exactly once; a client
+// cancel asks the broker to end the wait. Two references keep it alive: one
+// for gRPC (dropped in OnDone), one until the broker call has returned and
+// handed over its wait id, whichever comes last deletes it.
+class ParkedReactor final : public grpc::ServerUnaryReactor {
+ public:
+  ParkedReactor(Broker* broker, RpcTimer timer) : broker_(broker), timer_(timer) {}
+
+  // After the broker call returned with its wait id (0: not parked).
+  void Parked(WaitId id) {
+    bool cancel_now = false;
+    {
+      absl::MutexLock lock(&mu_);
+      wait_id_ = id;
+      cancel_now = cancelled_ && !finished_ && id != 0;
+    }
+    if (cancel_now) broker_->CancelWait(id);
+    Unref();
+  }
+
+  void FinishOnce(const grpc::Status& status) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (finished_) return;
+      finished_ = true;
+    }
+    timer_.Done(status);
+    Finish(status);
+  }
+
+  void OnCancel() override {
+    WaitId id;
+    {
+      absl::MutexLock lock(&mu_);
+      cancelled_ = true;
+      id = finished_ ? 0 : wait_id_;
+    }
+    if (id != 0) broker_->CancelWait(id);
+  }
+
+  void OnDone() override { Unref(); }
+
+ private:
+  void Unref() {
+    if (refs_.fetch_sub(1) == 1) delete this;
+  }
+
+  Broker* const broker_;
+  const RpcTimer timer_;
+  std::atomic<int> refs_{2};
+  absl::Mutex mu_;
+  WaitId wait_id_ ABSL_GUARDED_BY(mu_) = 0;
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+}  // namespace
+
+// ───────────────────────────── conversions ─────────────────────────────
+
+absl::StatusOr<TaskSpec> SpecFromProto(const v1::TaskSpec& p, absl::Time now) {
+  TaskSpec spec;
+  spec.queue = p.queue();
+  spec.type = p.type();
+  spec.payload = p.payload();
+  spec.headers.assign(p.headers().begin(), p.headers().end());
+  std::sort(spec.headers.begin(), spec.headers.end());
+  spec.priority = p.priority();
+  if (p.has_not_before() && p.has_delay()) {
+    return Invalid("delay", "and not_before are both set; set one");
+  }
+  if (p.has_not_before()) {
+    absl::StatusOr<absl::Time> t = TimeField(p.not_before(), "not_before");
+    if (!t.ok()) return t.status();
+    spec.not_before = *t;
+  }
+  if (p.has_delay()) {
+    absl::StatusOr<absl::Duration> d = DurationField(p.delay(), "delay");
+    if (!d.ok()) return d.status();
+    if (*d < absl::ZeroDuration() || *d > absl::Hours(24 * 365)) {
+      return Invalid("delay", absl::StrCat("is ", absl::FormatDuration(*d),
+                                           "; must be 0 to 365 days"));
+    }
+    spec.not_before = now + *d;
+  }
+  if (p.has_expires_at()) {
+    absl::StatusOr<absl::Time> t = TimeField(p.expires_at(), "expires_at");
+    if (!t.ok()) return t.status();
+    spec.expires_at = *t;
+  }
+  if (p.has_retry()) {
+    absl::StatusOr<RetryOverride> r = RetryFromProto(p.retry(), "retry");
+    if (!r.ok()) return r.status();
+    spec.retry = *r;
+  }
+  if (p.has_timeout()) {
+    absl::StatusOr<absl::Duration> d = DurationField(p.timeout(), "timeout");
+    if (!d.ok()) return d.status();
+    spec.timeout = *d;
+  }
+  spec.idempotency_key = p.idempotency_key();
+  spec.rate_key = p.rate_key();
+  spec.concurrency_key = p.concurrency_key();
+  if (p.has_fallback_result()) spec.fallback_result = p.fallback_result();
+  return spec;
+}
+
+void TaskToProto(const TaskInfo& t, v1::Task* out) {
+  out->set_id(t.id.ToString());
+  out->set_queue(t.queue);
+  out->set_type(t.type);
+  out->set_payload(t.payload);
+  for (const auto& [k, v] : t.headers) (*out->mutable_headers())[k] = v;
+  out->set_priority(t.priority);
+  out->set_state(StateToProto(t.state));
+  out->set_attempts(t.attempts);
+  out->set_max_attempts(t.max_attempts);
+  out->set_crashes(t.crashes);
+  out->set_token(t.token);
+  ToProto(t.created_at, out->mutable_created_at());
+  if (t.state == TaskState::kScheduled) ToProto(t.not_before, out->mutable_not_before());
+  if (t.expires_at != absl::InfiniteFuture()) ToProto(t.expires_at, out->mutable_expires_at());
+  if (t.started_at != absl::InfinitePast()) ToProto(t.started_at, out->mutable_started_at());
+  if (t.finished_at != absl::InfinitePast()) ToProto(t.finished_at, out->mutable_finished_at());
+  out->set_worker_id(t.worker_id);
+  if (t.lease_expires_at != absl::InfinitePast()) {
+    ToProto(t.lease_expires_at, out->mutable_lease_expires_at());
+  }
+  out->set_progress_percent(t.progress_percent);
+  out->set_progress_message(t.progress_message);
+  out->set_result(t.result);
+  out->set_error(t.error);
+  out->set_cancel_requested(t.cancel_requested);
+  out->set_idempotency_key(t.idempotency_key);
+  ToProto(t.timeout, out->mutable_timeout());
+}
+
+absl::StatusOr<QueueConfig> QueueConfigFromProto(const v1::QueueConfig& p,
+                                                 const QueueConfig& base) {
+  QueueConfig c = base;
+  c.name = p.name();
+  if (p.capacity() != 0) c.capacity = p.capacity();
+  absl::StatusOr<FullPolicy> policy = FullPolicyFromProto(p.full_policy());
+  if (!policy.ok()) return policy.status();
+  c.full_policy = *policy;
+  if (p.has_retry()) {
+    absl::StatusOr<RetryOverride> r = RetryFromProto(p.retry(), "retry");
+    if (!r.ok()) return r.status();
+    c.retry = r->ApplyTo(c.retry);
+  }
+  if (p.has_default_timeout()) {
+    absl::StatusOr<absl::Duration> d = DurationField(p.default_timeout(), "default_timeout");
+    if (!d.ok()) return d.status();
+    c.default_timeout = *d;
+  }
+  if (p.has_lease_duration()) {
+    absl::StatusOr<absl::Duration> d = DurationField(p.lease_duration(), "lease_duration");
+    if (!d.ok()) return d.status();
+    c.lease_duration = *d;
+  }
+  if (p.max_crashes() != 0) c.max_crashes = p.max_crashes();
+  if (p.has_result_ttl()) {
+    absl::StatusOr<absl::Duration> d = DurationField(p.result_ttl(), "result_ttl");
+    if (!d.ok()) return d.status();
+    c.result_ttl = *d;
+  }
+  if (p.retained() != 0) c.retained = p.retained();
+  return c;
+}
+
+void QueueToProto(const QueueInfo& q, v1::Queue* out) {
+  v1::QueueConfig* c = out->mutable_config();
+  c->set_name(q.config.name);
+  c->set_capacity(q.config.capacity);
+  c->set_full_policy(q.config.full_policy == FullPolicy::kWait ? v1::FULL_POLICY_WAIT
+                                                               : v1::FULL_POLICY_REJECT);
+  RetryToProto(q.config.retry, c->mutable_retry());
+  ToProto(q.config.default_timeout, c->mutable_default_timeout());
+  ToProto(q.config.lease_duration, c->mutable_lease_duration());
+  c->set_max_crashes(q.config.max_crashes);
+  ToProto(q.config.result_ttl, c->mutable_result_ttl());
+  c->set_retained(q.config.retained);
+  out->set_paused(q.paused);
+  v1::QueueStats* s = out->mutable_stats();
+  s->set_scheduled(q.stats.count(TaskState::kScheduled));
+  s->set_ready(q.stats.count(TaskState::kReady));
+  s->set_running(q.stats.count(TaskState::kRunning));
+  s->set_succeeded(q.stats.count(TaskState::kSucceeded));
+  s->set_dead(q.stats.count(TaskState::kDead));
+  s->set_canceled(q.stats.count(TaskState::kCanceled));
+  s->set_expired(q.stats.count(TaskState::kExpired));
+  s->set_fallback(q.stats.count(TaskState::kFallback));
+  ToProto(q.stats.oldest_ready_age, s->mutable_oldest_ready_age());
+  s->set_waiting_workers(q.stats.waiting_workers);
+}
+
+// ───────────────────────────── WatchTask ─────────────────────────────
+
+// Streams a task's snapshots. Snapshots arrive from broker callbacks on any
+// thread; one write is in flight at a time and Finish is called only when no
+// write is, so the reactor is never touched after it may have been deleted.
+class WatchReactor final : public grpc::ServerWriteReactor<v1::Task> {
+ public:
+  WatchReactor(BrokerService* service, Broker* broker, RpcTimer timer)
+      : service_(service), broker_(broker), timer_(timer),
+        state_(std::make_shared<Shared>()) {
+    state_->reactor = this;
+  }
+
+  void Start(TaskId id) {
+    if (!service_->AddWatch(this)) {
+      FinishWith(absl::UnavailableError("the broker is draining"));
+      return;
+    }
+    std::shared_ptr<Shared> state = state_;
+    absl::StatusOr<WatchId> watch = broker_->Watch(
+        id, [state](const TaskInfo& info, bool final) { Deliver(state, info, final); });
+    if (!watch.ok()) {
+      FinishWith(watch.status());
+      return;
+    }
+    absl::MutexLock lock(&state_->mu);
+    state_->watch_id = *watch;
+  }
+
+  // Ends the stream with `status` (drain, errors) unless it already ended.
+  void FinishWith(const absl::Status& status) {
+    std::shared_ptr<Shared> s = state_;
+    bool finish_now = false;
+    {
+      absl::MutexLock lock(&s->mu);
+      if (s->finishing) return;
+      s->finishing = true;
+      s->final_status = ToGrpcStatus(status);
+      s->pending.clear();
+      finish_now = !s->write_in_flight;
+    }
+    StopWatching();
+    if (finish_now) DoFinish();
+  }
+
+  void OnWriteDone(bool ok) override {
+    std::shared_ptr<Shared> s = state_;
+    const v1::Task* next = nullptr;
+    bool finish_now = false;
+    {
+      absl::MutexLock lock(&s->mu);
+      s->write_in_flight = false;
+      s->current.reset();
+      if (!ok && !s->finishing) {
+        s->finishing = true;
+        s->final_status = grpc::Status(grpc::StatusCode::CANCELLED, "stream broken");
+        s->pending.clear();
+      }
+      if (!s->pending.empty() && !s->finishing) {
+        s->current = std::make_unique<v1::Task>(std::move(s->pending.front()));
+        s->pending.pop_front();
+        s->write_in_flight = true;
+        next = s->current.get();
+      } else if (s->finishing || s->ended) {
+        s->finishing = true;
+        finish_now = true;
+      }
+    }
+    if (next != nullptr) {
+      StartWrite(next);
+    } else if (finish_now) {
+      StopWatching();
+      DoFinish();
+    }
+  }
+
+  void OnCancel() override {
+    FinishWith(absl::CancelledError("the client cancelled the watch"));
+  }
+
+  void OnDone() override {
+    {
+      absl::MutexLock lock(&state_->mu);
+      state_->reactor = nullptr;
+    }
+    service_->RemoveWatch(this);
+    Unref();
+  }
+
+  // BrokerService::BeginDrain holds a reference while it ends the stream.
+  void Ref() { refs_.fetch_add(1); }
+  void Unref() {
+    if (refs_.fetch_sub(1) == 1) delete this;
+  }
+
+ private:
+  struct Shared {
+    absl::Mutex mu;
+    WatchReactor* reactor ABSL_GUARDED_BY(mu) = nullptr;
+    WatchId watch_id ABSL_GUARDED_BY(mu) = 0;
+    uint64_t last_version ABSL_GUARDED_BY(mu) = 0;
+    bool have_version ABSL_GUARDED_BY(mu) = false;
+    std::deque<v1::Task> pending ABSL_GUARDED_BY(mu);
+    std::unique_ptr<v1::Task> current ABSL_GUARDED_BY(mu);
+    bool write_in_flight ABSL_GUARDED_BY(mu) = false;
+    bool ended ABSL_GUARDED_BY(mu) = false;      // the final snapshot is queued
+    bool finishing ABSL_GUARDED_BY(mu) = false;  // Finish is due or done
+    bool finished ABSL_GUARDED_BY(mu) = false;
+    grpc::Status final_status ABSL_GUARDED_BY(mu);
+  };
+
+  // Keeps a slow reader from holding an unbounded backlog: intermediate
+  // snapshots are dropped, the newest is always kept.
+  static constexpr size_t kMaxPending = 64;
+
+  static void Deliver(const std::shared_ptr<Shared>& s, const TaskInfo& info, bool final) {
+    WatchReactor* reactor = nullptr;
+    const v1::Task* first = nullptr;
+    {
+      absl::MutexLock lock(&s->mu);
+      if (s->reactor == nullptr || s->finishing || s->ended) return;
+      if (s->have_version && info.version < s->last_version && !final) return;
+      s->have_version = true;
+      s->last_version = std::max(s->last_version, info.version);
+      v1::Task proto;
+      TaskToProto(info, &proto);
+      if (s->pending.size() >= kMaxPending) s->pending.pop_front();
+      s->pending.push_back(std::move(proto));
+      if (final) s->ended = true;
+      if (!s->write_in_flight) {
+        s->current = std::make_unique<v1::Task>(std::move(s->pending.front()));
+        s->pending.pop_front();
+        s->write_in_flight = true;
+        first = s->current.get();
+        reactor = s->reactor;
+      }
+    }
+    if (reactor != nullptr) reactor->StartWrite(first);
+  }
+
+  void StopWatching() {
+    WatchId id;
+    {
+      absl::MutexLock lock(&state_->mu);
+      id = state_->watch_id;
+      state_->watch_id = 0;
+    }
+    if (id != 0) broker_->Unwatch(id);
+  }
+
+  void DoFinish() {
+    grpc::Status status;
+    {
+      absl::MutexLock lock(&state_->mu);
+      if (state_->finished) return;
+      state_->finished = true;
+      status = state_->final_status;
+    }
+    timer_.Done(status);
+    Finish(status);
+  }
+
+  BrokerService* const service_;
+  Broker* const broker_;
+  const RpcTimer timer_;
+  std::shared_ptr<Shared> state_;
+  std::atomic<int> refs_{1};  // gRPC's, dropped in OnDone
+};
+
+// ───────────────────────────── TaskService ─────────────────────────────
+
+class BrokerService::TaskServiceImpl final : public v1::TaskService::CallbackService {
+ public:
+  explicit TaskServiceImpl(BrokerService* s) : s_(s) {}
+
+  grpc::ServerUnaryReactor* Submit(grpc::CallbackServerContext* ctx,
+                                   const v1::SubmitRequest* req,
+                                   v1::SubmitResponse* resp) override {
+    RpcTimer timer(s_->metrics_, kService, "Submit", /*long_lived=*/false);
+    absl::StatusOr<TaskSpec> spec = SpecFromProto(req->task(), s_->clock_->Now());
+    if (!spec.ok()) return FinishNow(ctx, timer, spec.status());
+    auto* reactor = new ParkedReactor(s_->broker_, timer);
+    WaitId id = s_->broker_->Submit(
+        std::move(*spec), FromChrono(ctx->deadline()),
+        [reactor, resp](absl::StatusOr<SubmitResult> r) {
+          if (r.ok()) {
+            TaskToProto(r->task, resp->mutable_task());
+            resp->set_deduplicated(r->deduplicated);
+          }
+          reactor->FinishOnce(ToGrpcStatus(r.status()));
+        });
+    reactor->Parked(id);
+    return reactor;
+  }
+
+  grpc::ServerUnaryReactor* SubmitBatch(grpc::CallbackServerContext* ctx,
+                                        const v1::SubmitBatchRequest* req,
+                                        v1::SubmitBatchResponse* resp) override {
+    RpcTimer timer(s_->metrics_, kService, "SubmitBatch", false);
+    const absl::Time now = s_->clock_->Now();
+    std::vector<TaskSpec> specs;
+    std::vector<absl::Status> decode(req->tasks_size());
+    specs.reserve(req->tasks_size());
+    for (int i = 0; i < req->tasks_size(); ++i) {
+      absl::StatusOr<TaskSpec> spec = SpecFromProto(req->tasks(i), now);
+      if (spec.ok()) {
+        specs.push_back(std::move(*spec));
+      } else {
+        decode[i] = spec.status();
+      }
+    }
+    if (static_cast<size_t>(req->tasks_size()) > s_->broker_->options().max_batch_count) {
+      return FinishNow(ctx, timer,
+                       Invalid("tasks", absl::StrCat("holds ", req->tasks_size(),
+                                                     " tasks; the limit is ",
+                                                     s_->broker_->options().max_batch_count,
+                                                     " (--max-batch-count)")));
+    }
+    auto results = s_->broker_->SubmitBatch(std::move(specs));
+    if (!results.ok()) return FinishNow(ctx, timer, results.status());
+    size_t next = 0;
+    for (int i = 0; i < req->tasks_size(); ++i) {
+      v1::SubmitBatchResponse::Item* item = resp->add_items();
+      absl::Status status = decode[i];
+      if (status.ok()) {
+        absl::StatusOr<SubmitResult>& r = (*results)[next++];
+        if (r.ok()) {
+          TaskToProto(r->task, item->mutable_task());
+          item->set_deduplicated(r->deduplicated);
+        }
+        status = r.status();
+      }
+      item->mutable_status()->set_code(static_cast<int>(status.code()));
+      item->mutable_status()->set_message(std::string(status.message()));
+    }
+    return FinishNow(ctx, timer, absl::OkStatus());
+  }
+
+  grpc::ServerUnaryReactor* GetTask(grpc::CallbackServerContext* ctx,
+                                    const v1::GetTaskRequest* req, v1::Task* resp) override {
+    RpcTimer timer(s_->metrics_, kService, "GetTask", false);
+    absl::StatusOr<TaskId> id = TaskId::Parse(req->id());
+    if (!id.ok()) return FinishNow(ctx, timer, id.status());
+    absl::StatusOr<TaskInfo> info = s_->broker_->GetTask(*id);
+    if (info.ok()) TaskToProto(*info, resp);
+    return FinishNow(ctx, timer, info.status());
+  }
+
+  grpc::ServerWriteReactor<v1::Task>* WatchTask(grpc::CallbackServerContext*,
+                                                const v1::WatchTaskRequest* req) override {
+    auto* reactor = new WatchReactor(s_, s_->broker_,
+                                     RpcTimer(s_->metrics_, kService, "WatchTask", true));
+    absl::StatusOr<TaskId> id = TaskId::Parse(req->id());
+    if (!id.ok()) {
+      reactor->FinishWith(id.status());
+    } else {
+      reactor->Start(*id);
+    }
+    return reactor;
+  }
+
+  grpc::ServerUnaryReactor* CancelTask(grpc::CallbackServerContext* ctx,
+                                       const v1::CancelTaskRequest* req,
+                                       v1::Task* resp) override {
+    RpcTimer timer(s_->metrics_, kService, "CancelTask", false);
+    absl::StatusOr<TaskId> id = TaskId::Parse(req->id());
+    if (!id.ok()) return FinishNow(ctx, timer, id.status());
+    absl::StatusOr<TaskInfo> info = s_->broker_->CancelTask(*id);
+    if (info.ok()) TaskToProto(*info, resp);
+    return FinishNow(ctx, timer, info.status());
+  }
+
+  grpc::ServerUnaryReactor* ListTasks(grpc::CallbackServerContext* ctx,
+                                      const v1::ListTasksRequest* req,
+                                      v1::ListTasksResponse* resp) override {
+    RpcTimer timer(s_->metrics_, kService, "ListTasks", false);
+    absl::StatusOr<std::optional<TaskState>> state = StateFromProto(req->state());
+    if (!state.ok()) return FinishNow(ctx, timer, state.status());
+    absl::StatusOr<TaskPage> page =
+        s_->broker_->ListTasks(req->queue(), *state, req->page_size(), req->page_token());
+    if (page.ok()) {
+      for (const TaskInfo& t : page->tasks) TaskToProto(t, resp->add_tasks());
+      resp->set_next_page_token(page->next_page_token);
+    }
+    return FinishNow(ctx, timer, page.status());
+  }
+
+ private:
+  static constexpr const char* kService = "conveyor.v1.TaskService";
+  BrokerService* s_;
+};
+
+// ───────────────────────────── QueueService ─────────────────────────────
+
+class BrokerService::QueueServiceImpl final : public v1::QueueService::CallbackService {
+ public:
+  explicit QueueServiceImpl(BrokerService* s) : s_(s) {}
+
+  grpc::ServerUnaryReactor* CreateQueue(grpc::CallbackServerContext* ctx,
+                                        const v1::CreateQueueRequest* req,
+                                        v1::Queue* resp) override {
+    RpcTimer timer(s_->metrics_, kService, "CreateQueue", false);
+    absl::StatusOr<QueueConfig> config =
+        QueueConfigFromProto(req->config(), s_->broker_->options().queue_defaults);
+    if (!config.ok()) return FinishNow(ctx, timer, config.status());
+    return Answer(ctx, timer, s_->broker_->CreateQueue(*config, req->paused()), resp);
+  }
+
+  grpc::ServerUnaryReactor* UpdateQueue(grpc::CallbackServerContext* ctx,
+                                        const v1::UpdateQueueRequest* req,
+                                        v1::Queue* resp) override {
+    RpcTimer timer(s_->metrics_, kService, "UpdateQueue", false);
+    absl::StatusOr<QueueUpdate> update = UpdateFromProto(*req);
+    if (!update.ok()) return FinishNow(ctx, timer, update.status());
+    return Answer(ctx, timer, s_->broker_->UpdateQueue(req->name(), *update), resp);
+  }
+
+  grpc::ServerUnaryReactor* GetQueue(grpc::CallbackServerContext* ctx,
+                                     const v1::GetQueueRequest* req, v1::Queue* resp) override {
+    RpcTimer timer(s_->metrics_, kService, "GetQueue", false);
+    return Answer(ctx, timer, s_->broker_->GetQueue(req->name()), resp);
+  }
+
+  grpc::ServerUnaryReactor* ListQueues(grpc::CallbackServerContext* ctx,
+                                       const v1::ListQueuesRequest*,
+                                       v1::ListQueuesResponse* resp) override {
+    RpcTimer timer(s_->metrics_, kService, "ListQueues", false);
+    for (const QueueInfo& q : s_->broker_->ListQueues()) QueueToProto(q, resp->add_queues());
+    return FinishNow(ctx, timer, absl::OkStatus());
+  }
+
+  grpc::ServerUnaryReactor* PauseQueue(grpc::CallbackServerContext* ctx,
+                                       const v1::PauseQueueRequest* req,
+                                       v1::Queue* resp) override {
+    RpcTimer timer(s_->metrics_, kService, "PauseQueue", false);
+    return Answer(ctx, timer, s_->broker_->PauseQueue(req->name()), resp);
+  }
+
+  grpc::ServerUnaryReactor* ResumeQueue(grpc::CallbackServerContext* ctx,
+                                        const v1::ResumeQueueRequest* req,
+                                        v1::Queue* resp) override {
+    RpcTimer timer(s_->metrics_, kService, "ResumeQueue", false);
+    return Answer(ctx, timer, s_->broker_->ResumeQueue(req->name()), resp);
+  }
+
+  grpc::ServerUnaryReactor* PurgeQueue(grpc::CallbackServerContext* ctx,
+                                       const v1::PurgeQueueRequest* req,
+                                       v1::PurgeQueueResponse* resp) override {
+    RpcTimer timer(s_->metrics_, kService, "PurgeQueue", false);
+    absl::StatusOr<uint64_t> n = s_->broker_->PurgeQueue(req->name());
+    if (n.ok()) resp->set_purged(*n);
+    return FinishNow(ctx, timer, n.status());
+  }
+
+  grpc::ServerUnaryReactor* ListDeadLetters(grpc::CallbackServerContext* ctx,
+                                            const v1::ListDeadLettersRequest* req,
+                                            v1::ListDeadLettersResponse* resp) override {
+    RpcTimer timer(s_->metrics_, kService, "ListDeadLetters", false);
+    absl::StatusOr<TaskPage> page =
+        s_->broker_->ListDeadLetters(req->queue(), req->page_size(), req->page_token());
+    if (page.ok()) {
+      for (const TaskInfo& t : page->tasks) TaskToProto(t, resp->add_tasks());
+      resp->set_next_page_token(page->next_page_token);
+    }
+    return FinishNow(ctx, timer, page.status());
+  }
+
+  grpc::ServerUnaryReactor* RequeueDeadLetters(grpc::CallbackServerContext* ctx,
+                                               const v1::RequeueDeadLettersRequest* req,
+                                               v1::RequeueDeadLettersResponse* resp) override {
+    RpcTimer timer(s_->metrics_, kService, "RequeueDeadLetters", false);
+    absl::StatusOr<std::vector<TaskId>> ids = ParseIds(req->ids());
+    if (!ids.ok()) return FinishNow(ctx, timer, ids.status());
+    absl::StatusOr<uint64_t> n = s_->broker_->RequeueDeadLetters(req->queue(), *ids);
+    if (n.ok()) resp->set_requeued(*n);
+    return FinishNow(ctx, timer, n.status());
+  }
+
+  grpc::ServerUnaryReactor* PurgeDeadLetters(grpc::CallbackServerContext* ctx,
+                                             const v1::PurgeDeadLettersRequest* req,
+                                             v1::PurgeDeadLettersResponse* resp) override {
+    RpcTimer timer(s_->metrics_, kService, "PurgeDeadLetters", false);
+    absl::StatusOr<std::vector<TaskId>> ids = ParseIds(req->ids());
+    if (!ids.ok()) return FinishNow(ctx, timer, ids.status());
+    absl::StatusOr<uint64_t> n = s_->broker_->PurgeDeadLetters(req->queue(), *ids);
+    if (n.ok()) resp->set_purged(*n);
+    return FinishNow(ctx, timer, n.status());
+  }
+
+ private:
+  static constexpr const char* kService = "conveyor.v1.QueueService";
+
+  grpc::ServerUnaryReactor* Answer(grpc::CallbackServerContext* ctx, const RpcTimer& timer,
+                                   const absl::StatusOr<QueueInfo>& info, v1::Queue* resp) {
+    if (info.ok()) QueueToProto(*info, resp);
+    return FinishNow(ctx, timer, info.status());
+  }
+
+  static absl::StatusOr<QueueUpdate> UpdateFromProto(const v1::UpdateQueueRequest& p) {
+    QueueUpdate u;
+    if (p.has_capacity()) u.capacity = p.capacity();
+    if (p.has_full_policy()) {
+      absl::StatusOr<FullPolicy> policy = FullPolicyFromProto(p.full_policy());
+      if (!policy.ok()) return policy.status();
+      u.full_policy = *policy;
+    }
+    if (p.has_retry()) {
+      absl::StatusOr<RetryOverride> r = RetryFromProto(p.retry(), "retry");
+      if (!r.ok()) return r.status();
+      u.retry = *r;
+    }
+    if (p.has_default_timeout()) {
+      absl::StatusOr<absl::Duration> d = DurationField(p.default_timeout(), "default_timeout");
+      if (!d.ok()) return d.status();
+      u.default_timeout = *d;
+    }
+    if (p.has_lease_duration()) {
+      absl::StatusOr<absl::Duration> d = DurationField(p.lease_duration(), "lease_duration");
+      if (!d.ok()) return d.status();
+      u.lease_duration = *d;
+    }
+    if (p.has_max_crashes()) u.max_crashes = p.max_crashes();
+    if (p.has_result_ttl()) {
+      absl::StatusOr<absl::Duration> d = DurationField(p.result_ttl(), "result_ttl");
+      if (!d.ok()) return d.status();
+      u.result_ttl = *d;
+    }
+    if (p.has_retained()) u.retained = p.retained();
+    return u;
+  }
+
+  BrokerService* s_;
+};
+
+// ───────────────────────────── WorkerService ─────────────────────────────
+
+class BrokerService::WorkerServiceImpl final : public v1::WorkerService::CallbackService {
+ public:
+  explicit WorkerServiceImpl(BrokerService* s) : s_(s) {}
+
+  grpc::ServerUnaryReactor* Lease(grpc::CallbackServerContext* ctx, const v1::LeaseRequest* req,
+                                  v1::LeaseResponse* resp) override {
+    absl::StatusOr<absl::Duration> wait = DurationField(req->wait(), "wait");
+    RpcTimer timer(s_->metrics_, kService, "Lease",
+                   /*long_lived=*/wait.ok() && *wait > absl::ZeroDuration());
+    if (!wait.ok()) return FinishNow(ctx, timer, wait.status());
+    LeaseRequest request;
+    request.worker_id = req->worker_id();
+    request.queues.assign(req->queues().begin(), req->queues().end());
+    request.types.assign(req->types().begin(), req->types().end());
+    request.max_tasks = req->max_tasks();
+    // Answer a little before the caller's deadline so the empty answer
+    // arrives instead of DEADLINE_EXCEEDED.
+    absl::Time deadline = FromChrono(ctx->deadline());
+    if (deadline != absl::InfiniteFuture()) {
+      absl::Duration left = deadline - s_->clock_->Now() - absl::Milliseconds(50);
+      *wait = std::max(absl::ZeroDuration(), std::min(*wait, left));
+    }
+    request.wait = *wait;
+    auto* reactor = new ParkedReactor(s_->broker_, timer);
+    WaitId id = s_->broker_->Lease(
+        std::move(request),
+        [reactor, resp](absl::StatusOr<std::vector<LeasedTask>> tasks) {
+          if (tasks.ok()) {
+            for (const LeasedTask& t : *tasks) LeasedToProto(t, resp->add_tasks());
+          }
+          reactor->FinishOnce(ToGrpcStatus(tasks.status()));
+        });
+    reactor->Parked(id);
+    return reactor;
+  }
+
+  grpc::ServerUnaryReactor* Heartbeat(grpc::CallbackServerContext* ctx,
+                                      const v1::HeartbeatRequest* req,
+                                      v1::HeartbeatResponse* resp) override {
+    RpcTimer timer(s_->metrics_, kService, "Heartbeat", false);
+    std::vector<HeartbeatItem> items;
+    std::vector<absl::Status> decode(req->items_size());
+    items.reserve(req->items_size());
+    std::vector<int> index;
+    for (int i = 0; i < req->items_size(); ++i) {
+      const auto& in = req->items(i);
+      absl::StatusOr<TaskId> id = TaskId::Parse(in.id());
+      if (!id.ok()) {
+        decode[i] = id.status();
+        continue;
+      }
+      HeartbeatItem item;
+      item.id = *id;
+      item.token = in.token();
+      if (in.progress_percent() >= 0) {
+        item.progress_percent = in.progress_percent();
+        item.progress_message = in.progress_message();
+      }
+      items.push_back(std::move(item));
+      index.push_back(i);
+    }
+    std::vector<HeartbeatOutcome> outcomes = s_->broker_->Heartbeat(req->worker_id(), items);
+    size_t next = 0;
+    for (int i = 0; i < req->items_size(); ++i) {
+      auto* out = resp->add_items();
+      out->set_id(req->items(i).id());
+      absl::Status status = decode[i];
+      if (status.ok()) {
+        const HeartbeatOutcome& o = outcomes[next++];
+        status = o.status;
+        out->set_cancel(o.cancel);
+        if (o.status.ok()) ToProto(o.lease_expires_at, out->mutable_lease_expires_at());
+      }
+      out->mutable_status()->set_code(static_cast<int>(status.code()));
+      out->mutable_status()->set_message(std::string(status.message()));
+    }
+    resp->set_draining(s_->broker_->draining());
+    return FinishNow(ctx, timer, absl::OkStatus());
+  }
+
+  grpc::ServerUnaryReactor* Complete(grpc::CallbackServerContext* ctx,
+                                     const v1::CompleteRequest* req,
+                                     v1::CompleteResponse* resp) override {
+    RpcTimer timer(s_->metrics_, kService, "Complete", false);
+    return Report<CompleteItem>(
+        ctx, timer, req->items(), resp->mutable_items(),
+        [](const v1::CompleteRequest::Item& in, CompleteItem& out) { out.result = in.result(); },
+        [this](const std::vector<CompleteItem>& v) { return s_->broker_->Complete(v); });
+  }
+
+  grpc::ServerUnaryReactor* Fail(grpc::CallbackServerContext* ctx, const v1::FailRequest* req,
+                                 v1::FailResponse* resp) override {
+    RpcTimer timer(s_->metrics_, kService, "Fail", false);
+    return Report<FailItem>(
+        ctx, timer, req->items(), resp->mutable_items(),
+        [](const v1::FailRequest::Item& in, FailItem& out) {
+          out.error = in.error();
+          out.retryable = in.retryable();
+          out.reason = in.reason();
+        },
+        [this](const std::vector<FailItem>& v) { return s_->broker_->Fail(v); });
+  }
+
+  grpc::ServerUnaryReactor* Release(grpc::CallbackServerContext* ctx,
+                                    const v1::ReleaseRequest* req,
+                                    v1::ReleaseResponse* resp) override {
+    RpcTimer timer(s_->metrics_, kService, "Release", false);
+    return Report<ReleaseItem>(
+        ctx, timer, req->items(), resp->mutable_items(),
+        [](const v1::ReleaseRequest::Item&, ReleaseItem&) {},
+        [this](const std::vector<ReleaseItem>& v) { return s_->broker_->Release(v); });
+  }
+
+ private:
+  static constexpr const char* kService = "conveyor.v1.WorkerService";
+
+  static void LeasedToProto(const LeasedTask& t, v1::LeasedTask* out) {
+    out->set_id(t.id.ToString());
+    out->set_queue(t.queue);
+    out->set_type(t.type);
+    out->set_payload(t.payload);
+    for (const auto& [k, v] : t.headers) (*out->mutable_headers())[k] = v;
+    out->set_attempt(t.attempt);
+    out->set_max_attempts(t.max_attempts);
+    out->set_token(t.token);
+    conveyor::ToProto(t.lease_expires_at, out->mutable_lease_expires_at());
+    conveyor::ToProto(t.deadline, out->mutable_deadline());
+    conveyor::ToProto(t.timeout, out->mutable_timeout());
+  }
+
+  // Decodes ids and tokens, runs the broker call, writes per-item statuses
+  // in request order.
+  template <typename Item, typename ProtoItems, typename Fill, typename Call>
+  grpc::ServerUnaryReactor* Report(grpc::CallbackServerContext* ctx, const RpcTimer& timer,
+                                   const ProtoItems& in,
+                                   google::protobuf::RepeatedPtrField<v1::ItemStatus>* out,
+                                   Fill fill, Call call) {
+    std::vector<Item> items;
+    items.reserve(in.size());
+    std::vector<absl::Status> decode(in.size());
+    for (int i = 0; i < in.size(); ++i) {
+      absl::StatusOr<TaskId> id = TaskId::Parse(in.Get(i).id());
+      if (!id.ok()) {
+        decode[i] = id.status();
+        continue;
+      }
+      Item item;
+      item.id = *id;
+      item.token = in.Get(i).token();
+      fill(in.Get(i), item);
+      items.push_back(std::move(item));
+    }
+    std::vector<absl::Status> results = call(items);
+    size_t next = 0;
+    for (int i = 0; i < in.size(); ++i) {
+      absl::Status status = decode[i].ok() ? results[next++] : decode[i];
+      v1::ItemStatus* s = out->Add();
+      s->set_code(static_cast<int>(status.code()));
+      s->set_message(std::string(status.message()));
+    }
+    return FinishNow(ctx, timer, absl::OkStatus());
+  }
+
+  BrokerService* s_;
+};
+
+// ───────────────────────────── BrokerService ─────────────────────────────
+
+BrokerService::BrokerService(Broker* broker, const Clock* clock, RpcMetrics* metrics)
+    : broker_(broker), clock_(clock), metrics_(metrics),
+      task_service_(std::make_unique<TaskServiceImpl>(this)),
+      queue_service_(std::make_unique<QueueServiceImpl>(this)),
+      worker_service_(std::make_unique<WorkerServiceImpl>(this)) {}
+
+BrokerService::~BrokerService() = default;
+
+std::vector<grpc::Service*> BrokerService::services() {
+  return {task_service_.get(), queue_service_.get(), worker_service_.get()};
+}
+
+bool BrokerService::AddWatch(WatchReactor* reactor) {
+  absl::MutexLock lock(&mu_);
+  if (draining_) return false;
+  watches_.insert(reactor);
+  return true;
+}
+
+void BrokerService::RemoveWatch(WatchReactor* reactor) {
+  absl::MutexLock lock(&mu_);
+  watches_.erase(reactor);
+}
+
+void BrokerService::BeginDrain() {
+  std::vector<WatchReactor*> open;
+  {
+    absl::MutexLock lock(&mu_);
+    draining_ = true;
+    // A reference each, taken under mu_ (OnDone removes a reactor under mu_
+    // before dropping gRPC's), keeps them alive while they are ended.
+    for (WatchReactor* r : watches_) {
+      r->Ref();
+      open.push_back(r);
+    }
+  }
+  for (WatchReactor* r : open) {
+    r->FinishWith(absl::UnavailableError("the broker is draining; watch again later"));
+    r->Unref();
+  }
+}
+
+size_t BrokerService::open_watches() const {
+  absl::MutexLock lock(&mu_);
+  return watches_.size();
+}
+
+}  // namespace conveyor::server

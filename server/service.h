@@ -1,0 +1,77 @@
+// The broker's service layer: the only place that speaks proto for the broker.
+//
+// Maps each RPC of conveyor.v1 TaskService, QueueService and WorkerService to
+// one Broker call and back, converting absl::Status to grpc::Status once, at
+// the edge. Uses gRPC's callback API: reactions never block. Calls that may
+// wait (Lease long-polls, Submit to a full WAIT queue, WatchTask) park a
+// reactor that the broker finishes through a callback; a client cancel
+// removes the parked call from the broker.
+//
+// Thread-safe.
+#ifndef CONVEYOR_SERVER_SERVICE_H_
+#define CONVEYOR_SERVER_SERVICE_H_
+
+#include <memory>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/synchronization/mutex.h"
+#include "common/clock.h"
+#include "conveyor/v1/conveyor.grpc.pb.h"
+#include "server/broker.h"
+
+namespace conveyor::server {
+
+class RpcMetrics;
+class WatchReactor;
+
+// Proto <-> core conversions (exposed for tests).
+absl::StatusOr<TaskSpec> SpecFromProto(const conveyor::v1::TaskSpec& proto,
+                                       absl::Time now);
+void TaskToProto(const TaskInfo& info, conveyor::v1::Task* out);
+// `base` supplies the values of unset fields.
+absl::StatusOr<QueueConfig> QueueConfigFromProto(const conveyor::v1::QueueConfig& proto,
+                                                 const QueueConfig& base);
+void QueueToProto(const QueueInfo& info, conveyor::v1::Queue* out);
+
+class BrokerService {
+ public:
+  // `broker` and `clock` must outlive this. `metrics` may be null.
+  BrokerService(Broker* broker, const Clock* clock, RpcMetrics* metrics);
+  ~BrokerService();
+
+  // The services to register with a grpc::ServerBuilder.
+  std::vector<grpc::Service*> services();
+
+  // Ends every open WatchTask stream with UNAVAILABLE and refuses new ones.
+  // Call after Broker::BeginDrain, before grpc::Server::Shutdown.
+  void BeginDrain();
+
+  // Watch streams open now (for tests).
+  size_t open_watches() const;
+
+ private:
+  class TaskServiceImpl;
+  class QueueServiceImpl;
+  class WorkerServiceImpl;
+  friend class WatchReactor;
+
+  bool AddWatch(WatchReactor* reactor);
+  void RemoveWatch(WatchReactor* reactor);
+
+  Broker* const broker_;
+  const Clock* const clock_;
+  RpcMetrics* const metrics_;
+  std::unique_ptr<TaskServiceImpl> task_service_;
+  std::unique_ptr<QueueServiceImpl> queue_service_;
+  std::unique_ptr<WorkerServiceImpl> worker_service_;
+
+  mutable absl::Mutex mu_;
+  bool draining_ ABSL_GUARDED_BY(mu_) = false;
+  absl::flat_hash_set<WatchReactor*> watches_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace conveyor::server
+
+#endif  // CONVEYOR_SERVER_SERVICE_H_

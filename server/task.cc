@@ -1,0 +1,82 @@
+#include "server/task.h"
+
+#include <cstring>
+#include <new>
+
+#include "absl/status/status.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+
+namespace conveyor::server {
+
+std::string TaskId::ToString() const { return absl::StrFormat("%016x", value_); }
+
+absl::StatusOr<TaskId> TaskId::Parse(absl::string_view text) {
+  uint64_t value = 0;
+  bool ok = text.size() == 16;
+  for (char c : text) {
+    if (!ok) break;
+    int digit;
+    if (c >= '0' && c <= '9') digit = c - '0';
+    else if (c >= 'a' && c <= 'f') digit = c - 'a' + 10;
+    else if (c >= 'A' && c <= 'F') digit = c - 'A' + 10;
+    else { ok = false; break; }
+    value = value << 4 | static_cast<uint64_t>(digit);
+  }
+  if (!ok) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "task id \"", absl::CHexEscape(text.substr(0, 64)),
+        "\" is not a task id (16 hex digits)"));
+  }
+  return TaskId(value);
+}
+
+const char* TaskStateName(TaskState state) {
+  switch (state) {
+    case TaskState::kScheduled: return "SCHEDULED";
+    case TaskState::kReady: return "READY";
+    case TaskState::kRunning: return "RUNNING";
+    case TaskState::kSucceeded: return "SUCCEEDED";
+    case TaskState::kDead: return "DEAD";
+    case TaskState::kCanceled: return "CANCELED";
+    case TaskState::kExpired: return "EXPIRED";
+    case TaskState::kFallback: return "FALLBACK";
+  }
+  return "UNKNOWN";
+}
+
+RetryPolicy RetryOverride::ApplyTo(const RetryPolicy& base) const {
+  RetryPolicy p = base;
+  if (max_attempts) p.max_attempts = *max_attempts;
+  if (initial_backoff) p.initial_backoff = *initial_backoff;
+  if (max_backoff) p.max_backoff = *max_backoff;
+  if (multiplier) p.multiplier = *multiplier;
+  if (jitter) p.jitter = *jitter;
+  return p;
+}
+
+Task* Task::Create(TaskId id, Queue* queue, uint32_t type_id,
+                   absl::string_view payload, absl::Time created) {
+  // The payload lives right after the record, in the same allocation.
+  void* mem = ::operator new(sizeof(Task) + payload.size());
+  Task* task = new (mem) Task();
+  task->id_ = id.value();
+  task->queue_ = queue;
+  task->type_id_ = type_id;
+  task->created_us_ = absl::ToUnixMicros(created);
+  task->not_before_us_ = task->created_us_;
+  task->payload_size_ = static_cast<uint32_t>(payload.size());
+  if (!payload.empty()) {
+    std::memcpy(reinterpret_cast<char*>(task + 1), payload.data(), payload.size());
+  }
+  return task;
+}
+
+void Task::Destroy(Task* task) {
+  if (task == nullptr) return;
+  task->~Task();
+  ::operator delete(static_cast<void*>(task));
+}
+
+}  // namespace conveyor::server

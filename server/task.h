@@ -1,0 +1,167 @@
+// Task identity, states, policies, and the compact in-memory task record.
+//
+// The broker keeps one `Task` per live or retained task. It is compact on
+// purpose (a queued task with a 64-byte payload costs well under 200 bytes):
+// the payload is stored inline after the record, defaults stay in the queue
+// (held by reference), and everything optional or only needed while running
+// or after the end lives in a lazily allocated `TaskExtra`.
+//
+// Not thread-safe: records are owned and guarded by the Broker's mutex.
+#ifndef CONVEYOR_SERVER_TASK_H_
+#define CONVEYOR_SERVER_TASK_H_
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+
+namespace conveyor::server {
+
+// Broker-assigned id: unique and increasing with submit time. Written as 16
+// lowercase hex digits, so the text form sorts like the number.
+class TaskId {
+ public:
+  constexpr TaskId() = default;
+  constexpr explicit TaskId(uint64_t value) : value_(value) {}
+  uint64_t value() const { return value_; }
+  std::string ToString() const;
+  // INVALID_ARGUMENT unless `text` is 16 hex digits.
+  static absl::StatusOr<TaskId> Parse(absl::string_view text);
+
+  friend bool operator==(TaskId a, TaskId b) { return a.value_ == b.value_; }
+  friend auto operator<=>(TaskId a, TaskId b) { return a.value_ <=> b.value_; }
+  template <typename H>
+  friend H AbslHashValue(H h, TaskId id) {
+    return H::combine(std::move(h), id.value_);
+  }
+
+ private:
+  uint64_t value_ = 0;
+};
+
+enum class TaskState : uint8_t {
+  kScheduled,
+  kReady,
+  kRunning,
+  kSucceeded,
+  kDead,
+  kCanceled,
+  kExpired,
+  kFallback,
+};
+
+const char* TaskStateName(TaskState state);
+inline bool IsTerminal(TaskState s) {
+  return s == TaskState::kSucceeded || s == TaskState::kDead ||
+         s == TaskState::kCanceled || s == TaskState::kExpired ||
+         s == TaskState::kFallback;
+}
+
+// A fully resolved retry policy.
+struct RetryPolicy {
+  uint32_t max_attempts = 3;
+  absl::Duration initial_backoff = absl::Seconds(1);
+  absl::Duration max_backoff = absl::Minutes(5);
+  double multiplier = 2.0;
+  double jitter = 0.1;  // fraction of the delay, 0..1
+};
+
+// A partial retry policy: unset fields come from the queue.
+struct RetryOverride {
+  std::optional<uint32_t> max_attempts;
+  std::optional<absl::Duration> initial_backoff;
+  std::optional<absl::Duration> max_backoff;
+  std::optional<double> multiplier;
+  std::optional<double> jitter;
+  bool empty() const {
+    return !max_attempts && !initial_backoff && !max_backoff && !multiplier &&
+           !jitter;
+  }
+  RetryPolicy ApplyTo(const RetryPolicy& base) const;
+};
+
+using Headers = std::vector<std::pair<std::string, std::string>>;
+
+// Everything a task may carry that most tasks do not: allocated only when a
+// task sets one of these, is leased, or ends.
+struct TaskExtra {
+  Headers headers;
+  std::string idempotency_key;
+  std::string rate_key;
+  std::string concurrency_key;
+  std::optional<std::string> fallback_result;
+  std::optional<RetryPolicy> retry;  // resolved; unset: the queue's
+  std::optional<absl::Duration> timeout;
+  absl::Time expires_at = absl::InfiniteFuture();
+  // Current or last attempt.
+  std::string worker_id;
+  absl::Time started_at = absl::InfinitePast();
+  absl::Time lease_expires_at = absl::InfinitePast();
+  absl::Time attempt_deadline = absl::InfiniteFuture();
+  double progress_percent = 0;
+  std::string progress_message;
+  // End.
+  absl::Time finished_at = absl::InfinitePast();
+  std::string result;
+  std::string error;
+};
+
+class Queue;
+
+// The in-memory record. Created only through Task::Create (the payload is
+// stored inline after the fields) and freed with Task::Destroy.
+class Task {
+ public:
+  static Task* Create(TaskId id, Queue* queue, uint32_t type_id,
+                      absl::string_view payload, absl::Time created);
+  static void Destroy(Task* task);
+
+  TaskId id() const { return TaskId(id_); }
+  Queue* queue() const { return queue_; }
+  uint32_t type_id() const { return type_id_; }
+  absl::string_view payload() const {
+    return absl::string_view(reinterpret_cast<const char*>(this + 1),
+                             payload_size_);
+  }
+  absl::Time created_at() const { return absl::FromUnixMicros(created_us_); }
+  absl::Time not_before() const { return absl::FromUnixMicros(not_before_us_); }
+  void set_not_before(absl::Time t) { not_before_us_ = absl::ToUnixMicros(t); }
+
+  TaskState state = TaskState::kReady;
+  uint8_t priority = 0;
+  uint8_t crashes = 0;
+  bool cancel_requested = false;
+  bool watched = false;  // some WatchTask follows it
+  uint16_t failures = 0;  // attempts spent by failures and timeouts
+  uint32_t token = 0;     // leases granted so far (fencing token)
+  // Finished-at stamp used to match retention entries (0 while live).
+  int64_t ended_stamp = 0;
+
+  TaskExtra* extra() const { return extra_.get(); }
+  TaskExtra& mutable_extra() {
+    if (!extra_) extra_ = std::make_unique<TaskExtra>();
+    return *extra_;
+  }
+
+ private:
+  Task() = default;
+  ~Task() = default;
+
+  uint64_t id_ = 0;
+  Queue* queue_ = nullptr;
+  int64_t created_us_ = 0;
+  int64_t not_before_us_ = 0;
+  uint32_t type_id_ = 0;
+  uint32_t payload_size_ = 0;
+  std::unique_ptr<TaskExtra> extra_;
+};
+
+}  // namespace conveyor::server
+
+#endif  // CONVEYOR_SERVER_TASK_H_
