@@ -91,7 +91,7 @@ Broker::Broker(BrokerOptions options, const Clock* clock, BrokerListener* listen
 
 Broker::~Broker() {
   absl::MutexLock lock(&mu_);
-  for (auto& [id, task] : tasks_) Task::Destroy(task);
+  for (Task* task : tasks_) Task::Destroy(task);
   tasks_.clear();
 }
 
@@ -104,7 +104,7 @@ void Broker::Run(Deferred& after) {
 
 Task* Broker::FindTask(TaskId id) const {
   auto it = tasks_.find(id.value());
-  return it == tasks_.end() ? nullptr : it->second;
+  return it == tasks_.end() ? nullptr : *it;
 }
 
 absl::StatusOr<Queue*> Broker::FindQueue(absl::string_view name) const {
@@ -353,7 +353,7 @@ absl::StatusOr<SubmitResult> Broker::SubmitLocked(TaskSpec& spec, Queue* queue,
     x.timeout = spec.timeout;
     x.expires_at = spec.expires_at;
   }
-  tasks_.emplace(id.value(), task);
+  tasks_.insert(task);
   if (!spec.idempotency_key.empty()) {
     idempotency_[IdemKey(queue->name(), spec.idempotency_key)] = id.value();
   }
@@ -570,11 +570,11 @@ void Broker::End(Task* task, TaskState state, Deferred& after) {
   TaskExtra& x = task->mutable_extra();
   x.finished_at = now;
   x.lease_expires_at = absl::InfinitePast();
-  task->ended_stamp = static_cast<int64_t>(++end_counter_);
-  queue->ended().emplace_back(task->id().value(), task->ended_stamp);
+  task->set_ended_stamp(static_cast<int64_t>(++end_counter_));
+  queue->ended().emplace_back(task->id().value(), task->ended_stamp());
   ++queue->ended_live;
   PushTimer(now + queue->config().result_ttl, kRetention, task->id().value(),
-            task->ended_stamp);
+            task->ended_stamp());
   if (listener_ != nullptr) listener_->OnEnded(*queue, *task);
   NotifyWatchers(*task, /*final=*/true, after);
   if (was_active) ServeSubmitWaiters(queue, after);
@@ -614,7 +614,7 @@ void Broker::EnforceRetention(Queue* queue, Deferred& after) {
   while (!ended.empty()) {
     auto [id, stamp] = ended.front();
     Task* task = FindTask(TaskId(id));
-    const bool live = task != nullptr && task->ended_stamp == stamp;
+    const bool live = task != nullptr && task->ended_stamp() == stamp;
     if (live && queue->ended_live <= queue->config().retained) break;
     ended.pop_front();
     if (live) Drop(task, "retained", after);
@@ -658,8 +658,7 @@ std::vector<LeasedTask> Broker::TakeReady(const LeaseRequest& request, uint32_t 
   // The analysis cannot see that the lambda runs under mu_ (inside this call).
   auto resolve = [this](uint64_t id) ABSL_NO_THREAD_SAFETY_ANALYSIS -> Task* {
     auto it = tasks_.find(id);
-    return it != tasks_.end() && it->second->state == TaskState::kReady ? it->second
-                                                                        : nullptr;
+    return it != tasks_.end() && (*it)->state == TaskState::kReady ? *it : nullptr;
   };
   const absl::Time now = clock_->Now();
   while (out.size() < max) {
@@ -1067,8 +1066,8 @@ absl::StatusOr<TaskPage> Broker::ListTasks(absl::string_view queue_name,
   if (!queue.ok()) return queue.status();
   // A scan: listing is an admin operation, kept off the hot paths.
   std::vector<Task*> matches;
-  for (const auto& [id, task] : tasks_) {
-    if (task->queue() != *queue || id <= after_id) continue;
+  for (Task* task : tasks_) {
+    if (task->queue() != *queue || task->id().value() <= after_id) continue;
     if (state && task->state != *state) continue;
     matches.push_back(task);
   }
@@ -1126,8 +1125,7 @@ QueueInfo Broker::InfoOf(const Queue& queue) const {
   // The analysis cannot see that the lambda runs under mu_ (inside this call).
   auto resolve = [this](uint64_t id) ABSL_NO_THREAD_SAFETY_ANALYSIS -> Task* {
     auto it = tasks_.find(id);
-    return it != tasks_.end() && it->second->state == TaskState::kReady ? it->second
-                                                                        : nullptr;
+    return it != tasks_.end() && (*it)->state == TaskState::kReady ? *it : nullptr;
   };
   if (queue.count(TaskState::kReady) > 0) {
     uint64_t seq = queue.OldestReadySeq(resolve);
@@ -1243,7 +1241,7 @@ absl::StatusOr<uint64_t> Broker::PurgeQueue(absl::string_view name) {
     if (!found.ok()) return found.status();
     Queue* queue = *found;
     std::vector<Task*> victims;
-    for (const auto& [id, task] : tasks_) {
+    for (Task* task : tasks_) {
       if (task->queue() == queue && (task->state == TaskState::kReady ||
                                      task->state == TaskState::kScheduled)) {
         victims.push_back(task);
@@ -1267,7 +1265,7 @@ absl::StatusOr<TaskPage> Broker::ListDeadLetters(absl::string_view queue,
 std::vector<Task*> Broker::DeadTasks(Queue* queue, const std::vector<TaskId>& ids) const {
   std::vector<Task*> out;
   if (ids.empty()) {
-    for (const auto& [id, task] : tasks_) {
+    for (Task* task : tasks_) {
       if (task->queue() == queue && task->state == TaskState::kDead) out.push_back(task);
     }
     std::sort(out.begin(), out.end(), [](Task* a, Task* b) { return a->id() < b->id(); });
@@ -1303,7 +1301,7 @@ absl::StatusOr<uint64_t> Broker::RequeueDeadLetters(absl::string_view name,
         break;
       }
       --queue->ended_live;
-      task->ended_stamp = 0;  // its retention entries are stale now
+      task->set_ended_stamp(0);  // its retention entries are stale now
       task->failures = 0;
       task->crashes = 0;
       task->cancel_requested = false;
@@ -1395,7 +1393,7 @@ void Broker::FireTimer(const Timer& timer, absl::Time now, Deferred& after) {
     }
     case kRetention: {
       Task* task = FindTask(TaskId(timer.key));
-      if (task != nullptr && task->ended_stamp == timer.stamp) {
+      if (task != nullptr && task->ended_stamp() == timer.stamp) {
         Queue* queue = task->queue();
         Drop(task, "ttl", after);
         EnforceRetention(queue, after);  // also pops stale entries at the front

@@ -65,7 +65,6 @@ Task* Task::Create(TaskId id, Queue* queue, uint32_t type_id,
   task->queue_ = queue;
   task->type_id_ = type_id;
   task->created_us_ = absl::ToUnixMicros(created);
-  task->not_before_us_ = task->created_us_;
   task->payload_size_ = static_cast<uint32_t>(payload.size());
   if (!payload.empty()) {
     std::memcpy(reinterpret_cast<char*>(task + 1), payload.data(), payload.size());

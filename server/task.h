@@ -99,6 +99,8 @@ struct TaskExtra {
   std::optional<RetryPolicy> retry;  // resolved; unset: the queue's
   std::optional<absl::Duration> timeout;
   absl::Time expires_at = absl::InfiniteFuture();
+  absl::Time not_before = absl::InfinitePast();
+  int64_t ended_stamp = 0;
   // Current or last attempt.
   std::string worker_id;
   absl::Time started_at = absl::InfinitePast();
@@ -130,18 +132,16 @@ class Task {
                              payload_size_);
   }
   absl::Time created_at() const { return absl::FromUnixMicros(created_us_); }
-  absl::Time not_before() const { return absl::FromUnixMicros(not_before_us_); }
-  void set_not_before(absl::Time t) { not_before_us_ = absl::ToUnixMicros(t); }
-
-  TaskState state = TaskState::kReady;
-  uint8_t priority = 0;
-  uint8_t crashes = 0;
-  bool cancel_requested = false;
-  bool watched = false;  // some WatchTask follows it
-  uint16_t failures = 0;  // attempts spent by failures and timeouts
-  uint32_t token = 0;     // leases granted so far (fencing token)
-  // Finished-at stamp used to match retention entries (0 while live).
-  int64_t ended_stamp = 0;
+  // When a SCHEDULED task becomes READY (kept in the extra: READY tasks
+  // submitted without a delay never need it).
+  absl::Time not_before() const {
+    return extra_ && extra_->not_before != absl::InfinitePast() ? extra_->not_before
+                                                                 : created_at();
+  }
+  void set_not_before(absl::Time t) { mutable_extra().not_before = t; }
+  // Stamp of the end that retention entries must match (0 while live).
+  int64_t ended_stamp() const { return extra_ ? extra_->ended_stamp : 0; }
+  void set_ended_stamp(int64_t stamp) { mutable_extra().ended_stamp = stamp; }
 
   TaskExtra* extra() const { return extra_.get(); }
   TaskExtra& mutable_extra() {
@@ -153,13 +153,22 @@ class Task {
   Task() = default;
   ~Task() = default;
 
+  // Ordered largest first so the record packs into 56 bytes.
   uint64_t id_ = 0;
   Queue* queue_ = nullptr;
   int64_t created_us_ = 0;
-  int64_t not_before_us_ = 0;
+  std::unique_ptr<TaskExtra> extra_;
   uint32_t type_id_ = 0;
   uint32_t payload_size_ = 0;
-  std::unique_ptr<TaskExtra> extra_;
+
+ public:
+  uint32_t token = 0;     // leases granted so far (fencing token)
+  uint16_t failures = 0;  // attempts spent by failures and timeouts
+  TaskState state = TaskState::kReady;
+  uint8_t priority = 0;
+  uint8_t crashes = 0;
+  bool cancel_requested = false;
+  bool watched = false;  // some WatchTask follows it
 };
 
 }  // namespace conveyor::server
