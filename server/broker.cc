@@ -414,14 +414,21 @@ WaitId Broker::Submit(TaskSpec spec, absl::Time deadline, SubmitCallback done) {
 }
 
 absl::StatusOr<SubmitResult> Broker::SubmitNow(TaskSpec spec) {
+  if (absl::Status s = ValidateSpec(spec, clock_->Now()); !s.ok()) return s;
+  Deferred after;
   absl::StatusOr<SubmitResult> result;
-  Submit(std::move(spec), absl::InfinitePast(),
-         [&result](absl::StatusOr<SubmitResult> r) { result = std::move(r); });
-  // A past deadline never parks, so the callback has run.
-  if (!result.ok() && result.status().code() == absl::StatusCode::kDeadlineExceeded) {
-    // Report a full queue the same way whatever its policy.
-    return absl::ResourceExhaustedError(result.status().message());
+  {
+    absl::MutexLock lock(&mu_);
+    if (draining_) {
+      return absl::UnavailableError(
+          "the broker is draining; submit to another broker or retry later");
+    }
+    absl::StatusOr<Queue*> queue = QueueForSubmit(spec.queue);
+    if (!queue.ok()) return queue.status();
+    bool must_wait = false;
+    result = SubmitLocked(spec, *queue, /*allow_wait=*/false, &must_wait, after);
   }
+  Run(after);
   return result;
 }
 
