@@ -1,0 +1,465 @@
+// conveyor: the command-line client of the Conveyor broker.
+//
+// Parses the command line (client/cli_args.h), runs one command through the
+// client library (client/client.h) and prints the answer (client/format.h):
+// data on stdout, diagnostics on stderr, exit codes from sysexits.h (see
+// `conveyor --help`).
+#include <sysexits.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/clock.h"
+#include "client/cli_args.h"
+#include "client/client.h"
+#include "client/format.h"
+#include "common/grpc_util.h"
+
+namespace conveyor::client {
+namespace {
+
+// The watched task ended, but not SUCCEEDED or FALLBACK.
+constexpr int kExitTaskFailed = 1;
+constexpr uint64_t kDefaultListLimit = 100;
+constexpr uint64_t kMaxPageSize = 1000;
+
+void Write(FILE* out, absl::string_view text) { std::fwrite(text.data(), 1, text.size(), out); }
+
+void Diagnose(absl::string_view message) {
+  Write(stderr, absl::StrCat("conveyor: ", message, "\n"));
+}
+
+// "conveyor: COMMAND: CODE: message" on stderr; the sysexits code.
+int CallFailed(const Invocation& inv, const absl::Status& status) {
+  Diagnose(absl::StrCat(inv.command->name, ": ", absl::StatusCodeToString(status.code()), ": ",
+                        status.message()));
+  return ExitCodeFor(status);
+}
+
+int UsageFailed(absl::string_view topic, absl::string_view message) {
+  Diagnose(message);
+  Write(stderr, ShortUsage(topic));
+  return EX_USAGE;
+}
+
+// Prints `message` as JSON, or `text` (already formatted) in text mode.
+int Print(const Invocation& inv, const google::protobuf::Message& message, absl::string_view text) {
+  if (inv.globals.output == OutputFormat::kJson) {
+    absl::StatusOr<std::string> json = ToJson(message);
+    if (!json.ok()) return CallFailed(inv, json.status());
+    Write(stdout, absl::StrCat(*json, "\n"));
+  } else {
+    Write(stdout, text);
+  }
+  return EX_OK;
+}
+
+absl::StatusOr<std::string> ReadAll(FILE* in, absl::string_view name) {
+  std::string data;
+  char buf[1 << 16];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof(buf), in)) > 0) data.append(buf, n);
+  if (std::ferror(in)) {
+    return absl::DataLossError(absl::StrCat("reading ", name, ": ", std::strerror(errno)));
+  }
+  return data;
+}
+
+absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  FILE* f = std::fopen(path.c_str(), "rb");
+  if (f == nullptr) {
+    return absl::NotFoundError(absl::StrCat("--payload-file ", path, ": ", std::strerror(errno)));
+  }
+  absl::StatusOr<std::string> data = ReadAll(f, path);
+  std::fclose(f);
+  return data;
+}
+
+// Follows task `id` until it ends: `live` sees every change, `final_task` gets
+// the ended task. Returns the exit code of a failed watch (already reported
+// on stderr), else EX_OK.
+int WatchUntilEnd(const Invocation& inv, Client& client, const std::string& id,
+                  absl::FunctionRef<void(const v1::Task&)> live, v1::Task* final_task) {
+  absl::StatusOr<v1::Task> last = client.WatchTask(id, [&](const v1::Task& task) {
+    live(task);
+    return true;
+  });
+  if (!last.ok()) return CallFailed(inv, last.status());
+  if (!IsTerminal(last->state())) {
+    return CallFailed(
+        inv, absl::UnavailableError(absl::StrCat("the broker ended the watch of ", id,
+                                                 " while it was ", TaskStateName(last->state()))));
+  }
+  *final_task = *std::move(last);
+  return EX_OK;
+}
+
+int TaskEndedBadly(const Invocation& inv, const v1::Task& task) {
+  std::string message =
+      absl::StrCat(inv.command->name, ": task ", task.id(), " ended ", TaskStateName(task.state()));
+  if (!task.error().empty()) absl::StrAppend(&message, ": ", DisplayBytes(task.error(), 4096));
+  Diagnose(message);
+  return kExitTaskFailed;
+}
+
+// A progress bar redrawn in place on a terminal.
+class ProgressBar {
+ public:
+  explicit ProgressBar(FILE* out) : out_(out) {}
+  void Update(const v1::Task& task) {
+    Write(out_, absl::StrCat("\r\033[K", FormatProgressBar(task)));
+    std::fflush(out_);
+    drawn_ = true;
+  }
+  void Finish() {
+    if (drawn_) Write(out_, "\n");
+  }
+
+ private:
+  FILE* out_;
+  bool drawn_ = false;
+};
+
+absl::StatusOr<std::string> ReadPayload(const Invocation& inv) {
+  const std::optional<std::string> file = inv.String("payload-file");
+  if (!inv.args.empty() && file.has_value()) {
+    return absl::InvalidArgumentError("give PAYLOAD or --payload-file, not both");
+  }
+  if (file.has_value()) return ReadFile(*file);
+  if (!inv.args.empty() && inv.args[0] != "-") return inv.args[0];
+  if (!inv.args.empty() || !isatty(STDIN_FILENO)) return ReadAll(stdin, "stdin");
+  return std::string();
+}
+
+int RunSubmit(const Invocation& inv, Client& client) {
+  absl::StatusOr<std::string> payload = ReadPayload(inv);
+  if (!payload.ok()) {
+    if (payload.status().code() == absl::StatusCode::kInvalidArgument) {
+      return UsageFailed(inv.topic, absl::StrCat("submit: ", payload.status().message()));
+    }
+    Diagnose(absl::StrCat("submit: ", payload.status().message()));
+    return EX_NOINPUT;
+  }
+  absl::StatusOr<v1::TaskSpec> spec = BuildTaskSpec(inv, *std::move(payload), absl::Now());
+  if (!spec.ok()) return UsageFailed(inv.topic, absl::StrCat("submit: ", spec.status().message()));
+  absl::StatusOr<v1::SubmitResponse> submitted = client.Submit(*std::move(spec));
+  if (!submitted.ok()) return CallFailed(inv, submitted.status());
+  if (submitted->deduplicated()) {
+    Diagnose(absl::StrCat("submit: idempotency key matched task ", submitted->task().id(),
+                          "; nothing new was enqueued"));
+  }
+  if (!inv.Bool("wait")) {
+    return Print(inv, submitted->task(), absl::StrCat(submitted->task().id(), "\n"));
+  }
+
+  const bool bar = inv.globals.output == OutputFormat::kText && isatty(STDERR_FILENO);
+  ProgressBar progress(stderr);
+  v1::Task task;
+  int code = WatchUntilEnd(
+      inv, client, submitted->task().id(),
+      [&](const v1::Task& t) {
+        if (bar) progress.Update(t);
+      },
+      &task);
+  progress.Finish();
+  if (code != EX_OK) return code;
+  if (inv.globals.output == OutputFormat::kJson) {
+    code = Print(inv, task, "");
+  } else if (IsSuccess(task.state())) {
+    Write(stdout, task.result());
+    if (isatty(STDOUT_FILENO) && !task.result().empty() && task.result().back() != '\n') {
+      Write(stdout, "\n");
+    }
+  }
+  if (code != EX_OK) return code;
+  return IsSuccess(task.state()) ? EX_OK : TaskEndedBadly(inv, task);
+}
+
+int RunWatch(const Invocation& inv, Client& client) {
+  const bool json = inv.globals.output == OutputFormat::kJson;
+  const bool bar = !json && isatty(STDOUT_FILENO);
+  ProgressBar progress(stdout);
+  bool encode_failed = false;
+  v1::Task task;
+  int code = WatchUntilEnd(
+      inv, client, inv.args[0],
+      [&](const v1::Task& t) {
+        if (json) {
+          absl::StatusOr<std::string> line = ToJson(t);
+          if (!line.ok()) {
+            encode_failed = true;
+            return;
+          }
+          Write(stdout, absl::StrCat(*line, "\n"));
+        } else if (bar) {
+          progress.Update(t);
+        } else {
+          Write(stdout, absl::StrCat(FormatWatchLine(t), "\n"));
+        }
+        std::fflush(stdout);
+      },
+      &task);
+  progress.Finish();
+  if (code != EX_OK) return code;
+  if (encode_failed) return CallFailed(inv, absl::InternalError("JSON encoding failed"));
+  if (bar) Write(stdout, FormatTask(task));
+  return IsSuccess(task.state()) ? EX_OK : TaskEndedBadly(inv, task);
+}
+
+int RunGet(const Invocation& inv, Client& client) {
+  absl::StatusOr<v1::Task> task = client.GetTask(inv.args[0]);
+  if (!task.ok()) return CallFailed(inv, task.status());
+  return Print(inv, *task, FormatTask(*task));
+}
+
+int RunCancel(const Invocation& inv, Client& client) {
+  absl::StatusOr<v1::Task> task = client.CancelTask(inv.args[0]);
+  if (!task.ok()) return CallFailed(inv, task.status());
+  return Print(inv, *task, FormatTask(*task));
+}
+
+// --limit, at least 1.
+absl::StatusOr<uint64_t> Limit(const Invocation& inv) {
+  const uint64_t limit = inv.Uint("limit").value_or(kDefaultListLimit);
+  if (limit == 0) return absl::InvalidArgumentError("--limit must be at least 1");
+  return limit;
+}
+
+// Follows page tokens of a paged call until `limit` tasks or the last page.
+// `Request` and `Response` are ListTasks* or ListDeadLetters*.
+template <typename Request, typename Response, typename Call>
+absl::StatusOr<Response> CollectPages(Request request, uint64_t limit, Call call) {
+  Response all;
+  do {
+    request.set_page_size(static_cast<uint32_t>(
+        std::min<uint64_t>(kMaxPageSize, limit - static_cast<uint64_t>(all.tasks_size()))));
+    absl::StatusOr<Response> page = call(request);
+    if (!page.ok()) return page.status();
+    for (v1::Task& task : *page->mutable_tasks()) {
+      if (static_cast<uint64_t>(all.tasks_size()) >= limit) break;
+      *all.add_tasks() = std::move(task);
+    }
+    all.set_next_page_token(page->next_page_token());
+    request.set_page_token(page->next_page_token());
+  } while (!request.page_token().empty() && static_cast<uint64_t>(all.tasks_size()) < limit);
+  return all;
+}
+
+template <typename Response>
+int PrintTasks(const Invocation& inv, const Response& response) {
+  std::vector<v1::Task> tasks(response.tasks().begin(), response.tasks().end());
+  return Print(inv, response, FormatTaskTable(tasks));
+}
+
+int RunList(const Invocation& inv, Client& client) {
+  v1::ListTasksRequest request;
+  const std::optional<std::string> queue = inv.String("queue");
+  if (!queue.has_value() || queue->empty())
+    return UsageFailed(inv.topic, "list: --queue is required");
+  request.set_queue(*queue);
+  if (const std::optional<std::string> state = inv.String("state")) {
+    absl::StatusOr<v1::TaskState> parsed = ParseTaskState(*state);
+    if (!parsed.ok())
+      return UsageFailed(inv.topic, absl::StrCat("list: --state: ", parsed.status().message()));
+    request.set_state(*parsed);
+  }
+  absl::StatusOr<uint64_t> limit = Limit(inv);
+  if (!limit.ok()) return UsageFailed(inv.topic, absl::StrCat("list: ", limit.status().message()));
+  absl::StatusOr<v1::ListTasksResponse> tasks =
+      CollectPages<v1::ListTasksRequest, v1::ListTasksResponse>(
+          request, *limit, [&](const v1::ListTasksRequest& r) { return client.ListTasks(r); });
+  if (!tasks.ok()) return CallFailed(inv, tasks.status());
+  return PrintTasks(inv, *tasks);
+}
+
+int PrintQueue(const Invocation& inv, const absl::StatusOr<v1::Queue>& queue) {
+  if (!queue.ok()) return CallFailed(inv, queue.status());
+  return Print(inv, *queue, FormatQueue(*queue));
+}
+
+int RunQueueList(const Invocation& inv, Client& client) {
+  absl::StatusOr<v1::ListQueuesResponse> queues = client.ListQueues();
+  if (!queues.ok()) return CallFailed(inv, queues.status());
+  std::vector<v1::Queue> list(queues->queues().begin(), queues->queues().end());
+  return Print(inv, *queues, FormatQueueTable(list));
+}
+
+int RunQueueGet(const Invocation& inv, Client& client) {
+  return PrintQueue(inv, client.GetQueue(inv.args[0]));
+}
+
+int RunQueueCreate(const Invocation& inv, Client& client) {
+  absl::StatusOr<v1::CreateQueueRequest> request = BuildCreateQueueRequest(inv);
+  if (!request.ok()) {
+    return UsageFailed(inv.topic, absl::StrCat("queue create: ", request.status().message()));
+  }
+  return PrintQueue(inv, client.CreateQueue(*request));
+}
+
+int RunQueueUpdate(const Invocation& inv, Client& client) {
+  const std::string& name = inv.args[0];
+  const bool has_settings = inv.flags.size() > (inv.Has("paused") ? 1u : 0u);
+  if (!has_settings && !inv.Has("paused")) {
+    return UsageFailed(inv.topic, "queue update: no settings given");
+  }
+  absl::StatusOr<v1::Queue> queue;
+  if (has_settings) {
+    v1::RetryPolicy current_retry;
+    if (HasRetryFlags(inv)) {
+      // UpdateQueue replaces the whole retry policy: start from the current one.
+      absl::StatusOr<v1::Queue> current = client.GetQueue(name);
+      if (!current.ok()) return CallFailed(inv, current.status());
+      current_retry = current->config().retry();
+    }
+    absl::StatusOr<v1::UpdateQueueRequest> request = BuildUpdateQueueRequest(inv, current_retry);
+    if (!request.ok()) {
+      return UsageFailed(inv.topic, absl::StrCat("queue update: ", request.status().message()));
+    }
+    queue = client.UpdateQueue(*request);
+    if (!queue.ok()) return CallFailed(inv, queue.status());
+  }
+  if (inv.Has("paused"))
+    queue = inv.Bool("paused") ? client.PauseQueue(name) : client.ResumeQueue(name);
+  return PrintQueue(inv, queue);
+}
+
+int RunQueuePause(const Invocation& inv, Client& client) {
+  return PrintQueue(inv, client.PauseQueue(inv.args[0]));
+}
+
+int RunQueueResume(const Invocation& inv, Client& client) {
+  return PrintQueue(inv, client.ResumeQueue(inv.args[0]));
+}
+
+int RunQueuePurge(const Invocation& inv, Client& client) {
+  if (!inv.Bool("yes")) {
+    return UsageFailed(inv.topic, absl::StrCat("queue purge: this removes every SCHEDULED and "
+                                               "READY task of \"",
+                                               inv.args[0], "\"; add --yes to confirm"));
+  }
+  absl::StatusOr<v1::PurgeQueueResponse> purged = client.PurgeQueue(inv.args[0]);
+  if (!purged.ok()) return CallFailed(inv, purged.status());
+  return Print(inv, *purged, absl::StrCat("purged ", purged->purged(), "\n"));
+}
+
+int RunDeadList(const Invocation& inv, Client& client) {
+  absl::StatusOr<uint64_t> limit = Limit(inv);
+  if (!limit.ok())
+    return UsageFailed(inv.topic, absl::StrCat("dead list: ", limit.status().message()));
+  v1::ListDeadLettersRequest request;
+  request.set_queue(inv.args[0]);
+  absl::StatusOr<v1::ListDeadLettersResponse> tasks =
+      CollectPages<v1::ListDeadLettersRequest, v1::ListDeadLettersResponse>(
+          request, *limit,
+          [&](const v1::ListDeadLettersRequest& r) { return client.ListDeadLetters(r); });
+  if (!tasks.ok()) return CallFailed(inv, tasks.status());
+  return PrintTasks(inv, *tasks);
+}
+
+int RunDeadRequeue(const Invocation& inv, Client& client) {
+  const std::vector<std::string> ids(inv.args.begin() + 1, inv.args.end());
+  absl::StatusOr<v1::RequeueDeadLettersResponse> requeued =
+      client.RequeueDeadLetters(inv.args[0], ids);
+  if (!requeued.ok()) return CallFailed(inv, requeued.status());
+  return Print(inv, *requeued, absl::StrCat("requeued ", requeued->requeued(), "\n"));
+}
+
+int RunDeadPurge(const Invocation& inv, Client& client) {
+  const std::vector<std::string> ids(inv.args.begin() + 1, inv.args.end());
+  if (ids.empty() && !inv.Bool("yes")) {
+    return UsageFailed(inv.topic,
+                       absl::StrCat("dead purge: this deletes every dead letter of \"", inv.args[0],
+                                    "\"; add --yes to confirm, or name the ids"));
+  }
+  absl::StatusOr<v1::PurgeDeadLettersResponse> purged = client.PurgeDeadLetters(inv.args[0], ids);
+  if (!purged.ok()) return CallFailed(inv, purged.status());
+  return Print(inv, *purged, absl::StrCat("purged ", purged->purged(), "\n"));
+}
+
+int RunHealth(const Invocation& inv, Client& client) {
+  absl::StatusOr<ServingStatus> status = client.Health(inv.String("service").value_or(""));
+  if (!status.ok()) return CallFailed(inv, status.status());
+  const absl::string_view name = ServingStatusName(*status);
+  if (inv.globals.output == OutputFormat::kJson) {
+    Write(stdout, absl::StrCat("{\"status\":\"", name, "\"}\n"));
+  } else {
+    Write(stdout, absl::StrCat(name, "\n"));
+  }
+  return *status == ServingStatus::kServing ? EX_OK : EX_UNAVAILABLE;
+}
+
+using Handler = int (*)(const Invocation&, Client&);
+
+struct Route {
+  const char* command;
+  Handler run;
+};
+
+constexpr Route kRoutes[] = {
+    {"submit", RunSubmit},
+    {"get", RunGet},
+    {"watch", RunWatch},
+    {"cancel", RunCancel},
+    {"list", RunList},
+    {"queue list", RunQueueList},
+    {"queue get", RunQueueGet},
+    {"queue create", RunQueueCreate},
+    {"queue update", RunQueueUpdate},
+    {"queue pause", RunQueuePause},
+    {"queue resume", RunQueueResume},
+    {"queue purge", RunQueuePurge},
+    {"dead list", RunDeadList},
+    {"dead requeue", RunDeadRequeue},
+    {"dead purge", RunDeadPurge},
+    {"health", RunHealth},
+};
+
+int Main(const std::vector<std::string>& args, absl::string_view env_addr) {
+  Invocation inv;
+  if (absl::Status parsed = ParseCommandLine(args, env_addr, &inv); !parsed.ok()) {
+    return UsageFailed(inv.topic, parsed.message());
+  }
+  if (inv.help) {
+    Write(stdout, Usage(inv.topic));
+    return EX_OK;
+  }
+  Handler run = nullptr;
+  for (const Route& route : kRoutes) {
+    if (absl::string_view(route.command) == inv.command->name) run = route.run;
+  }
+  if (run == nullptr) {
+    Diagnose(absl::StrCat(inv.command->name, ": not implemented"));
+    return EX_SOFTWARE;
+  }
+  ClientOptions options;
+  options.address = inv.globals.addr;
+  options.timeout = inv.globals.timeout;
+  Client client(options);
+  int code = run(inv, client);
+  if (std::fflush(stdout) != 0 || std::ferror(stdout)) {
+    Diagnose(absl::StrCat("writing output: ", std::strerror(errno)));
+    if (code == EX_OK) code = EX_IOERR;
+  }
+  return code;
+}
+
+}  // namespace
+}  // namespace conveyor::client
+
+int main(int argc, char** argv) {
+  const char* env_addr = std::getenv("CONVEYOR_ADDR");
+  return conveyor::client::Main(std::vector<std::string>(argv + 1, argv + argc),
+                                env_addr == nullptr ? "" : env_addr);
+}

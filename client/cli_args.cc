@@ -1,0 +1,697 @@
+#include "client/cli_args.h"
+
+#include <cmath>
+#include <limits>
+#include <utility>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "common/grpc_util.h"
+
+namespace conveyor::client {
+namespace {
+
+constexpr absl::string_view kGroups[] = {"queue", "dead"};
+
+std::vector<FlagSpec> QueueConfigFlags() {
+  return {
+      {"capacity", FlagType::kUint, "N", "unfinished tasks the queue holds (default 100000)"},
+      {"full-policy", FlagType::kString, "reject|wait",
+       "when full: reject with RESOURCE_EXHAUSTED, or wait for room"},
+      {"max-attempts", FlagType::kUint, "N", "default attempts per task, including the first"},
+      {"initial-backoff", FlagType::kDuration, "DUR", "delay before the second attempt"},
+      {"max-backoff", FlagType::kDuration, "DUR", "upper bound on any retry delay"},
+      {"multiplier", FlagType::kDouble, "X", "backoff growth per attempt (>= 1)"},
+      {"jitter", FlagType::kDouble, "X", "random spread of each delay, 0 to 1"},
+      {"default-timeout", FlagType::kDuration, "DUR", "default per-attempt timeout"},
+      {"lease-duration", FlagType::kDuration, "DUR", "lease granted to workers"},
+      {"max-crashes", FlagType::kUint, "N", "lease expiries a task may suffer before DEAD"},
+      {"result-ttl", FlagType::kDuration, "DUR", "how long ended tasks are kept"},
+      {"retained", FlagType::kUint, "N", "at most this many ended tasks are kept"},
+      {"paused", FlagType::kBool, "", "pause the queue (--paused=false resumes it)"},
+  };
+}
+
+std::vector<CommandSpec> BuildCommands() {
+  return {
+      {"submit",
+       "[PAYLOAD | -]",
+       "Submit a task; print its id.",
+       "The payload is PAYLOAD, or the contents of --payload-file, or stdin when "
+       "PAYLOAD is \"-\" or when no payload is given and stdin is not a terminal; "
+       "otherwise it is empty. Without --idempotency-key the client picks a random key, "
+       "so its own retries never enqueue twice. --priority outside 0-9 is a usage error "
+       "(64). With --wait, prints the result (text) or the final task (json) instead of "
+       "the id, and exits 1 unless the task ends SUCCEEDED or FALLBACK.",
+       0,
+       1,
+       {
+           {"queue", FlagType::kString, "Q", "queue to submit to (required)"},
+           {"type", FlagType::kString, "T", "handler name (required)"},
+           {"payload-file", FlagType::kString, "PATH", "read the payload from a file"},
+           {"priority", FlagType::kUint, "N", "0-9, higher first (default 0)"},
+           {"delay", FlagType::kDuration, "DUR", "not leased before now + DUR"},
+           {"task-timeout", FlagType::kDuration, "DUR", "bound on each attempt"},
+           {"max-attempts", FlagType::kUint, "N", "attempts in all, including the first"},
+           {"idempotency-key", FlagType::kString, "K",
+            "deduplication key (default: a random one per invocation)"},
+           {"header", FlagType::kString, "K=V", "a header; repeatable", /*repeated=*/true},
+           {"expires-in", FlagType::kDuration, "DUR", "ends EXPIRED if not leased within DUR"},
+           {"wait", FlagType::kBool, "", "wait for the task to end and print its result"},
+       }},
+      {"get", "ID", "Show a task.", "", 1, 1, {}},
+      {"watch",
+       "ID",
+       "Follow a task until it ends.",
+       "Shows a progress bar when stdout is a terminal, one line per change otherwise "
+       "(-o json: one JSON object per line). Exits 0 if the task ends SUCCEEDED or "
+       "FALLBACK, 1 otherwise (with its error on stderr).",
+       1,
+       1,
+       {}},
+      {"cancel",
+       "ID",
+       "Cancel a task.",
+       "A queued task is canceled at once; a running one is marked and its worker told.",
+       1,
+       1,
+       {}},
+      {"list",
+       "",
+       "List a queue's tasks in id order.",
+       "",
+       0,
+       0,
+       {
+           {"queue", FlagType::kString, "Q", "queue to list (required)"},
+           {"state", FlagType::kString, "S",
+            "only tasks in this state (scheduled, ready, running, succeeded, dead, "
+            "canceled, expired, fallback)"},
+           {"limit", FlagType::kUint, "N", "at most N tasks (default 100)"},
+       }},
+      {"queue list", "", "List queues with their live counts.", "", 0, 0, {}},
+      {"queue get", "NAME", "Show a queue's settings and counts.", "", 1, 1, {}},
+      {"queue create", "NAME", "Create a queue.", "Unset settings take the broker defaults.", 1, 1,
+       QueueConfigFlags()},
+      {"queue update", "NAME", "Change a queue's settings.",
+       "Only the settings given change (the retry flags are merged into the current "
+       "policy); --paused=true|false pauses or resumes the queue.",
+       1, 1, QueueConfigFlags()},
+      {"queue pause", "NAME", "Pause a queue (submits accepted, nothing leased).", "", 1, 1, {}},
+      {"queue resume", "NAME", "Resume a paused queue.", "", 1, 1, {}},
+      {"queue purge",
+       "NAME",
+       "Remove a queue's SCHEDULED and READY tasks.",
+       "Running tasks are left alone. Asks no question: requires --yes.",
+       1,
+       1,
+       {{"yes", FlagType::kBool, "", "confirm (required)"}}},
+      {"dead list",
+       "QUEUE",
+       "List a queue's dead letters.",
+       "",
+       1,
+       1,
+       {{"limit", FlagType::kUint, "N", "at most N tasks (default 100)"}}},
+      {"dead requeue",
+       "QUEUE [ID...]",
+       "Requeue dead letters (no ids: all).",
+       "Moves them back to READY with fresh attempts.",
+       1,
+       -1,
+       {}},
+      {"dead purge",
+       "QUEUE [ID...]",
+       "Delete dead letters (no ids: all).",
+       "Requires --yes when no ids are given.",
+       1,
+       -1,
+       {{"yes", FlagType::kBool, "", "confirm; required when no ids are given"}}},
+      {"health",
+       "",
+       "Check the broker's health (grpc.health.v1).",
+       "Prints SERVING or NOT_SERVING; exits 0 only if SERVING, 69 if NOT_SERVING or "
+       "unreachable.",
+       0,
+       0,
+       {{"service", FlagType::kString, "NAME", "service to check (default: the server)"}}},
+  };
+}
+
+bool IsGroup(absl::string_view word) {
+  for (absl::string_view group : kGroups) {
+    if (word == group) return true;
+  }
+  return false;
+}
+
+const FlagSpec* FindFlag(const CommandSpec& command, absl::string_view name) {
+  for (const FlagSpec& flag : command.flags) {
+    if (name == flag.name) return &flag;
+  }
+  return nullptr;
+}
+
+absl::Status UsageError(absl::string_view topic, absl::string_view message) {
+  if (topic.empty()) return absl::InvalidArgumentError(message);
+  return absl::InvalidArgumentError(absl::StrCat(topic, ": ", message));
+}
+
+absl::StatusOr<bool> ParseBool(absl::string_view text) {
+  const std::string lower = absl::AsciiStrToLower(text);
+  if (lower == "true" || lower == "1" || lower == "yes") return true;
+  if (lower == "false" || lower == "0" || lower == "no") return false;
+  return absl::InvalidArgumentError(absl::StrCat("not a boolean: \"", text, "\""));
+}
+
+absl::StatusOr<absl::Duration> ParseNonNegativeDuration(absl::string_view text) {
+  absl::Duration d;
+  if (!absl::ParseDuration(text, &d) || d == absl::InfiniteDuration()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("not a duration: \"", text, "\" (use e.g. 500ms, 2s, 1h30m)"));
+  }
+  if (d < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(absl::StrCat("negative duration: \"", text, "\""));
+  }
+  return d;
+}
+
+// Checks `value` against `type`; returns the canonical raw value to store.
+absl::StatusOr<std::string> CheckValue(FlagType type, absl::string_view value) {
+  switch (type) {
+    case FlagType::kBool: {
+      absl::StatusOr<bool> b = ParseBool(value);
+      if (!b.ok()) return b.status();
+      return std::string(*b ? "true" : "false");
+    }
+    case FlagType::kString:
+      return std::string(value);
+    case FlagType::kUint: {
+      uint64_t n;
+      if (value.empty() || value[0] == '-' || !absl::SimpleAtoi(value, &n)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("not a non-negative integer: \"", value, "\""));
+      }
+      return std::string(value);
+    }
+    case FlagType::kDouble: {
+      double x;
+      if (!absl::SimpleAtod(value, &x) || !std::isfinite(x)) {
+        return absl::InvalidArgumentError(absl::StrCat("not a number: \"", value, "\""));
+      }
+      return std::string(value);
+    }
+    case FlagType::kDuration: {
+      absl::StatusOr<absl::Duration> d = ParseNonNegativeDuration(value);
+      if (!d.ok()) return d.status();
+      return std::string(value);
+    }
+  }
+  return absl::InternalError("unknown flag type");
+}
+
+// Handles a global flag; returns false if `name` is not one.
+absl::StatusOr<bool> ParseGlobal(absl::string_view name, std::optional<std::string> value,
+                                 const std::vector<std::string>& args, size_t* next,
+                                 Invocation* out) {
+  const bool is_help = name == "help" || name == "h";
+  const bool is_value_flag = name == "addr" || name == "timeout" || name == "output" || name == "o";
+  if (!is_help && !is_value_flag) return false;
+  if (is_help) {
+    if (value.has_value()) {
+      absl::StatusOr<bool> b = ParseBool(*value);
+      if (!b.ok()) return UsageError(out->topic, absl::StrCat("--help: ", b.status().message()));
+      out->help = *b;
+    } else {
+      out->help = true;
+    }
+    return true;
+  }
+  const std::string shown = name.size() == 1 ? absl::StrCat("-", name) : absl::StrCat("--", name);
+  if (!value.has_value()) {
+    if (*next >= args.size()) {
+      return UsageError(out->topic, absl::StrCat(shown, " needs a value"));
+    }
+    value = args[(*next)++];
+  }
+  if (name == "addr") {
+    if (value->empty()) return UsageError(out->topic, "--addr must not be empty");
+    out->globals.addr = *value;
+  } else if (name == "timeout") {
+    absl::StatusOr<absl::Duration> d = ParseNonNegativeDuration(*value);
+    if (!d.ok() || *d == absl::ZeroDuration()) {
+      return UsageError(out->topic, absl::StrCat("--timeout: not a positive duration: \"", *value,
+                                                 "\" (use e.g. 500ms, 2s)"));
+    }
+    out->globals.timeout = *d;
+  } else {
+    if (*value == "text") {
+      out->globals.output = OutputFormat::kText;
+    } else if (*value == "json") {
+      out->globals.output = OutputFormat::kJson;
+    } else {
+      return UsageError(out->topic,
+                        absl::StrCat(shown, " must be text or json, got \"", *value, "\""));
+    }
+  }
+  return true;
+}
+
+// Resolves a non-flag word while the command is not known yet.
+absl::Status ResolveWord(const std::string& word, bool* help_mode, Invocation* out) {
+  if (*help_mode) {
+    out->topic = out->topic.empty() ? word : absl::StrCat(out->topic, " ", word);
+    return absl::OkStatus();
+  }
+  if (out->topic.empty()) {
+    if (word == "help") {
+      *help_mode = true;
+      out->help = true;
+      return absl::OkStatus();
+    }
+    if (IsGroup(word)) {
+      out->topic = word;
+      return absl::OkStatus();
+    }
+    out->command = FindCommand(word);
+    if (out->command == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat("unknown command \"", word, "\""));
+    }
+    out->topic = word;
+    return absl::OkStatus();
+  }
+  const std::string name = absl::StrCat(out->topic, " ", word);
+  out->command = FindCommand(name);
+  if (out->command == nullptr) {
+    return UsageError(out->topic, absl::StrCat("unknown command \"", name, "\""));
+  }
+  out->topic = name;
+  return absl::OkStatus();
+}
+
+// Word-wraps `text` to `width` columns; lines after the first start with
+// `indent` spaces (the first is assumed to be positioned by the caller).
+std::string Wrap(absl::string_view text, size_t indent, size_t width = 80) {
+  std::string out;
+  size_t column = indent;
+  for (absl::string_view word : absl::StrSplit(text, ' ', absl::SkipEmpty())) {
+    if (column > indent && column + 1 + word.size() > width) {
+      absl::StrAppend(&out, "\n", std::string(indent, ' '));
+      column = indent;
+    } else if (column > indent) {
+      out.push_back(' ');
+      ++column;
+    }
+    absl::StrAppend(&out, word);
+    column += word.size();
+  }
+  return out;
+}
+
+std::string FlagUsage(const FlagSpec& flag) {
+  constexpr size_t kHelpColumn = 27;
+  std::string left = absl::StrCat("  --", flag.name);
+  if (flag.type != FlagType::kBool) absl::StrAppend(&left, " ", flag.value_name);
+  if (left.size() + 1 > kHelpColumn) {
+    return absl::StrCat(left, "\n", std::string(kHelpColumn, ' '), Wrap(flag.help, kHelpColumn),
+                        "\n");
+  }
+  left.resize(kHelpColumn, ' ');
+  return absl::StrCat(left, Wrap(flag.help, kHelpColumn), "\n");
+}
+
+std::string CommandLine(const CommandSpec& command) {
+  std::string line = command.name;
+  if (*command.args != '\0') absl::StrAppend(&line, " ", command.args);
+  return line;
+}
+
+constexpr char kGlobalUsage[] =
+    "Global flags (anywhere on the line):\n"
+    "  --addr HOST:PORT           broker address (env CONVEYOR_ADDR; default "
+    "127.0.0.1:7400)\n"
+    "  --timeout DUR              deadline of each call attempt, e.g. 500ms, 2s\n"
+    "                             (default 10s; submits and reads retry UNAVAILABLE)\n"
+    "  -o, --output text|json     output format (default text); json: one protobuf JSON\n"
+    "                             document per result (per line for watch)\n"
+    "  -h, --help                 show help\n";
+
+constexpr char kExitCodes[] =
+    "Exit codes: 0 ok; 1 the task ended unsuccessfully (watch, submit --wait);\n"
+    "64 usage; 65 bad data (INVALID_ARGUMENT, NOT_FOUND, ALREADY_EXISTS,\n"
+    "FAILED_PRECONDITION); 66 unreadable input; 69 unavailable; 75 temporary failure\n"
+    "(RESOURCE_EXHAUSTED, e.g. a full queue; DEADLINE_EXCEEDED); 77 permission denied.\n";
+
+// The command list of the top level or of a group; `full` adds the global
+// flags and exit codes.
+std::string TopLevelUsage(absl::string_view group, bool full) {
+  std::string out =
+      group.empty()
+          ? "Usage: conveyor [GLOBAL FLAGS] COMMAND [FLAGS] [ARGS]\n\nCommands:\n"
+          : absl::StrCat("Usage: conveyor ", group, " SUBCOMMAND [FLAGS] [ARGS]\n\nSubcommands:\n");
+  for (const CommandSpec& command : Commands()) {
+    if (!group.empty() && !absl::StartsWith(command.name, absl::StrCat(group, " "))) continue;
+    absl::StrAppendFormat(&out, "  %-28s %s\n", CommandLine(command), command.summary);
+  }
+  if (!full) {
+    absl::StrAppend(&out, "Run `conveyor --help` for more.\n");
+    return out;
+  }
+  absl::StrAppend(&out, "\n", kGlobalUsage, "\n",
+                  "Run `conveyor COMMAND --help` for a command's flags.\n\n", kExitCodes);
+  return out;
+}
+
+std::string CommandUsage(const CommandSpec& command) {
+  std::string out =
+      absl::StrCat("Usage: conveyor ", command.name, command.flags.empty() ? "" : " [FLAGS]",
+                   *command.args != '\0' ? " " : "", command.args, "\n\n", command.summary, "\n");
+  if (*command.details != '\0') absl::StrAppend(&out, "\n", Wrap(command.details, 0), "\n");
+  if (!command.flags.empty()) {
+    absl::StrAppend(&out, "\nFlags:\n");
+    for (const FlagSpec& flag : command.flags) absl::StrAppend(&out, FlagUsage(flag));
+  }
+  absl::StrAppend(&out, "\n", kGlobalUsage, "\n", kExitCodes);
+  return out;
+}
+
+absl::Status CheckUint32(absl::string_view flag, uint64_t value) {
+  if (value > std::numeric_limits<uint32_t>::max()) {
+    return absl::InvalidArgumentError(absl::StrCat("--", flag, " is too large: ", value));
+  }
+  return absl::OkStatus();
+}
+
+// Sets a Duration field only when its flag was given: `mutable_field` is
+// called only then, so an absent flag leaves the field unset.
+template <typename MutableField>
+void SetDuration(const Invocation& inv, absl::string_view flag, MutableField mutable_field) {
+  if (std::optional<absl::Duration> d = inv.Duration(flag)) ToProto(*d, mutable_field());
+}
+
+absl::Status ApplyRetryFlags(const Invocation& inv, v1::RetryPolicy* retry) {
+  if (std::optional<uint64_t> n = inv.Uint("max-attempts")) {
+    if (absl::Status s = CheckUint32("max-attempts", *n); !s.ok()) return s;
+    retry->set_max_attempts(static_cast<uint32_t>(*n));
+  }
+  SetDuration(inv, "initial-backoff", [&] { return retry->mutable_initial_backoff(); });
+  SetDuration(inv, "max-backoff", [&] { return retry->mutable_max_backoff(); });
+  if (std::optional<double> x = inv.Double("multiplier")) retry->set_multiplier(*x);
+  if (std::optional<double> x = inv.Double("jitter")) retry->set_jitter(*x);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+const std::vector<CommandSpec>& Commands() {
+  static const std::vector<CommandSpec>* commands = new std::vector<CommandSpec>(BuildCommands());
+  return *commands;
+}
+
+const CommandSpec* FindCommand(absl::string_view name) {
+  for (const CommandSpec& command : Commands()) {
+    if (name == command.name) return &command;
+  }
+  return nullptr;
+}
+
+bool Invocation::Has(absl::string_view flag) const { return flags.contains(flag); }
+
+std::optional<std::string> Invocation::String(absl::string_view flag) const {
+  auto it = flags.find(flag);
+  if (it == flags.end() || it->second.empty()) return std::nullopt;
+  return it->second.back();
+}
+
+std::vector<std::string> Invocation::Strings(absl::string_view flag) const {
+  auto it = flags.find(flag);
+  if (it == flags.end()) return {};
+  return it->second;
+}
+
+std::optional<uint64_t> Invocation::Uint(absl::string_view flag) const {
+  std::optional<std::string> raw = String(flag);
+  uint64_t n;
+  if (!raw.has_value() || !absl::SimpleAtoi(*raw, &n)) return std::nullopt;
+  return n;
+}
+
+std::optional<double> Invocation::Double(absl::string_view flag) const {
+  std::optional<std::string> raw = String(flag);
+  double x;
+  if (!raw.has_value() || !absl::SimpleAtod(*raw, &x)) return std::nullopt;
+  return x;
+}
+
+std::optional<absl::Duration> Invocation::Duration(absl::string_view flag) const {
+  std::optional<std::string> raw = String(flag);
+  absl::Duration d;
+  if (!raw.has_value() || !absl::ParseDuration(*raw, &d)) return std::nullopt;
+  return d;
+}
+
+bool Invocation::Bool(absl::string_view flag) const {
+  std::optional<std::string> raw = String(flag);
+  return raw.has_value() && *raw == "true";
+}
+
+absl::Status ParseCommandLine(const std::vector<std::string>& args, absl::string_view env_addr,
+                              Invocation* out) {
+  *out = Invocation();
+  if (!env_addr.empty()) out->globals.addr = std::string(env_addr);
+  bool flags_done = false;
+  bool help_mode = false;  // `conveyor help TOPIC...`
+  size_t next = 0;
+  while (next < args.size()) {
+    const std::string& arg = args[next++];
+    if (!flags_done && arg == "--") {
+      flags_done = true;
+      continue;
+    }
+    if (flags_done || arg.size() < 2 || arg[0] != '-') {
+      if (out->command != nullptr) {
+        out->args.push_back(arg);
+        continue;
+      }
+      if (absl::Status s = ResolveWord(arg, &help_mode, out); !s.ok()) return s;
+      continue;
+    }
+    // A flag: --name, --name=value, -o, -o=value, -ojson, -h.
+    std::string name;
+    std::optional<std::string> value;
+    if (absl::StartsWith(arg, "--")) {
+      name = arg.substr(2);
+    } else if (arg.size() > 2 && arg[1] == 'o' && arg[2] != '=') {
+      name = "o";
+      value = arg.substr(2);
+    } else {
+      name = arg.substr(1);
+    }
+    if (size_t eq = name.find('='); eq != std::string::npos) {
+      value = name.substr(eq + 1);
+      name.resize(eq);
+    }
+    absl::StatusOr<bool> global = ParseGlobal(name, value, args, &next, out);
+    if (!global.ok()) return global.status();
+    if (*global) continue;
+    if (out->command == nullptr) {
+      return UsageError(out->topic, absl::StrCat("unknown flag \"", arg, "\""));
+    }
+    const FlagSpec* flag = FindFlag(*out->command, name);
+    if (flag == nullptr || !absl::StartsWith(arg, "--")) {
+      return UsageError(out->topic, absl::StrCat("unknown flag \"", arg, "\""));
+    }
+    if (!value.has_value()) {
+      if (flag->type == FlagType::kBool) {
+        value = "true";
+      } else if (next < args.size()) {
+        value = args[next++];
+      } else {
+        return UsageError(out->topic, absl::StrCat("--", name, " needs a value"));
+      }
+    }
+    absl::StatusOr<std::string> checked = CheckValue(flag->type, *value);
+    if (!checked.ok()) {
+      return UsageError(out->topic, absl::StrCat("--", name, ": ", checked.status().message()));
+    }
+    std::vector<std::string>& values = out->flags[name];
+    if (!flag->repeated) values.clear();
+    values.push_back(*std::move(checked));
+  }
+
+  if (out->help) {
+    if (help_mode && !out->topic.empty() && !IsGroup(out->topic) &&
+        FindCommand(out->topic) == nullptr) {
+      const std::string topic = std::exchange(out->topic, "");
+      return absl::InvalidArgumentError(absl::StrCat("unknown command \"", topic, "\""));
+    }
+    return absl::OkStatus();
+  }
+  if (out->command == nullptr) {
+    if (out->topic.empty()) return absl::InvalidArgumentError("no command given");
+    return UsageError(out->topic, "missing subcommand");
+  }
+  const CommandSpec& command = *out->command;
+  const int count = static_cast<int>(out->args.size());
+  if (count < command.min_args) {
+    return UsageError(out->topic, absl::StrCat("expected ", command.args));
+  }
+  if (command.max_args >= 0 && count > command.max_args) {
+    return UsageError(out->topic,
+                      absl::StrCat("unexpected argument \"", out->args[command.max_args], "\""));
+  }
+  return absl::OkStatus();
+}
+
+std::string Usage(absl::string_view topic) {
+  if (const CommandSpec* command = FindCommand(topic)) return CommandUsage(*command);
+  if (IsGroup(topic)) return TopLevelUsage(topic, /*full=*/true);
+  return TopLevelUsage("", /*full=*/true);
+}
+
+std::string ShortUsage(absl::string_view topic) {
+  if (const CommandSpec* command = FindCommand(topic)) {
+    return absl::StrCat("Usage: conveyor ", command->name, command->flags.empty() ? "" : " [FLAGS]",
+                        *command->args != '\0' ? " " : "", command->args, "\nRun `conveyor ",
+                        command->name, " --help` for more.\n");
+  }
+  return TopLevelUsage(IsGroup(topic) ? topic : "", /*full=*/false);
+}
+
+absl::StatusOr<v1::TaskState> ParseTaskState(absl::string_view text) {
+  std::string upper = absl::AsciiStrToUpper(text);
+  if (!absl::StartsWith(upper, "TASK_STATE_")) upper = absl::StrCat("TASK_STATE_", upper);
+  v1::TaskState state;
+  if (!v1::TaskState_Parse(upper, &state) || state == v1::TASK_STATE_UNSPECIFIED) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "unknown state \"", text,
+        "\" (scheduled, ready, running, succeeded, dead, canceled, expired, fallback)"));
+  }
+  return state;
+}
+
+absl::StatusOr<v1::FullPolicy> ParseFullPolicy(absl::string_view text) {
+  const std::string lower = absl::AsciiStrToLower(text);
+  if (lower == "reject") return v1::FULL_POLICY_REJECT;
+  if (lower == "wait") return v1::FULL_POLICY_WAIT;
+  return absl::InvalidArgumentError(
+      absl::StrCat("--full-policy must be reject or wait, got \"", text, "\""));
+}
+
+absl::Status ParseHeader(absl::string_view text, std::string* key, std::string* value) {
+  const size_t eq = text.find('=');
+  if (eq == absl::string_view::npos || eq == 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--header must be KEY=VALUE with a non-empty key, got \"", text, "\""));
+  }
+  *key = std::string(text.substr(0, eq));
+  *value = std::string(text.substr(eq + 1));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::TaskSpec> BuildTaskSpec(const Invocation& inv, std::string payload,
+                                           absl::Time now) {
+  v1::TaskSpec spec;
+  std::optional<std::string> queue = inv.String("queue");
+  std::optional<std::string> type = inv.String("type");
+  if (!queue.has_value() || queue->empty()) {
+    return absl::InvalidArgumentError("--queue is required");
+  }
+  if (!type.has_value() || type->empty()) {
+    return absl::InvalidArgumentError("--type is required");
+  }
+  spec.set_queue(*queue);
+  spec.set_type(*type);
+  spec.set_payload(std::move(payload));
+  if (std::optional<uint64_t> priority = inv.Uint("priority")) {
+    if (*priority > 9) {
+      return absl::InvalidArgumentError(absl::StrCat("--priority must be 0-9, got ", *priority));
+    }
+    spec.set_priority(static_cast<uint32_t>(*priority));
+  }
+  SetDuration(inv, "delay", [&] { return spec.mutable_delay(); });
+  SetDuration(inv, "task-timeout", [&] { return spec.mutable_timeout(); });
+  if (std::optional<uint64_t> n = inv.Uint("max-attempts")) {
+    if (absl::Status s = CheckUint32("max-attempts", *n); !s.ok()) return s;
+    spec.mutable_retry()->set_max_attempts(static_cast<uint32_t>(*n));
+  }
+  if (std::optional<std::string> key = inv.String("idempotency-key")) {
+    spec.set_idempotency_key(*key);
+  }
+  for (const std::string& header : inv.Strings("header")) {
+    std::string key, value;
+    if (absl::Status s = ParseHeader(header, &key, &value); !s.ok()) return s;
+    (*spec.mutable_headers())[key] = value;
+  }
+  if (std::optional<absl::Duration> d = inv.Duration("expires-in")) {
+    ToProto(now + *d, spec.mutable_expires_at());
+  }
+  return spec;
+}
+
+absl::StatusOr<v1::CreateQueueRequest> BuildCreateQueueRequest(const Invocation& inv) {
+  if (inv.args.empty()) return absl::InvalidArgumentError("expected NAME");
+  v1::CreateQueueRequest request;
+  v1::QueueConfig* config = request.mutable_config();
+  config->set_name(inv.args[0]);
+  if (std::optional<uint64_t> n = inv.Uint("capacity")) config->set_capacity(*n);
+  if (std::optional<std::string> policy = inv.String("full-policy")) {
+    absl::StatusOr<v1::FullPolicy> p = ParseFullPolicy(*policy);
+    if (!p.ok()) return p.status();
+    config->set_full_policy(*p);
+  }
+  if (HasRetryFlags(inv)) {
+    if (absl::Status s = ApplyRetryFlags(inv, config->mutable_retry()); !s.ok()) return s;
+  }
+  SetDuration(inv, "default-timeout", [&] { return config->mutable_default_timeout(); });
+  SetDuration(inv, "lease-duration", [&] { return config->mutable_lease_duration(); });
+  if (std::optional<uint64_t> n = inv.Uint("max-crashes")) {
+    if (absl::Status s = CheckUint32("max-crashes", *n); !s.ok()) return s;
+    config->set_max_crashes(static_cast<uint32_t>(*n));
+  }
+  SetDuration(inv, "result-ttl", [&] { return config->mutable_result_ttl(); });
+  if (std::optional<uint64_t> n = inv.Uint("retained")) config->set_retained(*n);
+  request.set_paused(inv.Bool("paused"));
+  return request;
+}
+
+bool HasRetryFlags(const Invocation& inv) {
+  for (absl::string_view flag :
+       {"max-attempts", "initial-backoff", "max-backoff", "multiplier", "jitter"}) {
+    if (inv.Has(flag)) return true;
+  }
+  return false;
+}
+
+absl::StatusOr<v1::UpdateQueueRequest> BuildUpdateQueueRequest(
+    const Invocation& inv, const v1::RetryPolicy& current_retry) {
+  if (inv.args.empty()) return absl::InvalidArgumentError("expected NAME");
+  v1::UpdateQueueRequest request;
+  request.set_name(inv.args[0]);
+  if (std::optional<uint64_t> n = inv.Uint("capacity")) request.set_capacity(*n);
+  if (std::optional<std::string> policy = inv.String("full-policy")) {
+    absl::StatusOr<v1::FullPolicy> p = ParseFullPolicy(*policy);
+    if (!p.ok()) return p.status();
+    request.set_full_policy(*p);
+  }
+  if (HasRetryFlags(inv)) {
+    *request.mutable_retry() = current_retry;
+    if (absl::Status s = ApplyRetryFlags(inv, request.mutable_retry()); !s.ok()) return s;
+  }
+  SetDuration(inv, "default-timeout", [&] { return request.mutable_default_timeout(); });
+  SetDuration(inv, "lease-duration", [&] { return request.mutable_lease_duration(); });
+  if (std::optional<uint64_t> n = inv.Uint("max-crashes")) {
+    if (absl::Status s = CheckUint32("max-crashes", *n); !s.ok()) return s;
+    request.set_max_crashes(static_cast<uint32_t>(*n));
+  }
+  SetDuration(inv, "result-ttl", [&] { return request.mutable_result_ttl(); });
+  if (std::optional<uint64_t> n = inv.Uint("retained")) request.set_retained(*n);
+  return request;
+}
+
+}  // namespace conveyor::client

@@ -1,0 +1,414 @@
+#include "client/client.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <utility>
+
+#include "absl/random/distributions.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/synchronization/notification.h"
+#include "common/grpc_util.h"
+#include "grpcpp/client_context.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/support/byte_buffer.h"
+#include "grpcpp/support/slice.h"
+#include "grpcpp/support/stub_options.h"
+
+namespace conveyor::client {
+namespace {
+
+constexpr char kHealthCheckMethod[] = "/grpc.health.v1.Health/Check";
+
+bool IsUnavailable(absl::StatusCode code) { return code == absl::StatusCode::kUnavailable; }
+
+// Submits carry idempotency keys, so a timed-out attempt that did land is
+// answered with the original task on the next attempt.
+bool IsSubmitRetryable(absl::StatusCode code) {
+  return code == absl::StatusCode::kUnavailable || code == absl::StatusCode::kDeadlineExceeded;
+}
+
+bool NeverRetry(absl::StatusCode) { return false; }
+
+void SetDeadline(grpc::ClientContext* context, absl::Time deadline) {
+  if (deadline != absl::InfiniteFuture()) context->set_deadline(ToChrono(deadline));
+}
+
+// grpc.health.v1.HealthCheckRequest is `string service = 1;`: written by
+// hand because the health proto is not generated in this build.
+std::string EncodeHealthCheckRequest(absl::string_view service) {
+  std::string out;
+  if (service.empty()) return out;
+  out.push_back('\x0a');  // field 1, wire type 2 (length-delimited)
+  uint64_t len = service.size();
+  while (len >= 0x80) {
+    out.push_back(static_cast<char>((len & 0x7f) | 0x80));
+    len >>= 7;
+  }
+  out.push_back(static_cast<char>(len));
+  out.append(service.data(), service.size());
+  return out;
+}
+
+bool ReadVarint(absl::string_view* in, uint64_t* value) {
+  *value = 0;
+  for (int shift = 0; shift < 64 && !in->empty(); shift += 7) {
+    const auto byte = static_cast<uint8_t>(in->front());
+    in->remove_prefix(1);
+    *value |= static_cast<uint64_t>(byte & 0x7f) << shift;
+    if ((byte & 0x80) == 0) return true;
+  }
+  return false;
+}
+
+// grpc.health.v1.HealthCheckResponse is `ServingStatus status = 1;`. Unknown
+// fields are skipped, as any protobuf parser would.
+absl::StatusOr<ServingStatus> DecodeHealthCheckResponse(absl::string_view in) {
+  uint64_t status = 0;
+  while (!in.empty()) {
+    uint64_t tag;
+    if (!ReadVarint(&in, &tag)) break;
+    const uint64_t field = tag >> 3;
+    const uint64_t wire_type = tag & 7;
+    uint64_t value;
+    switch (wire_type) {
+      case 0:
+        if (!ReadVarint(&in, &value)) return absl::InternalError("health: bad varint");
+        if (field == 1) status = value;
+        continue;
+      case 1:
+        if (in.size() < 8) return absl::InternalError("health: truncated field");
+        in.remove_prefix(8);
+        continue;
+      case 2:
+        if (!ReadVarint(&in, &value) || in.size() < value) {
+          return absl::InternalError("health: truncated field");
+        }
+        in.remove_prefix(value);
+        continue;
+      case 5:
+        if (in.size() < 4) return absl::InternalError("health: truncated field");
+        in.remove_prefix(4);
+        continue;
+      default:
+        return absl::InternalError(absl::StrCat("health: unexpected wire type ", wire_type));
+    }
+  }
+  if (status > 3) return ServingStatus::kUnknown;
+  return static_cast<ServingStatus>(status);
+}
+
+}  // namespace
+
+absl::string_view ServingStatusName(ServingStatus status) {
+  switch (status) {
+    case ServingStatus::kServing:
+      return "SERVING";
+    case ServingStatus::kNotServing:
+      return "NOT_SERVING";
+    case ServingStatus::kServiceUnknown:
+      return "SERVICE_UNKNOWN";
+    case ServingStatus::kUnknown:
+      break;
+  }
+  return "UNKNOWN";
+}
+
+std::string NewIdempotencyKey(absl::BitGenRef gen) {
+  return absl::StrFormat("%016x%016x", absl::Uniform<uint64_t>(gen), absl::Uniform<uint64_t>(gen));
+}
+
+Client::Client(ClientOptions options)
+    : Client(grpc::CreateCustomChannel(
+                 options.address,
+                 options.credentials ? options.credentials : grpc::InsecureChannelCredentials(),
+                 options.channel_args),
+             options) {}
+
+Client::Client(std::shared_ptr<grpc::Channel> channel, ClientOptions options)
+    : options_(std::move(options)),
+      channel_(std::move(channel)),
+      tasks_(v1::TaskService::NewStub(channel_)),
+      queues_(v1::QueueService::NewStub(channel_)),
+      workers_(v1::WorkerService::NewStub(channel_)),
+      generic_(std::make_unique<grpc::GenericStub>(channel_)) {}
+
+absl::Duration Client::BackoffFor(int failures) {
+  absl::Duration delay = options_.initial_backoff;
+  for (int i = 1; i < failures && delay < options_.max_backoff; ++i) delay *= 2;
+  delay = std::min(delay, options_.max_backoff);
+  absl::MutexLock lock(&gen_mu_);
+  return delay * absl::Uniform(gen_, 0.8, 1.2);
+}
+
+absl::Status Client::Retry(int attempts, bool (*retryable)(absl::StatusCode),
+                           absl::FunctionRef<absl::Status(absl::Time)> call) {
+  attempts = std::max(attempts, 1);
+  absl::Status status;
+  for (int attempt = 1; attempt <= attempts; ++attempt) {
+    if (attempt > 1) absl::SleepFor(BackoffFor(attempt - 1));
+    status = call(absl::Now() + options_.timeout);
+    if (status.ok() || !retryable(status.code())) break;
+  }
+  return status;
+}
+
+template <typename Resp, typename Rpc>
+absl::StatusOr<Resp> Client::Unary(int attempts, bool (*retryable)(absl::StatusCode), Rpc rpc) {
+  Resp response;
+  absl::Status status = Retry(attempts, retryable, [&](absl::Time deadline) {
+    grpc::ClientContext context;
+    SetDeadline(&context, deadline);
+    response.Clear();
+    return FromGrpcStatus(rpc(&context, &response));
+  });
+  if (!status.ok()) return status;
+  return response;
+}
+
+void Client::AttachKey(v1::TaskSpec* spec) {
+  if (!spec->idempotency_key().empty()) return;
+  absl::MutexLock lock(&gen_mu_);
+  spec->set_idempotency_key(NewIdempotencyKey(gen_));
+}
+
+absl::StatusOr<v1::SubmitResponse> Client::Submit(v1::TaskSpec spec) {
+  AttachKey(&spec);
+  v1::SubmitRequest request;
+  *request.mutable_task() = std::move(spec);
+  return Unary<v1::SubmitResponse>(options_.submit_attempts, IsSubmitRetryable,
+                                   [&](grpc::ClientContext* context, v1::SubmitResponse* response) {
+                                     return tasks_->Submit(context, request, response);
+                                   });
+}
+
+absl::StatusOr<v1::SubmitBatchResponse> Client::SubmitBatch(std::vector<v1::TaskSpec> specs) {
+  v1::SubmitBatchRequest request;
+  request.mutable_tasks()->Reserve(static_cast<int>(specs.size()));
+  for (v1::TaskSpec& spec : specs) {
+    AttachKey(&spec);
+    *request.add_tasks() = std::move(spec);
+  }
+  return Unary<v1::SubmitBatchResponse>(
+      options_.submit_attempts, IsSubmitRetryable,
+      [&](grpc::ClientContext* context, v1::SubmitBatchResponse* response) {
+        return tasks_->SubmitBatch(context, request, response);
+      });
+}
+
+absl::StatusOr<v1::Task> Client::GetTask(absl::string_view id) {
+  v1::GetTaskRequest request;
+  request.set_id(std::string(id));
+  return Unary<v1::Task>(options_.read_attempts, IsUnavailable,
+                         [&](grpc::ClientContext* context, v1::Task* response) {
+                           return tasks_->GetTask(context, request, response);
+                         });
+}
+
+absl::StatusOr<v1::Task> Client::WatchTask(absl::string_view id,
+                                           absl::FunctionRef<bool(const v1::Task&)> on_change,
+                                           absl::Duration deadline) {
+  v1::WatchTaskRequest request;
+  request.set_id(std::string(id));
+  grpc::ClientContext context;
+  if (deadline != absl::InfiniteDuration()) SetDeadline(&context, absl::Now() + deadline);
+  std::unique_ptr<grpc::ClientReader<v1::Task>> reader = tasks_->WatchTask(&context, request);
+  v1::Task task;
+  v1::Task last;
+  bool received = false;
+  bool stopped = false;
+  while (reader->Read(&task)) {
+    received = true;
+    last = task;
+    if (!on_change(last)) {
+      stopped = true;
+      context.TryCancel();
+      while (reader->Read(&task)) {
+      }
+      break;
+    }
+  }
+  const grpc::Status status = reader->Finish();
+  if (stopped) return last;
+  if (!status.ok()) return FromGrpcStatus(status);
+  if (!received) {
+    return absl::UnknownError(
+        absl::StrCat("watch ", id, ": the broker closed the stream without a task"));
+  }
+  return last;
+}
+
+absl::StatusOr<v1::Task> Client::CancelTask(absl::string_view id) {
+  v1::CancelTaskRequest request;
+  request.set_id(std::string(id));
+  return Unary<v1::Task>(1, NeverRetry, [&](grpc::ClientContext* context, v1::Task* response) {
+    return tasks_->CancelTask(context, request, response);
+  });
+}
+
+absl::StatusOr<v1::ListTasksResponse> Client::ListTasks(const v1::ListTasksRequest& request) {
+  return Unary<v1::ListTasksResponse>(
+      options_.read_attempts, IsUnavailable,
+      [&](grpc::ClientContext* context, v1::ListTasksResponse* response) {
+        return tasks_->ListTasks(context, request, response);
+      });
+}
+
+absl::StatusOr<v1::Queue> Client::CreateQueue(const v1::CreateQueueRequest& request) {
+  return Unary<v1::Queue>(1, NeverRetry, [&](grpc::ClientContext* context, v1::Queue* response) {
+    return queues_->CreateQueue(context, request, response);
+  });
+}
+
+absl::StatusOr<v1::Queue> Client::UpdateQueue(const v1::UpdateQueueRequest& request) {
+  return Unary<v1::Queue>(1, NeverRetry, [&](grpc::ClientContext* context, v1::Queue* response) {
+    return queues_->UpdateQueue(context, request, response);
+  });
+}
+
+absl::StatusOr<v1::Queue> Client::GetQueue(absl::string_view name) {
+  v1::GetQueueRequest request;
+  request.set_name(std::string(name));
+  return Unary<v1::Queue>(options_.read_attempts, IsUnavailable,
+                          [&](grpc::ClientContext* context, v1::Queue* response) {
+                            return queues_->GetQueue(context, request, response);
+                          });
+}
+
+absl::StatusOr<v1::ListQueuesResponse> Client::ListQueues() {
+  v1::ListQueuesRequest request;
+  return Unary<v1::ListQueuesResponse>(
+      options_.read_attempts, IsUnavailable,
+      [&](grpc::ClientContext* context, v1::ListQueuesResponse* response) {
+        return queues_->ListQueues(context, request, response);
+      });
+}
+
+absl::StatusOr<v1::Queue> Client::PauseQueue(absl::string_view name) {
+  v1::PauseQueueRequest request;
+  request.set_name(std::string(name));
+  return Unary<v1::Queue>(1, NeverRetry, [&](grpc::ClientContext* context, v1::Queue* response) {
+    return queues_->PauseQueue(context, request, response);
+  });
+}
+
+absl::StatusOr<v1::Queue> Client::ResumeQueue(absl::string_view name) {
+  v1::ResumeQueueRequest request;
+  request.set_name(std::string(name));
+  return Unary<v1::Queue>(1, NeverRetry, [&](grpc::ClientContext* context, v1::Queue* response) {
+    return queues_->ResumeQueue(context, request, response);
+  });
+}
+
+absl::StatusOr<v1::PurgeQueueResponse> Client::PurgeQueue(absl::string_view name) {
+  v1::PurgeQueueRequest request;
+  request.set_name(std::string(name));
+  return Unary<v1::PurgeQueueResponse>(
+      1, NeverRetry, [&](grpc::ClientContext* context, v1::PurgeQueueResponse* response) {
+        return queues_->PurgeQueue(context, request, response);
+      });
+}
+
+absl::StatusOr<v1::ListDeadLettersResponse> Client::ListDeadLetters(
+    const v1::ListDeadLettersRequest& request) {
+  return Unary<v1::ListDeadLettersResponse>(
+      options_.read_attempts, IsUnavailable,
+      [&](grpc::ClientContext* context, v1::ListDeadLettersResponse* response) {
+        return queues_->ListDeadLetters(context, request, response);
+      });
+}
+
+absl::StatusOr<v1::RequeueDeadLettersResponse> Client::RequeueDeadLetters(
+    absl::string_view queue, const std::vector<std::string>& ids) {
+  v1::RequeueDeadLettersRequest request;
+  request.set_queue(std::string(queue));
+  for (const std::string& id : ids) request.add_ids(id);
+  return Unary<v1::RequeueDeadLettersResponse>(
+      1, NeverRetry, [&](grpc::ClientContext* context, v1::RequeueDeadLettersResponse* response) {
+        return queues_->RequeueDeadLetters(context, request, response);
+      });
+}
+
+absl::StatusOr<v1::PurgeDeadLettersResponse> Client::PurgeDeadLetters(
+    absl::string_view queue, const std::vector<std::string>& ids) {
+  v1::PurgeDeadLettersRequest request;
+  request.set_queue(std::string(queue));
+  for (const std::string& id : ids) request.add_ids(id);
+  return Unary<v1::PurgeDeadLettersResponse>(
+      1, NeverRetry, [&](grpc::ClientContext* context, v1::PurgeDeadLettersResponse* response) {
+        return queues_->PurgeDeadLetters(context, request, response);
+      });
+}
+
+absl::StatusOr<v1::LeaseResponse> Client::Lease(const v1::LeaseRequest& request) {
+  // The long-poll may legitimately take the whole wait before answering.
+  const absl::Time deadline = absl::Now() + FromProto(request.wait()) + options_.timeout;
+  grpc::ClientContext context;
+  SetDeadline(&context, deadline);
+  v1::LeaseResponse response;
+  absl::Status status = FromGrpcStatus(workers_->Lease(&context, request, &response));
+  if (!status.ok()) return status;
+  return response;
+}
+
+absl::StatusOr<v1::HeartbeatResponse> Client::Heartbeat(const v1::HeartbeatRequest& request) {
+  return Unary<v1::HeartbeatResponse>(
+      1, NeverRetry, [&](grpc::ClientContext* context, v1::HeartbeatResponse* response) {
+        return workers_->Heartbeat(context, request, response);
+      });
+}
+
+absl::StatusOr<v1::CompleteResponse> Client::Complete(const v1::CompleteRequest& request) {
+  return Unary<v1::CompleteResponse>(
+      1, NeverRetry, [&](grpc::ClientContext* context, v1::CompleteResponse* response) {
+        return workers_->Complete(context, request, response);
+      });
+}
+
+absl::StatusOr<v1::FailResponse> Client::Fail(const v1::FailRequest& request) {
+  return Unary<v1::FailResponse>(1, NeverRetry,
+                                 [&](grpc::ClientContext* context, v1::FailResponse* response) {
+                                   return workers_->Fail(context, request, response);
+                                 });
+}
+
+absl::StatusOr<v1::ReleaseResponse> Client::Release(const v1::ReleaseRequest& request) {
+  return Unary<v1::ReleaseResponse>(
+      1, NeverRetry, [&](grpc::ClientContext* context, v1::ReleaseResponse* response) {
+        return workers_->Release(context, request, response);
+      });
+}
+
+absl::StatusOr<ServingStatus> Client::Health(absl::string_view service) {
+  const std::string encoded = EncodeHealthCheckRequest(service);
+  std::string reply;
+  absl::Status status = Retry(options_.read_attempts, IsUnavailable, [&](absl::Time deadline) {
+    grpc::ClientContext context;
+    SetDeadline(&context, deadline);
+    grpc::Slice slice(encoded);
+    grpc::ByteBuffer request(&slice, 1);
+    grpc::ByteBuffer response;
+    grpc::Status result;
+    absl::Notification done;
+    generic_->UnaryCall(&context, kHealthCheckMethod, grpc::StubOptions(), &request, &response,
+                        [&](grpc::Status s) {
+                          result = std::move(s);
+                          done.Notify();
+                        });
+    done.WaitForNotification();
+    if (!result.ok()) return FromGrpcStatus(result);
+    std::vector<grpc::Slice> slices;
+    reply.clear();
+    if (!response.Dump(&slices).ok()) {
+      return absl::InternalError("health: unreadable response");
+    }
+    for (const grpc::Slice& s : slices) {
+      reply.append(reinterpret_cast<const char*>(s.begin()), s.size());
+    }
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  return DecodeHealthCheckResponse(reply);
+}
+
+}  // namespace conveyor::client

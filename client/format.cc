@@ -1,0 +1,311 @@
+#include "client/format.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/time.h"
+#include "common/grpc_util.h"
+#include "google/protobuf/util/json_util.h"
+
+namespace conveyor::client {
+namespace {
+
+// "-" for an unset timestamp, RFC 3339 UTC to the second otherwise.
+std::string FormatTimestamp(const google::protobuf::Timestamp& ts) {
+  const absl::Time t = FromProto(ts);
+  if (t == absl::InfinitePast()) return "-";
+  return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", t, absl::UTCTimeZone());
+}
+
+// Whole milliseconds: live ages need no nanoseconds.
+std::string FormatDuration(const google::protobuf::Duration& d) {
+  return absl::FormatDuration(absl::Trunc(FromProto(d), absl::Milliseconds(1)));
+}
+
+std::string FormatPercent(double percent) {
+  return absl::StrFormat("%.0f%%", std::clamp(percent, 0.0, 100.0));
+}
+
+// Escapes control characters only, leaving other UTF-8 text readable.
+std::string EscapeControls(absl::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (char c : text) {
+    const auto byte = static_cast<unsigned char>(c);
+    switch (c) {
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      default:
+        if (byte < 0x20 || byte == 0x7f) {
+          absl::StrAppendFormat(&out, "\\x%02x", byte);
+        } else {
+          out.push_back(c);
+        }
+    }
+  }
+  return out;
+}
+
+// Cuts `text` to at most `max_chars` bytes on a UTF-8 boundary, adding "...".
+std::string Truncate(std::string text, size_t max_chars) {
+  if (text.size() <= max_chars) return text;
+  size_t cut = max_chars;
+  while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xc0) == 0x80) --cut;
+  text.resize(cut);
+  text += "...";
+  return text;
+}
+
+std::string OneLine(absl::string_view text, size_t max_chars) {
+  return Truncate(EscapeControls(text), max_chars);
+}
+
+}  // namespace
+
+std::string TaskStateName(v1::TaskState state) {
+  std::string name = v1::TaskState_Name(state);
+  constexpr absl::string_view kPrefix = "TASK_STATE_";
+  if (absl::StartsWith(name, kPrefix)) name.erase(0, kPrefix.size());
+  if (name.empty()) name = absl::StrCat(static_cast<int>(state));
+  return name;
+}
+
+bool IsTerminal(v1::TaskState state) {
+  switch (state) {
+    case v1::TASK_STATE_SUCCEEDED:
+    case v1::TASK_STATE_DEAD:
+    case v1::TASK_STATE_CANCELED:
+    case v1::TASK_STATE_EXPIRED:
+    case v1::TASK_STATE_FALLBACK:
+      return true;
+    default:
+      return false;
+  }
+}
+
+bool IsSuccess(v1::TaskState state) {
+  return state == v1::TASK_STATE_SUCCEEDED || state == v1::TASK_STATE_FALLBACK;
+}
+
+bool IsValidUtf8(absl::string_view bytes) {
+  size_t i = 0;
+  while (i < bytes.size()) {
+    const auto lead = static_cast<unsigned char>(bytes[i]);
+    size_t len;
+    uint32_t cp;
+    if (lead < 0x80) {
+      ++i;
+      continue;
+    } else if ((lead & 0xe0) == 0xc0) {
+      len = 2;
+      cp = lead & 0x1f;
+    } else if ((lead & 0xf0) == 0xe0) {
+      len = 3;
+      cp = lead & 0x0f;
+    } else if ((lead & 0xf8) == 0xf0) {
+      len = 4;
+      cp = lead & 0x07;
+    } else {
+      return false;
+    }
+    if (i + len > bytes.size()) return false;
+    for (size_t k = 1; k < len; ++k) {
+      const auto cont = static_cast<unsigned char>(bytes[i + k]);
+      if ((cont & 0xc0) != 0x80) return false;
+      cp = (cp << 6) | (cont & 0x3f);
+    }
+    // Overlong forms, surrogates and code points past U+10FFFF.
+    static constexpr uint32_t kMin[] = {0, 0, 0x80, 0x800, 0x10000};
+    if (cp < kMin[len] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return false;
+    i += len;
+  }
+  return true;
+}
+
+std::string DisplayBytes(absl::string_view bytes, size_t max_chars) {
+  if (IsValidUtf8(bytes)) return OneLine(bytes, max_chars);
+  return Truncate(
+      absl::StrCat("<", bytes.size(), " bytes, not UTF-8> ", absl::BytesToHexString(bytes)),
+      max_chars);
+}
+
+absl::StatusOr<std::string> ToJson(const google::protobuf::Message& message) {
+  google::protobuf::util::JsonPrintOptions options;
+  options.preserve_proto_field_names = true;
+  options.always_print_primitive_fields = true;
+  std::string out;
+  google::protobuf::util::Status status =
+      google::protobuf::util::MessageToJsonString(message, &out, options);
+  if (!status.ok()) {
+    return absl::InternalError(absl::StrCat("JSON encoding: ", status.ToString()));
+  }
+  return out;
+}
+
+std::string FormatTask(const v1::Task& task) {
+  std::string out;
+  auto line = [&out](absl::string_view key, absl::string_view value) {
+    absl::StrAppend(&out, key, ": ", value, "\n");
+  };
+  line("id", task.id());
+  line("queue", task.queue());
+  line("type", task.type());
+  line("state", TaskStateName(task.state()));
+  if (task.cancel_requested()) line("cancel_requested", "true");
+  line("priority", absl::StrCat(task.priority()));
+  line("attempts", absl::StrCat(task.attempts(), "/", task.max_attempts()));
+  if (task.crashes() > 0) line("crashes", absl::StrCat(task.crashes()));
+  std::string progress = FormatPercent(task.progress_percent());
+  if (!task.progress_message().empty()) {
+    absl::StrAppend(&progress, " ", OneLine(task.progress_message(), 256));
+  }
+  line("progress", progress);
+  line("created", FormatTimestamp(task.created_at()));
+  if (task.has_not_before()) line("not_before", FormatTimestamp(task.not_before()));
+  if (task.has_expires_at()) line("expires_at", FormatTimestamp(task.expires_at()));
+  if (task.has_started_at()) line("started", FormatTimestamp(task.started_at()));
+  if (task.has_finished_at()) line("finished", FormatTimestamp(task.finished_at()));
+  if (!task.worker_id().empty()) line("worker", task.worker_id());
+  if (task.has_lease_expires_at() && task.state() == v1::TASK_STATE_RUNNING) {
+    line("lease_expires", FormatTimestamp(task.lease_expires_at()));
+  }
+  if (task.has_timeout()) line("timeout", FormatDuration(task.timeout()));
+  if (!task.idempotency_key().empty()) line("idempotency_key", task.idempotency_key());
+  if (!task.headers().empty()) {
+    std::vector<std::string> headers;
+    for (const auto& [key, value] : task.headers()) {
+      headers.push_back(absl::StrCat(OneLine(key, 128), "=", OneLine(value, 256)));
+    }
+    std::sort(headers.begin(), headers.end());
+    line("headers", absl::StrJoin(headers, ", "));
+  }
+  line("payload", DisplayBytes(task.payload()));
+  line("result", DisplayBytes(task.result(), 4096));
+  line("error", OneLine(task.error(), 4096));
+  return out;
+}
+
+std::string FormatTable(const std::vector<std::vector<std::string>>& rows) {
+  std::vector<size_t> widths;
+  for (const std::vector<std::string>& row : rows) {
+    if (widths.size() < row.size()) widths.resize(row.size(), 0);
+    for (size_t i = 0; i < row.size(); ++i) widths[i] = std::max(widths[i], row[i].size());
+  }
+  std::string out;
+  for (const std::vector<std::string>& row : rows) {
+    std::string line;
+    for (size_t i = 0; i < row.size(); ++i) {
+      line += row[i];
+      if (i + 1 < row.size()) line.append(widths[i] - row[i].size() + 2, ' ');
+    }
+    absl::StrAppend(&out, line, "\n");
+  }
+  return out;
+}
+
+std::string FormatTaskTable(const std::vector<v1::Task>& tasks) {
+  std::vector<std::vector<std::string>> rows = {
+      {"ID", "STATE", "TYPE", "PRI", "ATTEMPTS", "CREATED", "ERROR"}};
+  for (const v1::Task& task : tasks) {
+    rows.push_back({task.id(), TaskStateName(task.state()), OneLine(task.type(), 40),
+                    absl::StrCat(task.priority()),
+                    absl::StrCat(task.attempts(), "/", task.max_attempts()),
+                    FormatTimestamp(task.created_at()), OneLine(task.error(), 60)});
+  }
+  return FormatTable(rows);
+}
+
+std::string FormatQueue(const v1::Queue& queue) {
+  const v1::QueueConfig& c = queue.config();
+  const v1::QueueStats& s = queue.stats();
+  std::string out;
+  auto line = [&out](absl::string_view key, absl::string_view value) {
+    absl::StrAppend(&out, key, ": ", value, "\n");
+  };
+  line("name", c.name());
+  line("paused", queue.paused() ? "true" : "false");
+  line("capacity", absl::StrCat(c.capacity()));
+  line("full_policy", c.full_policy() == v1::FULL_POLICY_WAIT ? "wait" : "reject");
+  line("max_attempts", absl::StrCat(c.retry().max_attempts()));
+  line("initial_backoff", FormatDuration(c.retry().initial_backoff()));
+  line("max_backoff", FormatDuration(c.retry().max_backoff()));
+  line("multiplier", absl::StrCat(c.retry().multiplier()));
+  line("jitter", c.retry().has_jitter() ? absl::StrCat(c.retry().jitter()) : "default");
+  line("default_timeout", FormatDuration(c.default_timeout()));
+  line("lease_duration", FormatDuration(c.lease_duration()));
+  line("max_crashes", absl::StrCat(c.max_crashes()));
+  line("result_ttl", FormatDuration(c.result_ttl()));
+  line("retained", absl::StrCat(c.retained()));
+  line("scheduled", absl::StrCat(s.scheduled()));
+  line("ready", absl::StrCat(s.ready()));
+  line("running", absl::StrCat(s.running()));
+  line("succeeded", absl::StrCat(s.succeeded()));
+  line("dead", absl::StrCat(s.dead()));
+  line("canceled", absl::StrCat(s.canceled()));
+  line("expired", absl::StrCat(s.expired()));
+  line("fallback", absl::StrCat(s.fallback()));
+  line("oldest_ready_age", FormatDuration(s.oldest_ready_age()));
+  line("waiting_workers", absl::StrCat(s.waiting_workers()));
+  return out;
+}
+
+std::string FormatQueueTable(const std::vector<v1::Queue>& queues) {
+  std::vector<std::vector<std::string>> rows = {{"NAME", "PAUSED", "CAPACITY", "SCHEDULED", "READY",
+                                                 "RUNNING", "SUCCEEDED", "DEAD", "CANCELED",
+                                                 "EXPIRED", "FALLBACK", "OLDEST_READY"}};
+  for (const v1::Queue& q : queues) {
+    const v1::QueueStats& s = q.stats();
+    rows.push_back({q.config().name(), q.paused() ? "yes" : "no",
+                    absl::StrCat(q.config().capacity()), absl::StrCat(s.scheduled()),
+                    absl::StrCat(s.ready()), absl::StrCat(s.running()), absl::StrCat(s.succeeded()),
+                    absl::StrCat(s.dead()), absl::StrCat(s.canceled()), absl::StrCat(s.expired()),
+                    absl::StrCat(s.fallback()), FormatDuration(s.oldest_ready_age())});
+  }
+  return FormatTable(rows);
+}
+
+std::string FormatWatchLine(const v1::Task& task) {
+  std::string out = absl::StrCat(task.id(), " ", TaskStateName(task.state()), " attempt ",
+                                 task.attempts(), "/", task.max_attempts());
+  if (task.state() == v1::TASK_STATE_RUNNING || task.progress_percent() > 0) {
+    absl::StrAppend(&out, " ", FormatPercent(task.progress_percent()));
+  }
+  if (!task.progress_message().empty()) {
+    absl::StrAppend(&out, " ", OneLine(task.progress_message(), 200));
+  }
+  if (task.cancel_requested() && !IsTerminal(task.state())) {
+    absl::StrAppend(&out, " (cancel requested)");
+  }
+  if (!task.error().empty()) absl::StrAppend(&out, " error: ", OneLine(task.error(), 200));
+  return out;
+}
+
+std::string FormatProgressBar(const v1::Task& task, int width) {
+  width = std::max(width, 1);
+  double percent = std::clamp(task.progress_percent(), 0.0, 100.0);
+  if (task.state() == v1::TASK_STATE_SUCCEEDED) percent = 100;
+  const int filled = static_cast<int>(std::lround(percent * width / 100.0));
+  std::string out = "[";
+  out.append(filled, '#');
+  out.append(width - filled, '.');
+  absl::StrAppendFormat(&out, "] %4s %s", FormatPercent(percent), TaskStateName(task.state()));
+  if (!task.progress_message().empty()) {
+    absl::StrAppend(&out, " ", OneLine(task.progress_message(), 60));
+  }
+  return out;
+}
+
+}  // namespace conveyor::client

@@ -1,0 +1,56 @@
+// Output formatting for the `conveyor` CLI: text (key: value lines for one
+// object, aligned tables for lists, watch lines and a progress bar) and
+// protobuf JSON. Pure functions of their inputs, unit-tested directly;
+// thread-safe.
+#ifndef CONVEYOR_CLIENT_FORMAT_H_
+#define CONVEYOR_CLIENT_FORMAT_H_
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "conveyor/v1/conveyor.pb.h"
+#include "google/protobuf/message.h"
+
+namespace conveyor::client {
+
+// "READY" for TASK_STATE_READY.
+std::string TaskStateName(v1::TaskState state);
+// SUCCEEDED, DEAD, CANCELED, EXPIRED, FALLBACK.
+bool IsTerminal(v1::TaskState state);
+// SUCCEEDED or FALLBACK: the task produced a result.
+bool IsSuccess(v1::TaskState state);
+
+bool IsValidUtf8(absl::string_view bytes);
+// Opaque bytes for a one-line display: valid UTF-8 is shown as text with
+// control characters C-escaped (\n, \t, \x01); anything else as
+// "<N bytes, not UTF-8> HEX". Longer than `max_chars`: cut, with "...".
+std::string DisplayBytes(absl::string_view bytes, size_t max_chars = 256);
+
+// One protobuf JSON document on one line, proto field names, default values
+// included. No trailing newline.
+absl::StatusOr<std::string> ToJson(const google::protobuf::Message& message);
+
+// "key: value" lines (id, queue, type, state, priority, attempts, progress,
+// result, error always; the rest when set), each ending in '\n'.
+std::string FormatTask(const v1::Task& task);
+// A table with a header row: ID STATE TYPE PRI ATTEMPTS CREATED ERROR.
+std::string FormatTaskTable(const std::vector<v1::Task>& tasks);
+// A queue's settings and live counts as "key: value" lines.
+std::string FormatQueue(const v1::Queue& queue);
+// NAME PAUSED CAPACITY SCHEDULED READY RUNNING SUCCEEDED DEAD ... per queue.
+std::string FormatQueueTable(const std::vector<v1::Queue>& queues);
+// Left-aligned columns two spaces apart; every row ends in '\n'.
+std::string FormatTable(const std::vector<std::vector<std::string>>& rows);
+
+// One line per watched change (no newline):
+// "ID STATE attempt A/M [P%] [message] [error: E]".
+std::string FormatWatchLine(const v1::Task& task);
+// A progress bar of `width` cells for a terminal (no newline):
+// "[#####.....]  50% RUNNING message".
+std::string FormatProgressBar(const v1::Task& task, int width = 30);
+
+}  // namespace conveyor::client
+
+#endif  // CONVEYOR_CLIENT_FORMAT_H_
