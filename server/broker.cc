@@ -255,14 +255,12 @@ absl::Status Broker::ValidateSpec(const TaskSpec& spec, absl::Time now) const {
     return Invalid("retry.max_attempts", "is 0; must be 1 to 1000");
   }
   if (!spec.retry.empty()) {
-    RetryPolicy resolved = spec.retry.ApplyTo(options_.queue_defaults.retry);
-    // An initial backoff above the default max raises the max with it, unless
-    // the task also sets a max: only what the task set is checked.
-    if (spec.retry.initial_backoff && !spec.retry.max_backoff &&
-        resolved.max_backoff < resolved.initial_backoff) {
-      resolved.max_backoff = resolved.initial_backoff;
-    }
-    if (absl::Status s = ValidateRetryPolicy(resolved, "retry"); !s.ok()) return s;
+    // Checked against the default policy here, so that a bad override never
+    // auto-creates its queue; SubmitLocked checks it again against the
+    // queue's own policy.
+    absl::StatusOr<RetryPolicy> resolved =
+        ResolveRetry(spec.retry, options_.queue_defaults.retry);
+    if (!resolved.ok()) return resolved.status();
   }
   if (spec.idempotency_key.size() > kMaxIdempotencyKeyBytes) {
     return Invalid("idempotency_key", absl::StrCat("is ", spec.idempotency_key.size(),
@@ -285,6 +283,19 @@ absl::Status Broker::ValidateSpec(const TaskSpec& spec, absl::Time now) const {
 }
 
 // ───────────────────────────── submit ─────────────────────────────
+
+absl::StatusOr<RetryPolicy> Broker::ResolveRetry(const RetryOverride& override,
+                                                 const RetryPolicy& base) {
+  RetryPolicy resolved = override.ApplyTo(base);
+  // A task that raises only its initial backoff above the queue's max raises
+  // the max with it; a max the task sets itself is never overridden.
+  if (override.initial_backoff && !override.max_backoff &&
+      resolved.max_backoff < resolved.initial_backoff) {
+    resolved.max_backoff = resolved.initial_backoff;
+  }
+  if (absl::Status s = ValidateRetryPolicy(resolved, "retry"); !s.ok()) return s;
+  return resolved;
+}
 
 absl::StatusOr<Queue*> Broker::QueueForSubmit(absl::string_view name) {
   auto it = queues_.find(name);
@@ -319,6 +330,12 @@ absl::StatusOr<SubmitResult> Broker::SubmitLocked(TaskSpec& spec, Queue* queue,
       }
     }
   }
+  std::optional<RetryPolicy> retry;
+  if (!spec.retry.empty()) {
+    absl::StatusOr<RetryPolicy> resolved = ResolveRetry(spec.retry, queue->config().retry);
+    if (!resolved.ok()) return resolved.status();
+    retry = *resolved;
+  }
   if (queue->full()) {
     if (allow_wait && queue->config().full_policy == FullPolicy::kWait) {
       *must_wait = true;
@@ -343,13 +360,7 @@ absl::StatusOr<SubmitResult> Broker::SubmitLocked(TaskSpec& spec, Queue* queue,
     x.rate_key = std::move(spec.rate_key);
     x.concurrency_key = std::move(spec.concurrency_key);
     x.fallback_result = std::move(spec.fallback_result);
-    if (!spec.retry.empty()) {
-      RetryPolicy resolved = spec.retry.ApplyTo(queue->config().retry);
-      if (resolved.max_backoff < resolved.initial_backoff) {
-        resolved.max_backoff = resolved.initial_backoff;
-      }
-      x.retry = resolved;
-    }
+    x.retry = retry;
     x.timeout = spec.timeout;
     x.expires_at = spec.expires_at;
   }
@@ -573,6 +584,12 @@ void Broker::End(Task* task, TaskState state, Deferred& after) {
   Queue* queue = task->queue();
   const bool was_active = !IsTerminal(task->state);
   const absl::Time now = clock_->Now();
+  if (task->state == TaskState::kReady && state == TaskState::kDead) {
+    // A dead letter may be requeued later, and its old ready entry would
+    // then count again. Rare (a late permanent failure after a lease
+    // expiry), so a scan is fine; other ends from READY are final.
+    queue->RemoveReady(*task);
+  }
   SetState(task, state);
   TaskExtra& x = task->mutable_extra();
   x.finished_at = now;
@@ -994,6 +1011,11 @@ std::vector<absl::Status> Broker::Release(const std::vector<ReleaseItem>& items)
         continue;
       }
       Task* task = *found;
+      if (task->token == 0) {
+        out[i] = absl::FailedPreconditionError(
+            absl::StrCat("task ", items[i].id.ToString(), " was never leased"));
+        continue;
+      }
       if (task->state != TaskState::kRunning) {
         if (IsTerminal(task->state) && task->state != TaskState::kCanceled) {
           out[i] = absl::FailedPreconditionError(absl::StrCat(
@@ -1041,12 +1063,22 @@ absl::StatusOr<TaskInfo> Broker::CancelTask(TaskId id) {
         ++change_seq_;
         NotifyWatchers(*task, /*final=*/false, after);
       }
+      out = Snapshot(*task, /*with_payload=*/false);
     } else {
       task->cancel_requested = true;
       task->mutable_extra().error = "canceled";
+      // With retained = 0 the end drops the record at once: answer from a
+      // copy taken before.
+      TaskInfo info = Snapshot(*task, /*with_payload=*/false);
       End(task, TaskState::kCanceled, after);
+      if (Task* kept = FindTask(id); kept != nullptr) {
+        info = Snapshot(*kept, /*with_payload=*/false);
+      } else {
+        info.state = TaskState::kCanceled;
+        info.finished_at = clock_->Now();
+      }
+      out = std::move(info);
     }
-    out = Snapshot(*task, /*with_payload=*/false);
   }
   Run(after);
   return out;

@@ -87,7 +87,9 @@ struct TaskSpec {
   std::optional<std::string> fallback_result;
 };
 
-// A full, self-contained copy of a task's state, for answers and watches.
+// A self-contained copy of a task's state, for answers and watches. The
+// payload is filled in only where the caller needs it: GetTask and ListTasks
+// (Submit, Cancel and Watch answers leave it empty; Lease has LeasedTask).
 struct TaskInfo {
   TaskId id;
   std::string queue;
@@ -147,7 +149,8 @@ struct LeasedTask {
   absl::Duration timeout;
 };
 // OK with tasks, OK with none (the wait ran out), CANCELLED (CancelWait),
-// UNAVAILABLE (draining).
+// UNAVAILABLE (draining), INVALID_ARGUMENT (a malformed request: no queue,
+// max_tasks out of 1-1000, wait over max_lease_wait, ...).
 using LeaseCallback = std::function<void(absl::StatusOr<std::vector<LeasedTask>>)>;
 
 struct HeartbeatItem {
@@ -337,6 +340,9 @@ class Broker {
                                             Deferred& after)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status ValidateSpec(const TaskSpec& spec, absl::Time now) const;
+  // The task's policy over its queue's; INVALID_ARGUMENT if it is not valid.
+  static absl::StatusOr<RetryPolicy> ResolveRetry(const RetryOverride& override,
+                                                  const RetryPolicy& base);
   absl::Status ValidateLease(const LeaseRequest& request) const;
   absl::StatusOr<Queue*> QueueForSubmit(absl::string_view name)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -151,6 +151,20 @@ void Queue::PopReady(const Task& task) {
   if (heap.empty()) ready_.erase(it);
 }
 
+void Queue::RemoveReady(const Task& task) {
+  auto it = ready_.find(task.type_id());
+  if (it == ready_.end()) return;
+  Heap& heap = it->second;
+  auto entry = std::find_if(heap.begin(), heap.end(), [&](const ReadyEntry& e) {
+    return e.id == task.id().value();
+  });
+  if (entry == heap.end()) return;
+  *entry = heap.back();
+  heap.pop_back();
+  std::make_heap(heap.begin(), heap.end(), std::greater<>());
+  if (heap.empty()) ready_.erase(it);
+}
+
 uint64_t Queue::OldestReadySeq(absl::FunctionRef<Task*(uint64_t)> resolve) const {
   constexpr uint64_t kSeqMask = (uint64_t{1} << 56) - 1;
   uint64_t oldest = 0;

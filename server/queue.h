@@ -86,6 +86,8 @@ class Queue {
   void PopReady(const Task& task);
   // Smallest seq among ready entries that still resolve (0 if none).
   uint64_t OldestReadySeq(absl::FunctionRef<Task*(uint64_t)> resolve) const;
+  // Removes `task`'s entry wherever it is in the heap (a linear scan).
+  void RemoveReady(const Task& task);
   // Drops every ready entry (after a purge).
   void ClearReady() { ready_.clear(); }
 
