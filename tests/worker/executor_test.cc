@@ -1,0 +1,97 @@
+// Executor: the pool never runs more jobs than it has slots, and leases are
+// sized by free slots. Jobs block on a Notification; waits are bounded and
+// short.
+#include "worker/executor.h"
+
+#include <atomic>
+#include <vector>
+
+#include "absl/synchronization/notification.h"
+#include "gtest/gtest.h"
+
+namespace conveyor::worker {
+namespace {
+
+TEST(ExecutorTest, ReservesOnlyFreeSlots) {
+  Executor executor(3);
+  executor.Start();
+  EXPECT_EQ(executor.Reserve(10, absl::ZeroDuration()), 3);
+  EXPECT_EQ(executor.Reserve(1, absl::Milliseconds(1)), 0);
+  executor.Unreserve(2);
+  EXPECT_EQ(executor.Reserve(10, absl::ZeroDuration()), 2);
+  executor.Unreserve(3);
+  executor.Stop();
+}
+
+TEST(ExecutorTest, NeverRunsMoreJobsThanSlots) {
+  constexpr int kSlots = 3;
+  constexpr int kJobs = 12;
+  std::atomic<int> running{0};
+  std::atomic<int> most{0};
+  std::atomic<int> done{0};
+  absl::Notification release;
+  std::vector<int> observed_busy;
+  absl::Mutex observed_mu;
+  Executor executor(kSlots, [&](int busy, int free) {
+    EXPECT_EQ(busy + free, kSlots);
+    absl::MutexLock lock(&observed_mu);
+    observed_busy.push_back(busy);
+  });
+  executor.Start();
+  auto job = [&] {
+    const int now = ++running;
+    int prev = most.load();
+    while (now > prev && !most.compare_exchange_weak(prev, now)) {
+    }
+    release.WaitForNotificationWithTimeout(absl::Seconds(30));
+    --running;
+    ++done;
+  };
+  int started = 0;
+  // Fill the pool: the slots run out after kSlots jobs.
+  while (started < kSlots) {
+    const int n = executor.Reserve(kJobs - started, absl::Seconds(5));
+    ASSERT_GT(n, 0);
+    for (int i = 0; i < n; ++i) executor.Run(job);
+    started += n;
+  }
+  EXPECT_EQ(executor.Reserve(1, absl::Milliseconds(5)), 0);
+  EXPECT_EQ(executor.busy(), kSlots);
+  release.Notify();
+  // The rest run as slots free up.
+  while (started < kJobs) {
+    const int n = executor.Reserve(kJobs - started, absl::Seconds(5));
+    ASSERT_GT(n, 0);
+    for (int i = 0; i < n; ++i) executor.Run(job);
+    started += n;
+  }
+  ASSERT_TRUE(executor.WaitIdle(absl::Seconds(30)));
+  executor.Stop();
+  EXPECT_EQ(done.load(), kJobs);
+  EXPECT_LE(most.load(), kSlots);
+  EXPECT_EQ(most.load(), kSlots);
+  absl::MutexLock lock(&observed_mu);
+  for (int busy : observed_busy) EXPECT_LE(busy, kSlots);
+}
+
+TEST(ExecutorTest, WaitIdleTimesOutWhileAJobRuns) {
+  Executor executor(1);
+  executor.Start();
+  absl::Notification release;
+  ASSERT_EQ(executor.Reserve(1, absl::ZeroDuration()), 1);
+  executor.Run([&] { release.WaitForNotificationWithTimeout(absl::Seconds(30)); });
+  EXPECT_FALSE(executor.WaitIdle(absl::Milliseconds(5)));
+  release.Notify();
+  EXPECT_TRUE(executor.WaitIdle(absl::Seconds(30)));
+  executor.Stop();
+}
+
+TEST(ExecutorTest, ReserveReturnsNothingOnceStopped) {
+  Executor executor(2);
+  executor.Start();
+  executor.Stop();
+  EXPECT_EQ(executor.Reserve(1, absl::Milliseconds(1)), 0);
+}
+
+}  // namespace
+}  // namespace conveyor::worker

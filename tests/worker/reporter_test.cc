@@ -1,0 +1,229 @@
+// Reporter: batching, retry with backoff, dropping at the lease's end and
+// past the cap, per-item outcomes. A fake BrokerRpc and a fake clock; rounds
+// are run with SendOnce(), so no thread and no real time (except the one
+// test of the sending thread, which waits for a few milliseconds at most).
+#include "worker/reporter.h"
+
+#include "absl/time/clock.h"
+#include "common/clock.h"
+#include "gtest/gtest.h"
+#include "tests/worker/fake_broker_rpc.h"
+
+namespace conveyor::worker {
+namespace {
+
+Report Complete(std::string id, std::string result, absl::Time drop_at = absl::InfiniteFuture()) {
+  Report r;
+  r.kind = Report::Kind::kComplete;
+  r.task_id = std::move(id);
+  r.token = 1;
+  r.result = std::move(result);
+  r.drop_at = drop_at;
+  return r;
+}
+
+Report Fail(std::string id, bool retryable) {
+  Report r;
+  r.kind = Report::Kind::kFail;
+  r.task_id = std::move(id);
+  r.token = 1;
+  r.error = "boom";
+  r.reason = "error";
+  r.retryable = retryable;
+  return r;
+}
+
+Report Release(std::string id) {
+  Report r;
+  r.kind = Report::Kind::kRelease;
+  r.task_id = std::move(id);
+  r.token = 1;
+  return r;
+}
+
+ReporterOptions Options() {
+  ReporterOptions o;
+  o.max_batch = 3;
+  o.max_pending = 5;
+  o.initial_backoff = absl::Milliseconds(100);
+  o.max_backoff = absl::Milliseconds(400);
+  return o;
+}
+
+TEST(ReporterTest, SendsEachKindInOneBatchedCall) {
+  FakeClock clock;
+  FakeBrokerRpc rpc;
+  ReporterOptions o = Options();
+  o.max_batch = 10;
+  Reporter reporter(&rpc, o, &clock);
+  reporter.Add(Complete("a", "1"));
+  reporter.Add(Fail("b", true));
+  reporter.Add(Complete("c", "3"));
+  reporter.Add(Release("d"));
+  EXPECT_EQ(reporter.SendOnce(), absl::InfiniteFuture());
+  ASSERT_EQ(rpc.completes().size(), 1u);
+  ASSERT_EQ(rpc.completes()[0].items_size(), 2);
+  EXPECT_EQ(rpc.completes()[0].items(0).id(), "a");
+  EXPECT_EQ(rpc.completes()[0].items(1).result(), "3");
+  ASSERT_EQ(rpc.fails().size(), 1u);
+  EXPECT_EQ(rpc.fails()[0].items(0).reason(), "error");
+  EXPECT_TRUE(rpc.fails()[0].items(0).retryable());
+  ASSERT_EQ(rpc.releases().size(), 1u);
+  EXPECT_EQ(reporter.stats().delivered, 4u);
+  EXPECT_EQ(reporter.pending(), 0u);
+}
+
+TEST(ReporterTest, SendsAtMostMaxBatchPerRoundOldestFirst) {
+  FakeClock clock;
+  FakeBrokerRpc rpc;
+  Reporter reporter(&rpc, Options(), &clock);
+  for (const char* id : {"a", "b", "c", "d", "e"}) reporter.Add(Complete(id, "r"));
+  EXPECT_EQ(reporter.SendOnce(), clock.Now());  // more is due at once
+  EXPECT_EQ(reporter.pending(), 2u);
+  EXPECT_EQ(reporter.SendOnce(), absl::InfiniteFuture());
+  ASSERT_EQ(rpc.completes().size(), 2u);
+  EXPECT_EQ(rpc.completes()[0].items_size(), 3);
+  EXPECT_EQ(rpc.completes()[0].items(0).id(), "a");
+  EXPECT_EQ(rpc.completes()[1].items(0).id(), "d");
+}
+
+TEST(ReporterTest, KeepsReportsWhileTheBrokerIsDownAndBacksOff) {
+  FakeClock clock;
+  FakeBrokerRpc rpc;
+  Reporter reporter(&rpc, Options(), &clock);
+  rpc.set_down(true);
+  reporter.Add(Complete("a", "1"));
+  const absl::Time t0 = clock.Now();
+  EXPECT_EQ(reporter.SendOnce(), t0 + absl::Milliseconds(100));
+  EXPECT_EQ(reporter.pending(), 1u);
+  // Backing off: nothing is sent before the time.
+  EXPECT_EQ(reporter.SendOnce(), t0 + absl::Milliseconds(100));
+  EXPECT_EQ(rpc.completes().size(), 1u);
+  clock.Advance(absl::Milliseconds(100));
+  EXPECT_EQ(reporter.SendOnce(), clock.Now() + absl::Milliseconds(200));  // doubled
+  clock.Advance(absl::Milliseconds(200));
+  EXPECT_EQ(reporter.SendOnce(), clock.Now() + absl::Milliseconds(400));
+  clock.Advance(absl::Milliseconds(400));
+  EXPECT_EQ(reporter.SendOnce(), clock.Now() + absl::Milliseconds(400));  // capped
+  EXPECT_EQ(rpc.completes().size(), 4u);
+  rpc.set_down(false);
+  clock.Advance(absl::Milliseconds(400));
+  EXPECT_EQ(reporter.SendOnce(), absl::InfiniteFuture());
+  EXPECT_EQ(reporter.stats().delivered, 1u);
+  EXPECT_EQ(reporter.stats().failed_calls, 4u);
+  EXPECT_EQ(rpc.completes().back().items(0).result(), "1");
+}
+
+TEST(ReporterTest, DropsReportsOnceTheirLeaseWouldHaveExpired) {
+  FakeClock clock;
+  FakeBrokerRpc rpc;
+  Reporter reporter(&rpc, Options(), &clock);
+  rpc.set_down(true);
+  reporter.Add(Complete("short", "1", clock.Now() + absl::Milliseconds(250)));
+  reporter.Add(Complete("long", "2", clock.Now() + absl::Hours(1)));
+  reporter.SendOnce();
+  clock.Advance(absl::Milliseconds(300));
+  reporter.SendOnce();
+  EXPECT_EQ(reporter.pending(), 1u);
+  EXPECT_EQ(reporter.stats().dropped_expired, 1u);
+  rpc.set_down(false);
+  clock.Advance(absl::Seconds(1));
+  reporter.SendOnce();
+  EXPECT_EQ(rpc.completes().back().items_size(), 1);
+  EXPECT_EQ(rpc.completes().back().items(0).id(), "long");
+}
+
+TEST(ReporterTest, DropsTheOldestPastTheCap) {
+  FakeClock clock;
+  FakeBrokerRpc rpc;
+  Reporter reporter(&rpc, Options(), &clock);  // max_pending 5
+  for (int i = 0; i < 8; ++i) reporter.Add(Complete(std::to_string(i), "r"));
+  EXPECT_EQ(reporter.pending(), 5u);
+  EXPECT_EQ(reporter.stats().dropped_overflow, 3u);
+  reporter.SendOnce();
+  EXPECT_EQ(rpc.completes()[0].items(0).id(), "3");
+}
+
+TEST(ReporterTest, AStaleTokenIsRejectedForGoodNotRetried) {
+  FakeClock clock;
+  FakeBrokerRpc rpc;
+  Reporter reporter(&rpc, Options(), &clock);
+  rpc.set_item_code("stale", absl::StatusCode::kFailedPrecondition, "token 1 is stale");
+  rpc.set_item_code("gone", absl::StatusCode::kNotFound, "unknown task");
+  reporter.Add(Complete("stale", "1"));
+  reporter.Add(Complete("gone", "2"));
+  reporter.Add(Complete("ok", "3"));
+  EXPECT_EQ(reporter.SendOnce(), absl::InfiniteFuture());
+  EXPECT_EQ(reporter.stats().rejected, 2u);
+  EXPECT_EQ(reporter.stats().delivered, 1u);
+  EXPECT_EQ(reporter.pending(), 0u);
+}
+
+TEST(ReporterTest, ARefusedResultBecomesAPermanentFailure) {
+  FakeClock clock;
+  FakeBrokerRpc rpc;
+  Reporter reporter(&rpc, Options(), &clock);
+  rpc.set_item_code("big", absl::StatusCode::kInvalidArgument, "result is 2 MiB");
+  reporter.Add(Complete("big", std::string(100, 'x')));
+  reporter.SendOnce();
+  clock.Advance(absl::Seconds(1));
+  EXPECT_EQ(reporter.SendOnce(), absl::InfiniteFuture());
+  ASSERT_EQ(rpc.fails().size(), 1u);
+  const v1::FailRequest::Item item = rpc.fails()[0].items(0);
+  EXPECT_EQ(item.id(), "big");
+  EXPECT_FALSE(item.retryable());
+  EXPECT_EQ(item.reason(), "invalid_result");
+  EXPECT_EQ(item.error(), "result is 2 MiB");
+}
+
+TEST(ReporterTest, OtherItemErrorsAreRetried) {
+  FakeClock clock;
+  FakeBrokerRpc rpc;
+  Reporter reporter(&rpc, Options(), &clock);
+  rpc.set_item_code("flaky", absl::StatusCode::kUnavailable, "try later");
+  reporter.Add(Release("flaky"));
+  reporter.SendOnce();
+  EXPECT_EQ(reporter.pending(), 1u);
+  rpc.set_item_code("flaky", absl::StatusCode::kOk);
+  clock.Advance(absl::Seconds(1));
+  EXPECT_EQ(reporter.SendOnce(), absl::InfiniteFuture());
+  EXPECT_EQ(rpc.releases().size(), 2u);
+  EXPECT_EQ(reporter.stats().delivered, 1u);
+}
+
+TEST(ReporterTest, FailureTextIsMadeValidUtf8) {
+  FakeClock clock;
+  FakeBrokerRpc rpc;
+  Reporter reporter(&rpc, Options(), &clock);
+  Report r = Fail("x", true);
+  r.error = "bad \xff byte";
+  reporter.Add(r);
+  reporter.SendOnce();
+  EXPECT_EQ(rpc.fails()[0].items(0).error(), "bad ? byte");
+}
+
+TEST(ReporterTest, TheThreadFlushesAndStopDeliversWhatIsLeft) {
+  FakeBrokerRpc rpc;
+  ReporterOptions o = Options();
+  o.flush_delay = absl::Milliseconds(1);
+  Reporter reporter(&rpc, o, RealClock::Get());
+  reporter.Start();
+  reporter.Add(Complete("a", "1"));
+  reporter.Add(Complete("b", "2"));
+  EXPECT_EQ(reporter.Stop(absl::Seconds(10)), 0u);
+  EXPECT_EQ(reporter.stats().delivered, 2u);
+}
+
+TEST(ReporterTest, StopGivesUpAtItsDeadlineWhenTheBrokerIsDown) {
+  FakeBrokerRpc rpc;
+  rpc.set_down(true);
+  Reporter reporter(&rpc, Options(), RealClock::Get());
+  reporter.Start();
+  reporter.Add(Complete("a", "1"));
+  const absl::Time start = absl::Now();
+  EXPECT_EQ(reporter.Stop(absl::Milliseconds(50)), 1u);
+  EXPECT_LT(absl::Now() - start, absl::Seconds(5));
+}
+
+}  // namespace
+}  // namespace conveyor::worker

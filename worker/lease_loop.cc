@@ -1,0 +1,143 @@
+#include "worker/lease_loop.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/time/clock.h"
+#include "common/grpc_util.h"
+#include "common/log.h"
+
+namespace conveyor::worker {
+namespace {
+
+// LeaseRequest.max_tasks is 1 to 1000.
+constexpr int kMaxTasksPerCall = 1000;
+// How long one wait for a free slot lasts before the loop looks at its stop
+// flag again.
+constexpr absl::Duration kSlotWait = absl::Milliseconds(100);
+
+}  // namespace
+
+LeaseLoop::LeaseLoop(std::shared_ptr<grpc::Channel> channel, Executor* executor,
+                     LeaseLoopOptions options, TaskSink sink, PollObserver observer)
+    : stub_(v1::WorkerService::NewStub(std::move(channel))),
+      executor_(executor),
+      options_(std::move(options)),
+      sink_(std::move(sink)),
+      observer_(std::move(observer)) {}
+
+LeaseLoop::~LeaseLoop() { Stop(); }
+
+void LeaseLoop::Start() { thread_ = std::thread([this] { ThreadMain(); }); }
+
+void LeaseLoop::Stop() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+    if (call_ != nullptr) call_->TryCancel();
+  }
+  if (thread_.joinable()) thread_.join();
+}
+
+void LeaseLoop::PauseForDrain() {
+  absl::MutexLock lock(&mu_);
+  paused_until_ = absl::Now() + options_.drain_recheck;
+}
+
+bool LeaseLoop::SleepFor(absl::Duration d) {
+  absl::MutexLock lock(&mu_);
+  mu_.AwaitWithTimeout(absl::Condition(&stopping_), d);
+  return !stopping_;
+}
+
+void LeaseLoop::ThreadMain() {
+  int failures = 0;
+  bool connected = true;
+  while (true) {
+    absl::Time paused_until;
+    {
+      absl::MutexLock lock(&mu_);
+      if (stopping_) return;
+      paused_until = paused_until_;
+    }
+    if (absl::Now() < paused_until) {
+      if (!SleepFor(paused_until - absl::Now())) return;
+      continue;
+    }
+    const int slots = executor_->Reserve(kMaxTasksPerCall, kSlotWait);
+    if (slots == 0) continue;
+
+    v1::LeaseRequest request;
+    request.set_worker_id(options_.worker_id);
+    for (const std::string& q : options_.queues) request.add_queues(q);
+    for (const std::string& t : options_.types) request.add_types(t);
+    request.set_max_tasks(static_cast<uint32_t>(slots));
+    ToProto(options_.wait, request.mutable_wait());
+    grpc::ClientContext context;
+    context.set_deadline(ToChrono(absl::Now() + options_.wait + options_.rpc_timeout));
+    {
+      absl::MutexLock lock(&mu_);
+      if (stopping_) {
+        executor_->Unreserve(slots);
+        return;
+      }
+      call_ = &context;
+    }
+    v1::LeaseResponse response;
+    const grpc::Status status = stub_->Lease(&context, request, &response);
+    bool stopping;
+    {
+      absl::MutexLock lock(&mu_);
+      call_ = nullptr;
+      stopping = stopping_;
+    }
+
+    if (!status.ok()) {
+      executor_->Unreserve(slots);
+      if (stopping) return;  // most likely our own TryCancel
+      if (observer_) observer_(PollResult::kError);
+      ++failures;
+      const absl::Duration backoff =
+          std::min(options_.max_backoff, options_.initial_backoff * (1 << std::min(failures, 16)));
+      const LogLevel level = connected ? LogLevel::kWarning : LogLevel::kDebug;
+      connected = false;
+      Log(level, "lease failed; retrying",
+          {{"broker", options_.broker}, {"worker_id", options_.worker_id},
+           {"error", FromGrpcStatus(status)}, {"retry_in", absl::FormatDuration(backoff)}});
+      if (!SleepFor(backoff)) return;
+      continue;
+    }
+    if (!connected) {
+      LogInfo("leasing again", {{"broker", options_.broker}, {"worker_id", options_.worker_id}});
+    }
+    connected = true;
+    failures = 0;
+    const int got = response.tasks_size();
+    if (observer_) observer_(got > 0 ? PollResult::kTasks : PollResult::kEmpty);
+    if (got == 0) {
+      executor_->Unreserve(slots);
+      continue;
+    }
+    std::vector<v1::LeasedTask> tasks(std::make_move_iterator(response.mutable_tasks()->begin()),
+                                      std::make_move_iterator(response.mutable_tasks()->end()));
+    if (stopping) {
+      executor_->Unreserve(slots);
+      sink_(std::move(tasks), /*stopping=*/true);
+      return;
+    }
+    // The sink runs one job per task, each taking one reserved slot. The
+    // broker never grants more than max_tasks; should it, the surplus goes
+    // straight back rather than past the pool's bound.
+    if (got > slots) {
+      std::vector<v1::LeasedTask> surplus(std::make_move_iterator(tasks.begin() + slots),
+                                          std::make_move_iterator(tasks.end()));
+      tasks.resize(slots);
+      sink_(std::move(surplus), /*stopping=*/true);
+    } else {
+      executor_->Unreserve(slots - got);
+    }
+    sink_(std::move(tasks), /*stopping=*/false);
+  }
+}
+
+}  // namespace conveyor::worker

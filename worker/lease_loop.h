@@ -1,0 +1,94 @@
+// LeaseLoop: the "fetcher" for one broker. Reserves the executor's free
+// slots, long-polls Lease for at most that many tasks of the worker's queues
+// and types in one call, and hands what it gets to the worker.
+//
+// Stop() ends leasing at once: it cancels a parked Lease call
+// (ClientContext::TryCancel on the loop's own WorkerService stub) and joins
+// the thread. A Lease answer that still arrives with tasks after Stop() began
+// is handed over with `stopping` = true, so that the worker gives the tasks
+// straight back (Release). If the broker grants tasks at the very moment the
+// cancel lands, gRPC drops the answer and those leases expire on the broker,
+// which then retries the tasks (spending one of their crash budget).
+//
+// PauseForDrain() (a heartbeat answer said the broker drains) stops leasing
+// from this broker; the loop looks again every `drain_recheck` (a draining
+// broker answers UNAVAILABLE; a restarted one serves again).
+//
+// Thread-safe.
+#ifndef CONVEYOR_WORKER_LEASE_LOOP_H_
+#define CONVEYOR_WORKER_LEASE_LOOP_H_
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "conveyor/v1/conveyor.grpc.pb.h"
+#include "grpcpp/channel.h"
+#include "grpcpp/client_context.h"
+#include "worker/executor.h"
+
+namespace conveyor::worker {
+
+struct LeaseLoopOptions {
+  std::string worker_id;
+  // For log lines.
+  std::string broker;
+  std::vector<std::string> queues;
+  // Only tasks of these types (the handlers the worker has).
+  std::vector<std::string> types;
+  // Long-poll wait of each Lease call.
+  absl::Duration wait = absl::Seconds(20);
+  // Added to `wait` for the call's deadline.
+  absl::Duration rpc_timeout = absl::Seconds(10);
+  // Backoff after a failed call: doubles from initial to max.
+  absl::Duration initial_backoff = absl::Milliseconds(100);
+  absl::Duration max_backoff = absl::Seconds(5);
+  absl::Duration drain_recheck = absl::Seconds(5);
+};
+
+class LeaseLoop {
+ public:
+  // Gets the leased tasks; must Run() one executor job per task to take
+  // `tasks.size()` of the reserved slots (the loop gives back the rest), or
+  // none at all when `stopping` (hand them back instead).
+  using TaskSink = std::function<void(std::vector<v1::LeasedTask> tasks, bool stopping)>;
+  enum class PollResult { kTasks, kEmpty, kError };
+  using PollObserver = std::function<void(PollResult result)>;
+
+  LeaseLoop(std::shared_ptr<grpc::Channel> channel, Executor* executor,
+            LeaseLoopOptions options, TaskSink sink, PollObserver observer = {});
+  ~LeaseLoop();
+  LeaseLoop(const LeaseLoop&) = delete;
+  LeaseLoop& operator=(const LeaseLoop&) = delete;
+
+  void Start();
+  void Stop();
+  void PauseForDrain();
+
+ private:
+  void ThreadMain();
+  // Sleeps up to `d`; false if stopping.
+  bool SleepFor(absl::Duration d);
+
+  std::unique_ptr<v1::WorkerService::Stub> stub_;
+  Executor* const executor_;
+  const LeaseLoopOptions options_;
+  const TaskSink sink_;
+  const PollObserver observer_;
+
+  absl::Mutex mu_;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Time paused_until_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  // The Lease call in flight, for TryCancel.
+  grpc::ClientContext* call_ ABSL_GUARDED_BY(mu_) = nullptr;
+  std::thread thread_;
+};
+
+}  // namespace conveyor::worker
+
+#endif  // CONVEYOR_WORKER_LEASE_LOOP_H_

@@ -1,0 +1,560 @@
+#include "worker/worker.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <exception>
+#include <thread>
+#include <utility>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "client/client.h"
+#include "common/clock.h"
+#include "common/grpc_util.h"
+#include "common/log.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/security/credentials.h"
+#include "prometheus/exposer.h"
+#include "worker/attempt.h"
+#include "worker/broker_rpc.h"
+#include "worker/deadline_timer.h"
+#include "worker/executor.h"
+#include "worker/heartbeater.h"
+#include "worker/lease_loop.h"
+#include "worker/metrics.h"
+#include "worker/outcome.h"
+#include "worker/reporter.h"
+
+namespace conveyor::worker {
+namespace {
+
+// LeaseRequest limits: at most 64 queue names, a worker id of 256 bytes.
+constexpr size_t kMaxQueues = 64;
+constexpr size_t kMaxWorkerIdBytes = 256;
+// A finished attempt's report is kept at least this long, even when its
+// lease (as last seen) has just run out: the broker still takes a report
+// with the current token until it grants a newer lease.
+constexpr absl::Duration kMinReportWindow = absl::Seconds(1);
+
+std::string DefaultWorkerId() {
+  char host[256] = {0};
+  if (gethostname(host, sizeof(host) - 1) != 0) host[0] = '\0';
+  return absl::StrCat(host[0] != '\0' ? host : "localhost", ":", getpid());
+}
+
+std::string Traceparent(const TaskInfo& t) {
+  auto it = t.headers.find("traceparent");
+  return it == t.headers.end() ? std::string() : it->second;
+}
+
+// A log line about one task: task id, queue, type, worker id and traceparent,
+// then up to four more fields.
+void LogTask(LogLevel level, std::string_view msg, const TaskInfo& t,
+             std::initializer_list<LogField> extra = {}) {
+  if (!LogEnabled(level)) return;
+  const std::string tp = Traceparent(t);
+#define CONVEYOR_TASK_FIELDS                                                         \
+  {"task_id", t.id}, {"queue", t.queue}, {"type", t.type}, {"worker_id", t.worker_id}, \
+      {"traceparent", tp}
+  const LogField* e = extra.begin();
+  switch (extra.size()) {
+    case 0: Log(level, msg, {CONVEYOR_TASK_FIELDS}); break;
+    case 1: Log(level, msg, {CONVEYOR_TASK_FIELDS, e[0]}); break;
+    case 2: Log(level, msg, {CONVEYOR_TASK_FIELDS, e[0], e[1]}); break;
+    case 3: Log(level, msg, {CONVEYOR_TASK_FIELDS, e[0], e[1], e[2]}); break;
+    default: Log(level, msg, {CONVEYOR_TASK_FIELDS, e[0], e[1], e[2], e[3]}); break;
+  }
+#undef CONVEYOR_TASK_FIELDS
+}
+
+// Moves the payload out of `t` (it may be large; it is not needed twice).
+TaskInfo InfoFromProto(v1::LeasedTask& t, const std::string& worker_id) {
+  TaskInfo info;
+  info.id = t.id();
+  info.queue = t.queue();
+  info.type = t.type();
+  info.payload = std::move(*t.mutable_payload());
+  info.headers.insert(t.headers().begin(), t.headers().end());
+  info.attempt = t.attempt();
+  info.max_attempts = t.max_attempts();
+  info.token = t.token();
+  info.deadline = FromProto(t.deadline(), absl::InfiniteFuture());
+  info.timeout = FromProto(t.timeout());
+  info.worker_id = worker_id;
+  return info;
+}
+
+Report ReportFor(const TaskInfo& t, AttemptOutcome o, absl::Time drop_at) {
+  Report r;
+  switch (o.kind) {
+    case ReportKind::kComplete: r.kind = Report::Kind::kComplete; break;
+    case ReportKind::kFail: r.kind = Report::Kind::kFail; break;
+    case ReportKind::kRelease:
+    case ReportKind::kNone: r.kind = Report::Kind::kRelease; break;
+  }
+  r.task_id = t.id;
+  r.token = t.token;
+  r.result = std::move(o.result);
+  r.error = std::move(o.error);
+  r.reason = std::move(o.reason);
+  r.retryable = o.retryable;
+  r.drop_at = drop_at;
+  r.queue = t.queue;
+  r.type = t.type;
+  r.traceparent = Traceparent(t);
+  return r;
+}
+
+}  // namespace
+
+// Everything the worker holds for one broker.
+struct BrokerSession {
+  int index = 0;
+  std::string address;
+  std::shared_ptr<grpc::Channel> channel;
+  std::unique_ptr<client::Client> client;
+  std::unique_ptr<ClientBrokerRpc> rpc;
+  std::unique_ptr<Heartbeater> heartbeater;
+  std::unique_ptr<Reporter> reporter;
+  std::unique_ptr<LeaseLoop> lease_loop;
+};
+
+class Worker::Impl {
+ public:
+  explicit Impl(WorkerOptions options)
+      : options_(std::move(options)), limiter_(RealClock::Get()) {
+    if (options_.worker_id.empty()) options_.worker_id = DefaultWorkerId();
+    if (options_.concurrency <= 0) {
+      options_.concurrency = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+    }
+  }
+
+  ~Impl() { Shutdown(); }
+
+  absl::Status Register(std::string type, Handler handler) {
+    if (type.empty()) return absl::InvalidArgumentError("Register: the task type is empty");
+    if (!handler) {
+      return absl::InvalidArgumentError(absl::StrCat("Register(\"", type, "\"): no handler"));
+    }
+    absl::MutexLock lock(&mu_);
+    if (state_ != State::kNew) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("Register(\"", type, "\"): the worker has already started"));
+    }
+    if (handlers_.contains(type)) {
+      return absl::AlreadyExistsError(
+          absl::StrCat("Register(\"", type, "\"): the type already has a handler"));
+    }
+    handlers_.emplace(std::move(type), std::move(handler));
+    return absl::OkStatus();
+  }
+
+  absl::Status Start();
+  void Shutdown();
+
+  const std::string& worker_id() const { return options_.worker_id; }
+
+  int metrics_port() const {
+    absl::MutexLock lock(&mu_);
+    return metrics_port_;
+  }
+
+  std::vector<std::string> types() const {
+    absl::MutexLock lock(&mu_);
+    std::vector<std::string> out;
+    out.reserve(handlers_.size());
+    for (const auto& [type, h] : handlers_) out.push_back(type);
+    std::sort(out.begin(), out.end());
+    return out;
+  }
+
+ private:
+  enum class State { kNew, kRunning, kStopped };
+
+  absl::Status Validate() const;
+  absl::Status StartMetrics();
+  void StartSession(int index, const std::string& address, const std::vector<std::string>& types);
+  // LeaseLoop's sink: runs (or, when stopping, hands back) leased tasks.
+  void OnLeased(BrokerSession* s, std::vector<v1::LeasedTask> tasks, bool stopping);
+  // One attempt, on an executor thread.
+  void Process(BrokerSession* s, const std::shared_ptr<Attempt>& attempt, const Handler& handler);
+  // Drain step 3: cancels what still runs and waits; abandons what is stuck.
+  void CancelAndWait();
+
+  WorkerOptions options_;
+  RateLimiter limiter_;
+  DeadlineTimer timer_;
+  std::unique_ptr<WorkerMetrics> metrics_;
+  std::unique_ptr<prometheus::Exposer> exposer_;
+  std::unique_ptr<Executor> executor_;
+  // Built by Start, then only read.
+  std::vector<std::unique_ptr<BrokerSession>> sessions_;
+
+  mutable absl::Mutex mu_;
+  State state_ ABSL_GUARDED_BY(mu_) = State::kNew;
+  // Written by Register before Start, read-only after.
+  absl::flat_hash_map<std::string, Handler> handlers_ ABSL_GUARDED_BY(mu_);
+  int metrics_port_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+absl::Status Worker::Impl::Validate() const {
+  if (options_.brokers.empty()) {
+    return absl::InvalidArgumentError("no broker: give at least one --broker host:port");
+  }
+  for (const std::string& b : options_.brokers) {
+    if (b.empty()) return absl::InvalidArgumentError("--broker: an empty address");
+  }
+  if (options_.queues.empty()) {
+    return absl::InvalidArgumentError("no queue: give at least one --queue to serve");
+  }
+  if (options_.queues.size() > kMaxQueues) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--queue: ", options_.queues.size(), " queues; a worker serves at most ", kMaxQueues));
+  }
+  for (const std::string& q : options_.queues) {
+    if (q.empty()) return absl::InvalidArgumentError("--queue: an empty queue name");
+  }
+  if (options_.worker_id.size() > kMaxWorkerIdBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("--worker-id: ", options_.worker_id.size(),
+                                                   " bytes; at most ", kMaxWorkerIdBytes));
+  }
+  if (options_.grace < absl::ZeroDuration() || options_.cancel_wait < absl::ZeroDuration() ||
+      options_.heartbeat_interval < absl::ZeroDuration() ||
+      options_.lease_wait < absl::ZeroDuration() || options_.rpc_timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        "durations (grace, heartbeat interval, lease wait, rpc timeout) must not be negative");
+  }
+  if (options_.lease_wait > absl::Seconds(60)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "lease wait ", absl::FormatDuration(options_.lease_wait), ": at most 60s"));
+  }
+  if (options_.max_pending_reports == 0 || options_.report_batch == 0) {
+    return absl::InvalidArgumentError("max_pending_reports and report_batch must be positive");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Worker::Impl::StartMetrics() {
+  if (options_.metrics_addr.empty()) return absl::OkStatus();
+  try {
+    // prometheus-cpp reports bind failures by exception; it is caught here,
+    // at the library's edge, and becomes a status.
+    exposer_ = std::make_unique<prometheus::Exposer>(options_.metrics_addr);
+  } catch (const std::exception& e) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot serve metrics on ", options_.metrics_addr, ": ", e.what()));
+  }
+  exposer_->RegisterCollectable(metrics_->registry());
+  std::vector<int> ports = exposer_->GetListeningPorts();
+  absl::MutexLock lock(&mu_);
+  metrics_port_ = ports.empty() ? 0 : ports.front();
+  return absl::OkStatus();
+}
+
+absl::Status Worker::Impl::Start() {
+  std::vector<std::string> types;
+  {
+    absl::MutexLock lock(&mu_);
+    if (state_ != State::kNew) {
+      return absl::FailedPreconditionError("Start: the worker has already started");
+    }
+    if (handlers_.empty()) {
+      return absl::InvalidArgumentError("no handler: register at least one task type");
+    }
+    for (const auto& [type, h] : handlers_) types.push_back(type);
+  }
+  std::sort(types.begin(), types.end());
+  if (absl::Status s = Validate(); !s.ok()) return s;
+
+  metrics_ = std::make_unique<WorkerMetrics>(static_cast<int>(options_.brokers.size()));
+  if (absl::Status s = StartMetrics(); !s.ok()) return s;
+  for (const RateLimit& limit : options_.rate_limits) limiter_.SetLimit(limit);
+
+  WorkerMetrics* metrics = metrics_.get();
+  executor_ = std::make_unique<Executor>(
+      options_.concurrency, [metrics](int busy, int free) { metrics->Slots(busy, free); });
+  executor_->Start();
+  timer_.Start();
+  for (size_t i = 0; i < options_.brokers.size(); ++i) {
+    StartSession(static_cast<int>(i), options_.brokers[i], types);
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    state_ = State::kRunning;
+  }
+  std::string brokers, queues;
+  for (const auto& b : options_.brokers) absl::StrAppend(&brokers, brokers.empty() ? "" : ",", b);
+  for (const auto& q : options_.queues) absl::StrAppend(&queues, queues.empty() ? "" : ",", q);
+  std::string type_list;
+  for (const auto& t : types) absl::StrAppend(&type_list, type_list.empty() ? "" : ",", t);
+  LogInfo("worker started", {{"worker_id", options_.worker_id},
+                             {"brokers", brokers},
+                             {"queues", queues},
+                             {"types", type_list},
+                             {"concurrency", options_.concurrency},
+                             {"metrics_port", metrics_port()}});
+  return absl::OkStatus();
+}
+
+void Worker::Impl::StartSession(int index, const std::string& address,
+                                const std::vector<std::string>& types) {
+  auto s = std::make_unique<BrokerSession>();
+  BrokerSession* raw = s.get();
+  WorkerMetrics* metrics = metrics_.get();
+  s->index = index;
+  s->address = address;
+  s->channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+  client::ClientOptions copts;
+  copts.address = address;
+  copts.timeout = options_.rpc_timeout;
+  s->client = std::make_unique<client::Client>(s->channel, copts);
+  s->rpc = std::make_unique<ClientBrokerRpc>(s->client.get());
+  auto connected = [metrics, index](bool ok) { metrics->Connected(index, ok); };
+
+  ReporterOptions ropts;
+  ropts.max_batch = options_.report_batch;
+  ropts.flush_delay = options_.report_flush_delay;
+  ropts.max_pending = options_.max_pending_reports;
+  ropts.worker_id = options_.worker_id;
+  ropts.broker = address;
+  s->reporter = std::make_unique<Reporter>(s->rpc.get(), ropts, RealClock::Get(), connected);
+
+  HeartbeaterOptions hopts;
+  hopts.worker_id = options_.worker_id;
+  hopts.broker = address;
+  hopts.interval = options_.heartbeat_interval;
+  s->heartbeater = std::make_unique<Heartbeater>(
+      s->rpc.get(), hopts, RealClock::Get(),
+      [raw] {
+        if (raw->lease_loop != nullptr) raw->lease_loop->PauseForDrain();
+      },
+      connected);
+
+  LeaseLoopOptions lopts;
+  lopts.worker_id = options_.worker_id;
+  lopts.broker = address;
+  lopts.queues = options_.queues;
+  lopts.types = types;
+  lopts.wait = options_.lease_wait > absl::ZeroDuration() ? options_.lease_wait
+               : options_.brokers.size() > 1             ? absl::Seconds(2)
+                                                         : absl::Seconds(20);
+  lopts.rpc_timeout = options_.rpc_timeout;
+  s->lease_loop = std::make_unique<LeaseLoop>(
+      s->channel, executor_.get(), lopts,
+      [this, raw](std::vector<v1::LeasedTask> tasks, bool stopping) {
+        OnLeased(raw, std::move(tasks), stopping);
+      },
+      [metrics, index](LeaseLoop::PollResult r) {
+        switch (r) {
+          case LeaseLoop::PollResult::kTasks:
+            metrics->Poll(WorkerMetrics::PollResult::kTasks);
+            break;
+          case LeaseLoop::PollResult::kEmpty:
+            metrics->Poll(WorkerMetrics::PollResult::kEmpty);
+            break;
+          case LeaseLoop::PollResult::kError:
+            metrics->Poll(WorkerMetrics::PollResult::kError);
+            break;
+        }
+        metrics->Connected(index, r != LeaseLoop::PollResult::kError);
+      });
+
+  s->reporter->Start();
+  s->heartbeater->Start();
+  sessions_.push_back(std::move(s));
+  raw->lease_loop->Start();
+}
+
+void Worker::Impl::OnLeased(BrokerSession* s, std::vector<v1::LeasedTask> tasks, bool stopping) {
+  const absl::Time now = absl::Now();
+  for (v1::LeasedTask& t : tasks) {
+    TaskInfo info = InfoFromProto(t, options_.worker_id);
+    const absl::Time lease_expires_at = FromProto(t.lease_expires_at(), now);
+    Handler handler;
+    if (!stopping) {
+      absl::MutexLock lock(&mu_);
+      auto it = handlers_.find(info.type);
+      if (it != handlers_.end()) handler = it->second;
+    }
+    if (!handler) {
+      // Draining (or, defensively, a type this worker never asked for): give
+      // it straight back without spending anything.
+      LogTask(LogLevel::kInfo, stopping ? "handing back a task leased while draining"
+                                        : "no handler for the task type; handing it back",
+              info);
+      AttemptOutcome release;
+      release.kind = ReportKind::kRelease;
+      s->reporter->Add(ReportFor(info, std::move(release),
+                                 std::max(lease_expires_at, now + kMinReportWindow)));
+      if (!stopping) executor_->Unreserve(1);
+      continue;
+    }
+    auto attempt = std::make_shared<Attempt>(
+        std::move(info), lease_expires_at,
+        std::max(absl::ZeroDuration(), lease_expires_at - now), now);
+    s->heartbeater->Track(attempt);
+    executor_->Run([this, s, attempt, handler = std::move(handler)] {
+      Process(s, attempt, handler);
+    });
+  }
+}
+
+void Worker::Impl::Process(BrokerSession* s, const std::shared_ptr<Attempt>& attempt,
+                           const Handler& handler) {
+  const TaskInfo& t = attempt->task();
+  LogTask(LogLevel::kInfo, "task started",
+          t, {{"attempt", t.attempt},
+              {"max_attempts", t.max_attempts},
+              {"token", static_cast<unsigned long long>(t.token)},
+              {"deadline", absl::FormatTime(absl::RFC3339_full, t.deadline, absl::UTCTimeZone())}});
+  const DeadlineTimer::Key deadline =
+      timer_.Add(t.deadline, [attempt] { attempt->Cancel(CancelReason::kTimeout); });
+
+  absl::StatusOr<std::string> answer;
+  if (!limiter_.Acquire(t.type, attempt->cancellation())) {
+    answer = absl::CancelledError("cancelled while waiting for a rate-limit token");
+  } else {
+    HandlerContext ctx(t, &attempt->cancellation(),
+                       [attempt](double percent, std::string message) {
+                         attempt->SetProgress(percent, std::move(message));
+                       });
+    answer = handler(ctx);
+  }
+  // A draining worker that gave up on this handler has already released the
+  // task and may be gone: touch nothing but the attempt then.
+  if (!attempt->TryFinish()) return;
+
+  timer_.Remove(deadline);
+  s->heartbeater->Untrack(*attempt);
+  const absl::Time now = absl::Now();
+  AttemptFacts facts;
+  facts.cancel = attempt->cancellation().reason();
+  facts.lease_lost = attempt->lease_lost();
+  facts.past_deadline = now >= t.deadline;
+  facts.timeout = t.timeout;
+  AttemptOutcome outcome = DecideOutcome(std::move(answer), facts);
+  const absl::Duration took = now - attempt->received_at();
+  metrics_->TaskFinished(t.queue, outcome.label, took);
+
+  const LogLevel level = outcome.kind == ReportKind::kComplete ? LogLevel::kInfo
+                         : outcome.kind == ReportKind::kNone   ? LogLevel::kWarning
+                                                               : LogLevel::kInfo;
+  LogTask(level, "task finished", t,
+          {{"outcome", outcome.label},
+           {"duration_ms", static_cast<long long>(absl::ToInt64Milliseconds(took))},
+           {"reason", outcome.reason},
+           {"error", outcome.error}});
+  if (outcome.kind == ReportKind::kNone) return;
+  s->reporter->Add(ReportFor(t, std::move(outcome),
+                             std::max(attempt->lease_expires_at(), now + kMinReportWindow)));
+}
+
+void Worker::Impl::CancelAndWait() {
+  size_t cancelled = 0;
+  for (auto& s : sessions_) cancelled += s->heartbeater->CancelAll(CancelReason::kShutdown);
+  LogInfo("grace period over; cancelling and handing back running tasks",
+          {{"worker_id", options_.worker_id}, {"tasks", static_cast<unsigned long>(cancelled)}});
+  if (executor_->WaitIdle(options_.cancel_wait)) return;
+  // Handlers that ignore their cancellation: release their tasks on their
+  // behalf; whatever they return later is dropped (Attempt::TryAbandon).
+  const absl::Time now = absl::Now();
+  for (auto& s : sessions_) {
+    for (const std::shared_ptr<Attempt>& a : s->heartbeater->Tracked()) {
+      if (!a->TryAbandon()) continue;
+      s->heartbeater->Untrack(*a);
+      LogTask(LogLevel::kWarning, "handler did not stop after cancellation; releasing its task",
+              a->task());
+      metrics_->TaskFinished(a->task().queue, "released", now - a->received_at());
+      AttemptOutcome release;
+      release.kind = ReportKind::kRelease;
+      s->reporter->Add(ReportFor(a->task(), std::move(release),
+                                 std::max(a->lease_expires_at(), now + kMinReportWindow)));
+    }
+  }
+}
+
+void Worker::Impl::Shutdown() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (state_ != State::kRunning) {
+      state_ = State::kStopped;
+      return;
+    }
+    state_ = State::kStopped;
+  }
+  metrics_->Draining(true);
+  LogInfo("draining", {{"worker_id", options_.worker_id},
+                       {"running", executor_->busy()},
+                       {"grace", absl::FormatDuration(options_.grace)}});
+  // 1. No new leases.
+  for (auto& s : sessions_) s->lease_loop->Stop();
+  // 2. Running attempts may finish within the grace period.
+  bool idle = executor_->WaitIdle(options_.grace);
+  // 3. Cancel the rest; they are handed back.
+  if (!idle) CancelAndWait();
+  idle = executor_->busy() == 0;
+  // 4. Leases need no more heartbeats.
+  for (auto& s : sessions_) s->heartbeater->Stop();
+  // 5. Deliver what is left.
+  size_t dropped = 0;
+  for (auto& s : sessions_) dropped += s->reporter->Stop(options_.report_flush_timeout);
+  // 6. The rest.
+  timer_.Stop();
+  if (idle) {
+    executor_->Stop();
+  } else {
+    // Abandoned handlers still hold pool threads: joining them could block
+    // forever, so the pool is left to them (the process is about to exit).
+    LogWarning("leaving stuck handler threads behind", {{"worker_id", options_.worker_id}});
+    executor_.release();  // NOLINT: deliberately leaked, see above
+  }
+  exposer_.reset();
+  LogInfo("drained", {{"worker_id", options_.worker_id},
+                      {"reports_dropped", static_cast<unsigned long>(dropped)}});
+}
+
+Worker::Worker(WorkerOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
+
+Worker::~Worker() = default;
+
+absl::Status Worker::Register(std::string type, Handler handler) {
+  return impl_->Register(std::move(type), std::move(handler));
+}
+
+absl::Status Worker::Start() { return impl_->Start(); }
+
+void Worker::Shutdown() { impl_->Shutdown(); }
+
+absl::Status Worker::Run() {
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+  if (absl::Status s = Start(); !s.ok()) return s;
+  int sig = 0;
+  sigwait(&stop_signals, &sig);
+  LogInfo("stop signal received", {{"signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"}});
+  std::thread([stop_signals] {
+    int again = 0;
+    sigwait(&stop_signals, &again);
+    LogWarning("second stop signal: exiting without finishing the drain");
+    _exit(1);
+  }).detach();
+  Shutdown();
+  return absl::OkStatus();
+}
+
+const std::string& Worker::worker_id() const { return impl_->worker_id(); }
+
+int Worker::metrics_port() const { return impl_->metrics_port(); }
+
+std::vector<std::string> Worker::types() const { return impl_->types(); }
+
+}  // namespace conveyor::worker
