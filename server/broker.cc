@@ -7,6 +7,9 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
+#include "common/log.h"
+#include "server/journal_codec.h"
 
 namespace conveyor::server {
 namespace {
@@ -86,8 +89,9 @@ struct Broker::Watcher {
   WatchCallback callback;
 };
 
-Broker::Broker(BrokerOptions options, const Clock* clock, BrokerListener* listener)
-    : options_(std::move(options)), clock_(clock), listener_(listener) {}
+Broker::Broker(BrokerOptions options, const Clock* clock, BrokerListener* listener,
+               journal::Journal* journal)
+    : options_(std::move(options)), clock_(clock), listener_(listener), journal_(journal) {}
 
 Broker::~Broker() {
   absl::MutexLock lock(&mu_);
@@ -315,6 +319,7 @@ absl::StatusOr<Queue*> Broker::QueueForSubmit(absl::string_view name) {
   auto queue = std::make_unique<Queue>(std::move(config));
   Queue* raw = queue.get();
   queues_.emplace(raw->name(), std::move(queue));
+  PersistQueue(*raw);
   return raw;
 }
 
@@ -371,16 +376,32 @@ absl::StatusOr<SubmitResult> Broker::SubmitLocked(TaskSpec& spec, Queue* queue,
   task->state = TaskState::kScheduled;
   queue->CountIn(TaskState::kScheduled);
   ++change_seq_;
-  if (listener_ != nullptr) listener_->OnSubmitted(*queue, *task);
-  if (spec.expires_at != absl::InfiniteFuture()) {
-    PushTimer(spec.expires_at, kExpire, id.value(), 0);
-  }
   if (spec.not_before != absl::InfinitePast() && spec.not_before > now) {
-    Schedule(task, spec.not_before);
+    task->set_not_before(spec.not_before);
+  }
+  if (listener_ != nullptr) listener_->OnSubmitted(*queue, *task);
+  if (journal_ != nullptr) {
+    // Leaseable only once its record is durable (BatchDone activates it).
+    task->pending_durable = true;
+    batch_.push_back(EncodeSubmitted(*task, type_names_[task->type_id()]));
+    batch_submitted_.push_back(id.value());
+  } else {
+    Activate(task, after);
+  }
+  return SubmitResult{Snapshot(*task, /*with_payload=*/false), false};
+}
+
+void Broker::Activate(Task* task, Deferred& after) {
+  task->pending_durable = false;
+  const TaskExtra* x = task->extra();
+  if (x != nullptr && x->expires_at != absl::InfiniteFuture()) {
+    PushTimer(x->expires_at, kExpire, task->id().value(), 0);
+  }
+  if (x != nullptr && x->not_before != absl::InfinitePast() && x->not_before > clock_->Now()) {
+    Schedule(task, x->not_before);
   } else {
     MakeReady(task, after);
   }
-  return SubmitResult{Snapshot(*task, /*with_payload=*/false), false};
 }
 
 WaitId Broker::Submit(TaskSpec spec, absl::Time deadline, SubmitCallback done) {
@@ -415,10 +436,18 @@ WaitId Broker::Submit(TaskSpec spec, absl::Time deadline, SubmitCallback done) {
       }
     }
     if (wait_id == 0) {
-      after.push_back([done = std::move(done), result = std::move(result)]() mutable {
-        done(std::move(result));
-      });
+      if (result.ok()) {
+        OnCommit([done = std::move(done), result = std::move(result)](absl::Status s) mutable {
+          if (!s.ok()) result = s;
+          done(std::move(result));
+        });
+      } else {
+        after.push_back([done = std::move(done), result = std::move(result)]() mutable {
+          done(std::move(result));
+        });
+      }
     }
+    Commit(after);
   }
   Run(after);
   return wait_id;
@@ -426,8 +455,9 @@ WaitId Broker::Submit(TaskSpec spec, absl::Time deadline, SubmitCallback done) {
 
 absl::StatusOr<SubmitResult> Broker::SubmitNow(TaskSpec spec) {
   if (absl::Status s = ValidateSpec(spec, clock_->Now()); !s.ok()) return s;
-  Deferred after;
+  absl::Notification done;
   absl::StatusOr<SubmitResult> result;
+  Deferred after;
   {
     absl::MutexLock lock(&mu_);
     if (draining_) {
@@ -435,26 +465,52 @@ absl::StatusOr<SubmitResult> Broker::SubmitNow(TaskSpec spec) {
           "the broker is draining; submit to another broker or retry later");
     }
     absl::StatusOr<Queue*> queue = QueueForSubmit(spec.queue);
-    if (!queue.ok()) return queue.status();
-    bool must_wait = false;
-    result = SubmitLocked(spec, *queue, /*allow_wait=*/false, &must_wait, after);
+    if (!queue.ok()) {
+      result = queue.status();
+    } else {
+      bool must_wait = false;
+      result = SubmitLocked(spec, *queue, /*allow_wait=*/false, &must_wait, after);
+    }
+    if (result.ok()) {
+      OnCommit([&result, &done](absl::Status s) {
+        if (!s.ok()) result = s;
+        done.Notify();
+      });
+    } else {
+      done.Notify();
+    }
+    Commit(after);
   }
   Run(after);
+  done.WaitForNotification();
   return result;
 }
 
 absl::StatusOr<std::vector<absl::StatusOr<SubmitResult>>> Broker::SubmitBatch(
     std::vector<TaskSpec> specs) {
+  absl::Notification done;
+  absl::StatusOr<std::vector<absl::StatusOr<SubmitResult>>> out;
+  SubmitBatch(std::move(specs),
+              [&](absl::StatusOr<std::vector<absl::StatusOr<SubmitResult>>> r) {
+                out = std::move(r);
+                done.Notify();
+              });
+  done.WaitForNotification();
+  return out;
+}
+
+void Broker::SubmitBatch(std::vector<TaskSpec> specs, BatchCallback done) {
   if (specs.size() > options_.max_batch_count) {
-    return Invalid("tasks", absl::StrCat("holds ", specs.size(),
-                                         " tasks; the limit is ", options_.max_batch_count,
-                                         " (--max-batch-count)"));
+    done(Invalid("tasks", absl::StrCat("holds ", specs.size(), " tasks; the limit is ",
+                                       options_.max_batch_count, " (--max-batch-count)")));
+    return;
   }
   size_t bytes = 0;
   for (const TaskSpec& s : specs) bytes += s.payload.size();
   if (bytes > options_.max_batch_bytes) {
-    return Invalid("tasks", absl::StrCat("carry ", bytes, " payload bytes; the limit is ",
-                                         options_.max_batch_bytes, " (--max-batch-bytes)"));
+    done(Invalid("tasks", absl::StrCat("carry ", bytes, " payload bytes; the limit is ",
+                                       options_.max_batch_bytes, " (--max-batch-bytes)")));
+    return;
   }
   std::vector<absl::StatusOr<SubmitResult>> out;
   out.reserve(specs.size());
@@ -482,9 +538,18 @@ absl::StatusOr<std::vector<absl::StatusOr<SubmitResult>>> Broker::SubmitBatch(
       bool must_wait = false;
       out.push_back(SubmitLocked(specs[i], *queue, /*allow_wait=*/false, &must_wait, after));
     }
+    // One journal write for the whole batch; the answer waits for it.
+    OnCommit([done = std::move(done), out = std::move(out)](absl::Status s) mutable {
+      if (!s.ok()) {
+        for (auto& item : out) {
+          if (item.ok()) item = s;
+        }
+      }
+      done(std::move(out));
+    });
+    Commit(after);
   }
   Run(after);
-  return out;
 }
 
 // ───────────────────────────── transitions ─────────────────────────────
@@ -511,8 +576,15 @@ LeasedTask Broker::Grant(Task* task, absl::string_view worker_id, Deferred& afte
   Queue* queue = task->queue();
   queue->PopReady(*task);
   SetState(task, TaskState::kRunning);
-  ++task->token;
+  // Tokens of an earlier epoch (before a restart) are all smaller than any
+  // of this one, so none is ever issued twice.
+  if ((task->token >> 32) < epoch_) {
+    task->token = (uint64_t{epoch_} << 32) | 1;
+  } else {
+    ++task->token;
+  }
   TaskExtra& x = task->mutable_extra();
+  x.lease_lapsed = false;
   x.worker_id = std::string(worker_id);
   x.started_at = now;
   x.lease_expires_at = now + queue->config().lease_duration;
@@ -578,6 +650,7 @@ void Broker::RetryOrDie(Task* task, std::string error, bool retryable, Deferred&
     Schedule(task, clock_->Now() + delay);
     NotifyWatchers(*task, /*final=*/false, after);
   }
+  PersistTask(*task);
 }
 
 void Broker::End(Task* task, TaskState state, Deferred& after) {
@@ -592,6 +665,7 @@ void Broker::End(Task* task, TaskState state, Deferred& after) {
   }
   SetState(task, state);
   TaskExtra& x = task->mutable_extra();
+  x.lease_lapsed = false;
   x.finished_at = now;
   x.lease_expires_at = absl::InfinitePast();
   task->set_ended_stamp(static_cast<int64_t>(++end_counter_));
@@ -600,6 +674,7 @@ void Broker::End(Task* task, TaskState state, Deferred& after) {
   PushTimer(now + queue->config().result_ttl, kRetention, task->id().value(),
             task->ended_stamp());
   if (listener_ != nullptr) listener_->OnEnded(*queue, *task);
+  PersistTask(*task);
   NotifyWatchers(*task, /*final=*/true, after);
   if (was_active) ServeSubmitWaiters(queue, after);
   EnforceRetention(queue, after);
@@ -797,6 +872,7 @@ WaitId Broker::Lease(LeaseRequest request, LeaseCallback done) {
                                             LeaseWaiter{std::move(request), std::move(done)}));
       }
     }
+    Commit(after);
   }
   Run(after);
   return wait_id;
@@ -835,7 +911,8 @@ void Broker::ServeSubmitWaiters(Queue* queue, Deferred& after) {
     bool must_wait = false;
     absl::StatusOr<SubmitResult> result =
         SubmitLocked(w->spec, queue, /*allow_wait=*/false, &must_wait, after);
-    after.push_back([done = std::move(w->done), result = std::move(result)]() mutable {
+    OnCommit([done = std::move(w->done), result = std::move(result)](absl::Status s) mutable {
+      if (!s.ok() && result.ok()) result = s;
       done(std::move(result));
     });
   }
@@ -871,6 +948,24 @@ std::vector<HeartbeatOutcome> Broker::Heartbeat(absl::string_view worker_id,
         continue;
       }
       Task* task = *found;
+      if (task->state == TaskState::kReady && task->extra() != nullptr &&
+          task->extra()->lease_lapsed) {
+        // Its lease expired but nobody leased it again: the worker is alive
+        // after all (the current token proves it), so it gets the lease back
+        // and the crash it was charged is refunded.
+        task->queue()->RemoveReady(*task);
+        SetState(task, TaskState::kRunning);
+        if (task->crashes > 0) --task->crashes;
+        TaskExtra& x = task->mutable_extra();
+        x.error.clear();
+        x.lease_lapsed = false;
+        x.lease_expires_at = now;  // extended below
+        PushTimer(std::min(now + task->queue()->config().lease_duration,
+                           x.attempt_deadline + options_.timeout_grace),
+                  kLeaseCheck, task->id().value(), static_cast<int64_t>(task->token));
+        PersistTask(*task);
+        NotifyWatchers(*task, /*final=*/false, after);
+      }
       if (task->state != TaskState::kRunning) {
         o.status = absl::FailedPreconditionError(absl::StrCat(
             "task ", item.id.ToString(), " is ", TaskStateName(task->state),
@@ -895,12 +990,14 @@ std::vector<HeartbeatOutcome> Broker::Heartbeat(absl::string_view worker_id,
       o.cancel = task->cancel_requested;
       o.lease_expires_at = x.lease_expires_at;
     }
+    Commit(after);
   }
   Run(after);
   return out;
 }
 
-std::vector<absl::Status> Broker::Complete(const std::vector<CompleteItem>& items) {
+std::vector<absl::Status> Broker::Complete(const std::vector<CompleteItem>& items,
+                                           Ticket* ticket) {
   std::vector<absl::Status> out(items.size());
   Deferred after;
   {
@@ -942,12 +1039,14 @@ std::vector<absl::Status> Broker::Complete(const std::vector<CompleteItem>& item
       task->mutable_extra().error.clear();
       End(task, TaskState::kSucceeded, after);
     }
+    Ticket t = Commit(after);
+    if (ticket != nullptr) *ticket = t;
   }
   Run(after);
   return out;
 }
 
-std::vector<absl::Status> Broker::Fail(const std::vector<FailItem>& items) {
+std::vector<absl::Status> Broker::Fail(const std::vector<FailItem>& items, Ticket* ticket) {
   std::vector<absl::Status> out(items.size());
   Deferred after;
   {
@@ -994,12 +1093,15 @@ std::vector<absl::Status> Broker::Fail(const std::vector<FailItem>& items) {
       // A retryable failure of a task that is already waiting again changes
       // nothing: it was requeued (or this report is a repeat).
     }
+    Ticket t = Commit(after);
+    if (ticket != nullptr) *ticket = t;
   }
   Run(after);
   return out;
 }
 
-std::vector<absl::Status> Broker::Release(const std::vector<ReleaseItem>& items) {
+std::vector<absl::Status> Broker::Release(const std::vector<ReleaseItem>& items,
+                                          Ticket* ticket) {
   std::vector<absl::Status> out(items.size());
   Deferred after;
   {
@@ -1032,6 +1134,8 @@ std::vector<absl::Status> Broker::Release(const std::vector<ReleaseItem>& items)
         MakeReady(task, after);
       }
     }
+    Ticket t = Commit(after);
+    if (ticket != nullptr) *ticket = t;
   }
   Run(after);
   return out;
@@ -1046,7 +1150,7 @@ absl::StatusOr<TaskInfo> Broker::GetTask(TaskId id) const {
   return Snapshot(*task, /*with_payload=*/true);
 }
 
-absl::StatusOr<TaskInfo> Broker::CancelTask(TaskId id) {
+absl::StatusOr<TaskInfo> Broker::CancelTask(TaskId id, Ticket* ticket) {
   Deferred after;
   absl::StatusOr<TaskInfo> out;
   {
@@ -1061,6 +1165,7 @@ absl::StatusOr<TaskInfo> Broker::CancelTask(TaskId id) {
       if (!task->cancel_requested) {
         task->cancel_requested = true;
         ++change_seq_;
+        PersistTask(*task);
         NotifyWatchers(*task, /*final=*/false, after);
       }
       out = Snapshot(*task, /*with_payload=*/false);
@@ -1079,6 +1184,8 @@ absl::StatusOr<TaskInfo> Broker::CancelTask(TaskId id) {
       }
       out = std::move(info);
     }
+    Ticket t = Commit(after);
+    if (ticket != nullptr) *ticket = t;
   }
   Run(after);
   return out;
@@ -1181,7 +1288,8 @@ QueueInfo Broker::InfoOf(const Queue& queue) const {
   return info;
 }
 
-absl::StatusOr<QueueInfo> Broker::CreateQueue(const QueueConfig& config, bool paused) {
+absl::StatusOr<QueueInfo> Broker::CreateQueue(const QueueConfig& config, bool paused,
+                                              Ticket* ticket) {
   if (absl::Status s = ValidateQueueConfig(config); !s.ok()) return s;
   Deferred after;
   QueueInfo info;
@@ -1200,13 +1308,17 @@ absl::StatusOr<QueueInfo> Broker::CreateQueue(const QueueConfig& config, bool pa
     queue->paused = paused;
     Queue* raw = queue.get();
     queues_.emplace(config.name, std::move(queue));
+    PersistQueue(*raw);
     info = InfoOf(*raw);
+    Ticket t = Commit(after);
+    if (ticket != nullptr) *ticket = t;
   }
+  Run(after);
   return info;
 }
 
 absl::StatusOr<QueueInfo> Broker::UpdateQueue(absl::string_view name,
-                                              const QueueUpdate& u) {
+                                              const QueueUpdate& u, Ticket* ticket) {
   Deferred after;
   QueueInfo info;
   {
@@ -1225,9 +1337,12 @@ absl::StatusOr<QueueInfo> Broker::UpdateQueue(absl::string_view name,
     if (u.retained) c.retained = *u.retained;
     if (absl::Status s = ValidateQueueConfig(c); !s.ok()) return s;
     queue->mutable_config() = std::move(c);
+    PersistQueue(*queue);
     ServeSubmitWaiters(queue, after);
     EnforceRetention(queue, after);
     info = InfoOf(*queue);
+    Ticket t = Commit(after);
+    if (ticket != nullptr) *ticket = t;
   }
   Run(after);
   return info;
@@ -1248,15 +1363,24 @@ std::vector<QueueInfo> Broker::ListQueues() const {
   return out;
 }
 
-absl::StatusOr<QueueInfo> Broker::PauseQueue(absl::string_view name) {
-  absl::MutexLock lock(&mu_);
-  absl::StatusOr<Queue*> queue = FindQueue(name);
-  if (!queue.ok()) return queue.status();
-  (*queue)->paused = true;
-  return InfoOf(**queue);
+absl::StatusOr<QueueInfo> Broker::PauseQueue(absl::string_view name, Ticket* ticket) {
+  Deferred after;
+  QueueInfo info;
+  {
+    absl::MutexLock lock(&mu_);
+    absl::StatusOr<Queue*> queue = FindQueue(name);
+    if (!queue.ok()) return queue.status();
+    (*queue)->paused = true;
+    PersistQueue(**queue);
+    info = InfoOf(**queue);
+    Ticket t = Commit(after);
+    if (ticket != nullptr) *ticket = t;
+  }
+  Run(after);
+  return info;
 }
 
-absl::StatusOr<QueueInfo> Broker::ResumeQueue(absl::string_view name) {
+absl::StatusOr<QueueInfo> Broker::ResumeQueue(absl::string_view name, Ticket* ticket) {
   Deferred after;
   QueueInfo info;
   {
@@ -1264,14 +1388,17 @@ absl::StatusOr<QueueInfo> Broker::ResumeQueue(absl::string_view name) {
     absl::StatusOr<Queue*> queue = FindQueue(name);
     if (!queue.ok()) return queue.status();
     (*queue)->paused = false;
+    PersistQueue(**queue);
     ServeLeaseWaiters(*queue, after);
     info = InfoOf(**queue);
+    Ticket t = Commit(after);
+    if (ticket != nullptr) *ticket = t;
   }
   Run(after);
   return info;
 }
 
-absl::StatusOr<uint64_t> Broker::PurgeQueue(absl::string_view name) {
+absl::StatusOr<uint64_t> Broker::PurgeQueue(absl::string_view name, Ticket* ticket) {
   Deferred after;
   uint64_t purged = 0;
   {
@@ -1286,10 +1413,15 @@ absl::StatusOr<uint64_t> Broker::PurgeQueue(absl::string_view name) {
         victims.push_back(task);
       }
     }
-    for (Task* task : victims) Drop(task, "purged", after);
+    for (Task* task : victims) {
+      PersistDropped(task->id().value());
+      Drop(task, "purged", after);
+    }
     queue->ClearReady();
     purged = victims.size();
     ServeSubmitWaiters(queue, after);
+    Ticket t = Commit(after);
+    if (ticket != nullptr) *ticket = t;
   }
   Run(after);
   return purged;
@@ -1320,7 +1452,8 @@ std::vector<Task*> Broker::DeadTasks(Queue* queue, const std::vector<TaskId>& id
 }
 
 absl::StatusOr<uint64_t> Broker::RequeueDeadLetters(absl::string_view name,
-                                                    const std::vector<TaskId>& ids) {
+                                                    const std::vector<TaskId>& ids,
+                                                    Ticket* ticket) {
   Deferred after;
   uint64_t requeued = 0;
   {
@@ -1346,15 +1479,19 @@ absl::StatusOr<uint64_t> Broker::RequeueDeadLetters(absl::string_view name,
       task->cancel_requested = false;
       task->mutable_extra().finished_at = absl::InfinitePast();
       MakeReady(task, after);
+      PersistTask(*task);
       ++requeued;
     }
+    Ticket t = Commit(after);
+    if (ticket != nullptr) *ticket = t;
   }
   Run(after);
   return requeued;
 }
 
 absl::StatusOr<uint64_t> Broker::PurgeDeadLetters(absl::string_view name,
-                                                  const std::vector<TaskId>& ids) {
+                                                  const std::vector<TaskId>& ids,
+                                                  Ticket* ticket) {
   Deferred after;
   uint64_t purged = 0;
   {
@@ -1362,11 +1499,407 @@ absl::StatusOr<uint64_t> Broker::PurgeDeadLetters(absl::string_view name,
     absl::StatusOr<Queue*> found = FindQueue(name);
     if (!found.ok()) return found.status();
     std::vector<Task*> dead = DeadTasks(*found, ids);
-    for (Task* task : dead) Drop(task, "purged", after);
+    for (Task* task : dead) {
+      PersistDropped(task->id().value());
+      Drop(task, "purged", after);
+    }
     purged = dead.size();
+    Ticket t = Commit(after);
+    if (ticket != nullptr) *ticket = t;
   }
   Run(after);
   return purged;
+}
+
+
+// ───────────────────────────── durability ─────────────────────────────
+
+void Broker::PersistTask(const Task& task) {
+  if (journal_ == nullptr) return;
+  batch_.push_back(EncodeUpdated(task));
+  batch_updated_.push_back(task.id().value());
+}
+
+void Broker::PersistQueue(const Queue& queue) {
+  if (journal_ == nullptr) return;
+  batch_.push_back(EncodeQueue(queue.config(), queue.paused));
+}
+
+void Broker::PersistDropped(uint64_t id) {
+  if (journal_ == nullptr) return;
+  batch_.push_back(EncodeDropped({id}));
+}
+
+void Broker::OnCommit(std::function<void(absl::Status)> cb) {
+  batch_callbacks_.push_back(std::move(cb));
+}
+
+Ticket Broker::Commit(Deferred& after) {
+  if (journal_ == nullptr) {
+    for (auto& cb : batch_callbacks_) {
+      after.push_back([cb = std::move(cb)] { cb(absl::OkStatus()); });
+    }
+    batch_callbacks_.clear();
+    return last_ticket_;
+  }
+  if (batch_.empty()) {
+    // Nothing of ours to write: answer once everything written before is
+    // durable (an answer may depend on it, e.g. a repeated report).
+    if (!batch_callbacks_.empty()) {
+      if (durable_ticket_ >= last_ticket_) {
+        for (auto& cb : batch_callbacks_) {
+          after.push_back([cb = std::move(cb)] { cb(absl::OkStatus()); });
+        }
+      } else {
+        auto& waiting = waiting_[last_ticket_];
+        for (auto& cb : batch_callbacks_) waiting.push_back(std::move(cb));
+      }
+      batch_callbacks_.clear();
+    }
+    return last_ticket_;
+  }
+  const Ticket ticket = ++last_ticket_;
+  if (!batch_callbacks_.empty()) {
+    waiting_[ticket] = std::move(batch_callbacks_);
+    batch_callbacks_.clear();
+  }
+  // Appended under the lock, so the journal's order is the order of the
+  // changes. Append never blocks on disk; its callback runs on the journal's
+  // writer thread, never inline here (the journal is open while we serve).
+  journal_->Append(std::move(batch_),
+                   [this, ticket, submitted = std::move(batch_submitted_),
+                    updated = std::move(batch_updated_)](absl::Status status) mutable {
+                     BatchDone(ticket, std::move(status), std::move(submitted),
+                               std::move(updated));
+                   });
+  batch_.clear();
+  batch_submitted_.clear();
+  batch_updated_.clear();
+  return ticket;
+}
+
+void Broker::RemoveUndurable(Task* task) {
+  // Its record never reached the disk: it never existed for the client.
+  Queue* queue = task->queue();
+  queue->CountOut(task->state);
+  if (task->state == TaskState::kRunning) --running_;
+  if (task->extra() != nullptr && !task->extra()->idempotency_key.empty()) {
+    auto it = idempotency_.find(IdemKey(queue->name(), task->extra()->idempotency_key));
+    if (it != idempotency_.end() && it->second == task->id().value()) idempotency_.erase(it);
+  }
+  if (IsTerminal(task->state)) --queue->ended_live;
+  ++change_seq_;
+  tasks_.erase(task->id().value());
+  Task::Destroy(task);
+}
+
+void Broker::BatchDone(Ticket ticket, absl::Status status, std::vector<uint64_t> submitted,
+                       std::vector<uint64_t> updated) {
+  Deferred after;
+  {
+    absl::MutexLock lock(&mu_);
+    for (uint64_t id : submitted) {
+      Task* task = FindTask(TaskId(id));
+      if (task == nullptr || !task->pending_durable) continue;
+      if (status.ok()) {
+        Activate(task, after);
+      } else {
+        NotifyWatchers(*task, /*final=*/true, after);
+        RemoveUndurable(task);
+      }
+    }
+    if (!status.ok()) {
+      LogError("journal write failed; the changes it held were not acknowledged",
+               {{"error", status}, {"tasks", static_cast<unsigned long>(updated.size())}});
+      for (uint64_t id : updated) unpersisted_.insert(id);
+      failed_tickets_[ticket] = status;
+      while (failed_tickets_.size() > 10'000) failed_tickets_.erase(failed_tickets_.begin());
+    }
+    durable_ticket_ = std::max(durable_ticket_, ticket);
+    while (!waiting_.empty() && waiting_.begin()->first <= ticket) {
+      const bool own = waiting_.begin()->first == ticket;
+      for (auto& cb : waiting_.begin()->second) {
+        after.push_back([cb = std::move(cb), s = own ? status : absl::OkStatus()] { cb(s); });
+      }
+      waiting_.erase(waiting_.begin());
+    }
+    // Activation may have ended tasks (an expiry already past): record that.
+    Commit(after);
+  }
+  Run(after);
+}
+
+void Broker::WhenDurable(Ticket ticket, std::function<void(absl::Status)> done) {
+  absl::Status status;
+  {
+    absl::MutexLock lock(&mu_);
+    if (journal_ != nullptr && ticket > durable_ticket_) {
+      waiting_[ticket].push_back(std::move(done));
+      return;
+    }
+    if (auto it = failed_tickets_.find(ticket); it != failed_tickets_.end()) status = it->second;
+  }
+  done(status);
+}
+
+uint32_t Broker::epoch() const {
+  absl::MutexLock lock(&mu_);
+  return epoch_;
+}
+
+absl::Status Broker::Apply(const conveyor::internal::JournalEntry& e) {
+  namespace pb = ::conveyor::internal;
+  switch (e.kind_case()) {
+    case pb::JournalEntry::kStarted:
+      epoch_ = std::max(epoch_, e.started().epoch());
+      return absl::OkStatus();
+    case pb::JournalEntry::kBarrier:
+    case pb::JournalEntry::KIND_NOT_SET:
+      return absl::OkStatus();
+    case pb::JournalEntry::kQueue: {
+      QueueConfig config = QueueConfigFromRecord(e.queue());
+      auto it = queues_.find(config.name);
+      if (it == queues_.end()) {
+        auto queue = std::make_unique<Queue>(config);
+        queue->paused = e.queue().paused();
+        queues_.emplace(config.name, std::move(queue));
+      } else {
+        it->second->mutable_config() = config;
+        it->second->paused = e.queue().paused();
+      }
+      return absl::OkStatus();
+    }
+    case pb::JournalEntry::kSubmitted: {
+      const pb::TaskSubmitted& r = e.submitted();
+      auto q = queues_.find(r.queue());
+      if (q == queues_.end()) {
+        return absl::DataLossError(absl::StrCat("journal: task ", TaskId(r.id()).ToString(),
+                                                " names queue ", Quoted(r.queue()),
+                                                ", which was never recorded"));
+      }
+      if (FindTask(TaskId(r.id())) != nullptr) return absl::OkStatus();  // already known
+      Queue* queue = q->second.get();
+      Task* task = Task::Create(TaskId(r.id()), queue, InternType(r.type()), r.payload(),
+                                absl::FromUnixMicros(r.created_us()));
+      task->priority = static_cast<uint8_t>(r.priority());
+      const bool extra = r.headers_size() > 0 || r.not_before_us() != 0 || r.expires_us() != 0 ||
+                         r.has_retry() || r.timeout_us() != 0 || !r.idempotency_key().empty() ||
+                         !r.rate_key().empty() || !r.concurrency_key().empty() ||
+                         r.has_fallback_result();
+      if (extra) {
+        TaskExtra& x = task->mutable_extra();
+        for (const pb::Header& h : r.headers()) x.headers.emplace_back(h.key(), h.value());
+        if (r.not_before_us() != 0) x.not_before = absl::FromUnixMicros(r.not_before_us());
+        if (r.expires_us() != 0) x.expires_at = absl::FromUnixMicros(r.expires_us());
+        if (r.has_retry()) x.retry = RetryFromRecord(r.retry());
+        if (r.timeout_us() != 0) x.timeout = absl::Microseconds(r.timeout_us());
+        x.idempotency_key = r.idempotency_key();
+        x.rate_key = r.rate_key();
+        x.concurrency_key = r.concurrency_key();
+        if (r.has_fallback_result()) x.fallback_result = r.fallback_result();
+      }
+      task->state = TaskState::kScheduled;  // placed by FinishRecovery
+      queue->CountIn(TaskState::kScheduled);
+      tasks_.insert(task);
+      if (!r.idempotency_key().empty()) {
+        idempotency_[IdemKey(queue->name(), r.idempotency_key())] = r.id();
+      }
+      last_id_ = std::max<uint64_t>(last_id_, r.id());
+      return absl::OkStatus();
+    }
+    case pb::JournalEntry::kUpdated: {
+      const pb::TaskUpdated& r = e.updated();
+      Task* task = FindTask(TaskId(r.id()));
+      if (task == nullptr) return absl::OkStatus();  // dropped, or its submit never stored
+      if (r.state() > static_cast<uint32_t>(TaskState::kFallback) ||
+          r.state() == static_cast<uint32_t>(TaskState::kRunning)) {
+        return absl::DataLossError(absl::StrCat("journal: task ", TaskId(r.id()).ToString(),
+                                                " has state ", r.state()));
+      }
+      Queue* queue = task->queue();
+      if (IsTerminal(task->state)) --queue->ended_live;
+      queue->CountOut(task->state);
+      task->state = static_cast<TaskState>(r.state());
+      queue->CountIn(task->state);
+      task->failures = static_cast<uint16_t>(std::min<uint32_t>(r.failures(), UINT16_MAX));
+      task->crashes = static_cast<uint8_t>(std::min<uint32_t>(r.crashes(), UINT8_MAX));
+      task->token = r.token();
+      task->cancel_requested = r.cancel_requested();
+      TaskExtra& x = task->mutable_extra();
+      if (r.not_before_us() != 0) x.not_before = absl::FromUnixMicros(r.not_before_us());
+      if (r.started_us() != 0) x.started_at = absl::FromUnixMicros(r.started_us());
+      x.finished_at = r.finished_us() != 0 ? absl::FromUnixMicros(r.finished_us())
+                                           : absl::InfinitePast();
+      x.result = r.result();
+      x.error = r.error();
+      if (IsTerminal(task->state)) ++queue->ended_live;
+      return absl::OkStatus();
+    }
+    case pb::JournalEntry::kDropped: {
+      for (uint64_t id : e.dropped().ids()) {
+        Task* task = FindTask(TaskId(id));
+        if (task == nullptr) continue;
+        Queue* queue = task->queue();
+        if (IsTerminal(task->state)) --queue->ended_live;
+        queue->CountOut(task->state);
+        if (task->extra() != nullptr && !task->extra()->idempotency_key.empty()) {
+          idempotency_.erase(IdemKey(queue->name(), task->extra()->idempotency_key));
+        }
+        tasks_.erase(id);
+        Task::Destroy(task);
+      }
+      return absl::OkStatus();
+    }
+  }
+  return absl::OkStatus();
+}
+
+void Broker::FinishRecovery(Deferred& after) {
+  const absl::Time now = clock_->Now();
+  // Ended tasks go back on their queue's retention list in the order they
+  // ended; live ones are placed by their state.
+  std::vector<Task*> ended;
+  std::vector<Task*> live;
+  for (Task* task : tasks_) (IsTerminal(task->state) ? ended : live).push_back(task);
+  std::sort(ended.begin(), ended.end(), [](Task* a, Task* b) {
+    const absl::Time fa = a->extra() ? a->extra()->finished_at : absl::InfinitePast();
+    const absl::Time fb = b->extra() ? b->extra()->finished_at : absl::InfinitePast();
+    return fa != fb ? fa < fb : a->id() < b->id();
+  });
+  for (Task* task : ended) {
+    Queue* queue = task->queue();
+    task->set_ended_stamp(static_cast<int64_t>(++end_counter_));
+    queue->ended().emplace_back(task->id().value(), task->ended_stamp());
+    const absl::Time finished = task->extra()->finished_at;
+    PushTimer(std::max(now, finished + queue->config().result_ttl), kRetention,
+              task->id().value(), task->ended_stamp());
+  }
+  std::sort(live.begin(), live.end(), [](Task* a, Task* b) { return a->id() < b->id(); });
+  for (Task* task : live) {
+    if (task->cancel_requested) {
+      // Its cancel was accepted while it ran; the run is over now.
+      task->mutable_extra().error = "canceled";
+      End(task, TaskState::kCanceled, after);
+      continue;
+    }
+    if (task->extra() != nullptr && task->extra()->expires_at != absl::InfiniteFuture() &&
+        task->token == 0) {
+      PushTimer(task->extra()->expires_at, kExpire, task->id().value(), 0);
+    }
+    if (task->state == TaskState::kScheduled && task->extra() != nullptr &&
+        task->extra()->not_before != absl::InfinitePast() && task->extra()->not_before > now) {
+      Schedule(task, task->extra()->not_before);
+    } else {
+      MakeReady(task, after);
+    }
+  }
+  for (auto& [name, queue] : queues_) EnforceRetention(queue.get(), after);
+}
+
+absl::Status Broker::Recover() {
+  if (journal_ == nullptr) return absl::OkStatus();
+  Deferred after;
+  uint64_t records = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    auto apply = [&](absl::string_view data) ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
+      absl::StatusOr<conveyor::internal::JournalEntry> entry = DecodeEntry(data);
+      if (!entry.ok()) return entry.status();
+      ++records;
+      return Apply(*entry);
+    };
+    absl::Status s = journal_->Recover(
+        [&](const journal::JournalSnapshot& snapshot) -> absl::Status {
+          // A snapshot is a sequence of length-prefixed entries.
+          absl::string_view rest = snapshot.state;
+          while (!rest.empty()) {
+            if (rest.size() < 4) return absl::DataLossError("journal snapshot: torn entry");
+            uint32_t n = static_cast<uint8_t>(rest[0]) | static_cast<uint8_t>(rest[1]) << 8 |
+                         static_cast<uint8_t>(rest[2]) << 16 |
+                         static_cast<uint32_t>(static_cast<uint8_t>(rest[3])) << 24;
+            if (rest.size() - 4 < n) return absl::DataLossError("journal snapshot: torn entry");
+            if (absl::Status st = apply(rest.substr(4, n)); !st.ok()) return st;
+            rest.remove_prefix(4 + n);
+          }
+          return absl::OkStatus();
+        },
+        [&](const journal::JournalRecord& record) { return apply(record.data); });
+    if (!s.ok()) return s;
+    FinishRecovery(after);
+    ++epoch_;
+    batch_.push_back(EncodeStarted(epoch_, clock_->Now()));
+    // Queues first: records of the recovery (cancels) refer to tasks only.
+    Commit(after);
+  }
+  Run(after);
+  // Serve only once the new epoch is durable: tokens of this run must never
+  // repeat one issued before a crash.
+  absl::Notification durable;
+  absl::Status status;
+  Ticket ticket;
+  {
+    absl::MutexLock lock(&mu_);
+    ticket = last_ticket_;
+  }
+  WhenDurable(ticket, [&](absl::Status s) {
+    status = s;
+    durable.Notify();
+  });
+  durable.WaitForNotification();
+  LogInfo("journal recovered", {{"records", static_cast<unsigned long long>(records)},
+                                {"tasks", static_cast<unsigned long long>(task_count())},
+                                {"epoch", static_cast<unsigned long long>(epoch())}});
+  return status;
+}
+
+absl::Status Broker::WriteSnapshot() {
+  if (journal_ == nullptr) return absl::OkStatus();
+  struct Piece {
+    uint64_t pending_id;  // 0 unless the task's submit was not durable at the cut
+    std::string data;
+  };
+  std::vector<Piece> pieces;
+  journal::SequenceNumber cut;
+  Ticket ticket;
+  {
+    absl::MutexLock lock(&mu_);
+    // Under the lock, so the state below is exactly the state at the cut.
+    absl::StatusOr<journal::SequenceNumber> c = journal_->BeginSnapshot();
+    if (!c.ok()) return c.status();
+    cut = *c;
+    ticket = last_ticket_;
+    pieces.reserve(queues_.size() + 2 * tasks_.size() + 1);
+    pieces.push_back({0, EncodeStarted(epoch_, clock_->Now())});
+    for (const auto& [name, queue] : queues_) {
+      pieces.push_back({0, EncodeQueue(queue->config(), queue->paused)});
+    }
+    std::vector<Task*> sorted(tasks_.begin(), tasks_.end());
+    std::sort(sorted.begin(), sorted.end(), [](Task* a, Task* b) { return a->id() < b->id(); });
+    for (Task* task : sorted) {
+      const uint64_t pending = task->pending_durable ? task->id().value() : 0;
+      pieces.push_back({pending, EncodeSubmitted(*task, type_names_[task->type_id()])});
+      pieces.push_back({pending, EncodeUpdated(*task)});
+    }
+  }
+  // Wait until every write before the cut has finished, then leave out the
+  // tasks whose submit failed to reach the disk.
+  absl::Notification written;
+  WhenDurable(ticket, [&](absl::Status) { written.Notify(); });
+  written.WaitForNotification();
+  std::string state;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const Piece& p : pieces) {
+      if (p.pending_id != 0 && FindTask(TaskId(p.pending_id)) == nullptr) continue;
+      const uint32_t n = static_cast<uint32_t>(p.data.size());
+      const char len[4] = {static_cast<char>(n & 0xff), static_cast<char>((n >> 8) & 0xff),
+                           static_cast<char>((n >> 16) & 0xff),
+                           static_cast<char>((n >> 24) & 0xff)};
+      state.append(len, 4);
+      state.append(p.data);
+    }
+  }
+  return journal_->WriteSnapshot(cut, state);
 }
 
 // ───────────────────────────── time ─────────────────────────────
@@ -1396,6 +1929,8 @@ void Broker::CheckLease(Task* task, absl::Time now, Deferred& after) {
       End(task, TaskState::kDead, after);
     } else {
       MakeReady(task, after);
+      x.lease_lapsed = true;
+      PersistTask(*task);  // the crash budget spent
     }
     return;
   }
@@ -1476,6 +2011,17 @@ void Broker::Tick() {
       timers_.pop_back();
       FireTimer(timer, now, after);
     }
+    // Rewrite the state of tasks whose last write failed (a full disk).
+    if (journal_ != nullptr && !unpersisted_.empty()) {
+      std::vector<uint64_t> ids(unpersisted_.begin(), unpersisted_.end());
+      unpersisted_.clear();
+      for (uint64_t id : ids) {
+        if (Task* task = FindTask(TaskId(id)); task != nullptr && !task->pending_durable) {
+          PersistTask(*task);
+        }
+      }
+    }
+    Commit(after);
   }
   Run(after);
 }

@@ -42,9 +42,11 @@
 #include "absl/random/random.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "conveyor/internal/journal.pb.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/clock.h"
+#include "server/journal/journal.h"
 #include "server/queue.h"
 #include "server/task.h"
 
@@ -222,16 +224,26 @@ class BrokerListener {
 
 using WatchId = uint64_t;
 using WaitId = uint64_t;
+// Identifies the journal write of one call's changes (see WhenDurable).
+using Ticket = uint64_t;
 // Called with the current state on Watch, then after every change; `final`
 // is true exactly once, on the last call (the task ended or was dropped).
 // Calls run outside the broker's lock, so two may race: order them by
 // TaskInfo::version.
 using WatchCallback = std::function<void(const TaskInfo& task, bool final)>;
 
+// Durability: with a journal, every change is recorded (under the lock, so
+// the journal's order is the order of the changes) and a call's answer must
+// wait until its records are durable. Submit and SubmitBatch do that
+// themselves (a submitted task is also not leaseable until then); for the
+// other mutating calls, pass a Ticket* and hand it to WhenDurable. Without a
+// journal everything is immediate.
 class Broker {
  public:
+  // `journal` may be null (in memory only). With a journal, call Recover()
+  // once before anything else.
   Broker(BrokerOptions options, const Clock* clock,
-         BrokerListener* listener = nullptr);
+         BrokerListener* listener = nullptr, journal::Journal* journal = nullptr);
   ~Broker();
   Broker(const Broker&) = delete;
   Broker& operator=(const Broker&) = delete;
@@ -255,11 +267,17 @@ class Broker {
   // exceeds max_batch_count or max_batch_bytes.
   absl::StatusOr<std::vector<absl::StatusOr<SubmitResult>>> SubmitBatch(
       std::vector<TaskSpec> specs);
+  // The same, answering through `done` once the accepted tasks are durable
+  // (then each is leaseable); a failed journal write turns the accepted
+  // items into its error (RESOURCE_EXHAUSTED for a full disk).
+  using BatchCallback =
+      std::function<void(absl::StatusOr<std::vector<absl::StatusOr<SubmitResult>>>)>;
+  void SubmitBatch(std::vector<TaskSpec> specs, BatchCallback done);
 
   absl::StatusOr<TaskInfo> GetTask(TaskId id) const;
   // Queued: CANCELED at once. Running: cancel_requested, told to the worker
   // via Heartbeat. FAILED_PRECONDITION if already ended.
-  absl::StatusOr<TaskInfo> CancelTask(TaskId id);
+  absl::StatusOr<TaskInfo> CancelTask(TaskId id, Ticket* ticket = nullptr);
   // Tasks of a queue in id order, optionally of one state. `page_token` is
   // the last id of the previous page.
   absl::StatusOr<TaskPage> ListTasks(absl::string_view queue,
@@ -285,30 +303,56 @@ class Broker {
 
   std::vector<HeartbeatOutcome> Heartbeat(absl::string_view worker_id,
                                           const std::vector<HeartbeatItem>& items);
-  std::vector<absl::Status> Complete(const std::vector<CompleteItem>& items);
-  std::vector<absl::Status> Fail(const std::vector<FailItem>& items);
-  std::vector<absl::Status> Release(const std::vector<ReleaseItem>& items);
+  // Reports. `ticket` (optional) receives the ticket for WhenDurable.
+  std::vector<absl::Status> Complete(const std::vector<CompleteItem>& items,
+                                     Ticket* ticket = nullptr);
+  std::vector<absl::Status> Fail(const std::vector<FailItem>& items,
+                                 Ticket* ticket = nullptr);
+  std::vector<absl::Status> Release(const std::vector<ReleaseItem>& items,
+                                    Ticket* ticket = nullptr);
 
   // ── Queues ──
   // ALREADY_EXISTS, INVALID_ARGUMENT, RESOURCE_EXHAUSTED (max queues).
-  absl::StatusOr<QueueInfo> CreateQueue(const QueueConfig& config, bool paused);
+  absl::StatusOr<QueueInfo> CreateQueue(const QueueConfig& config, bool paused,
+                                        Ticket* ticket = nullptr);
   absl::StatusOr<QueueInfo> UpdateQueue(absl::string_view name,
-                                        const QueueUpdate& update);
+                                        const QueueUpdate& update,
+                                        Ticket* ticket = nullptr);
   absl::StatusOr<QueueInfo> GetQueue(absl::string_view name) const;
   std::vector<QueueInfo> ListQueues() const;
-  absl::StatusOr<QueueInfo> PauseQueue(absl::string_view name);
-  absl::StatusOr<QueueInfo> ResumeQueue(absl::string_view name);
+  absl::StatusOr<QueueInfo> PauseQueue(absl::string_view name,
+                                       Ticket* ticket = nullptr);
+  absl::StatusOr<QueueInfo> ResumeQueue(absl::string_view name,
+                                        Ticket* ticket = nullptr);
   // Removes every SCHEDULED and READY task; returns how many.
-  absl::StatusOr<uint64_t> PurgeQueue(absl::string_view name);
+  absl::StatusOr<uint64_t> PurgeQueue(absl::string_view name, Ticket* ticket = nullptr);
 
   absl::StatusOr<TaskPage> ListDeadLetters(absl::string_view queue,
                                            uint32_t page_size,
                                            absl::string_view page_token) const;
   // Empty ids: all. Unknown or non-dead ids are skipped.
   absl::StatusOr<uint64_t> RequeueDeadLetters(absl::string_view queue,
-                                              const std::vector<TaskId>& ids);
+                                              const std::vector<TaskId>& ids,
+                                              Ticket* ticket = nullptr);
   absl::StatusOr<uint64_t> PurgeDeadLetters(absl::string_view queue,
-                                            const std::vector<TaskId>& ids);
+                                            const std::vector<TaskId>& ids,
+                                            Ticket* ticket = nullptr);
+
+  // ── Durability ──
+  // Runs `done` once every change made by the call that issued `ticket` is
+  // durable (OK), or with the journal's error for that write. Immediately
+  // (on this thread) when there is no journal or it already is.
+  void WhenDurable(Ticket ticket, std::function<void(absl::Status)> done);
+  // Replays the journal into this (empty) broker, then records a new lease
+  // epoch and waits until that is durable. Tasks leased when the broker
+  // stopped come back READY (spending neither an attempt nor the crash
+  // budget); tasks whose cancel was pending end CANCELED. DATA_LOSS and
+  // FAILED_PRECONDITION from the journal are returned as they are.
+  absl::Status Recover();
+  // Writes a snapshot of the persistent state, letting the journal delete
+  // the records it covers. Blocks on disk: call from a background thread.
+  absl::Status WriteSnapshot();
+  uint32_t epoch() const;
 
   // ── Time and lifecycle ──
   // Fires every timer due at or before Clock::Now().
@@ -398,6 +442,22 @@ class Broker {
 
   QueueInfo InfoOf(const Queue& queue) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
 
+  // Durability. Changes are recorded into batch_ and written by Commit at
+  // the end of each locked section, as one journal append.
+  void Activate(Task* task, Deferred& after) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void PersistTask(const Task& task) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void PersistQueue(const Queue& queue) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void PersistDropped(uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Runs `cb` once the current batch is durable (or with its error).
+  void OnCommit(std::function<void(absl::Status)> cb) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  Ticket Commit(Deferred& after) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void BatchDone(Ticket ticket, absl::Status status, std::vector<uint64_t> submitted,
+                 std::vector<uint64_t> updated);
+  void RemoveUndurable(Task* task) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status Apply(const conveyor::internal::JournalEntry& entry)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void FinishRecovery(Deferred& after) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
   static void Run(Deferred& after);
 
   const BrokerOptions options_;
@@ -449,6 +509,24 @@ class Broker {
   absl::flat_hash_map<uint64_t, std::vector<WatchId>> watchers_by_task_
       ABSL_GUARDED_BY(mu_);
   absl::BitGen rng_ ABSL_GUARDED_BY(mu_);
+
+  journal::Journal* const journal_;
+  uint32_t epoch_ ABSL_GUARDED_BY(mu_) = 0;
+  // The batch being built under the lock.
+  std::vector<std::string> batch_ ABSL_GUARDED_BY(mu_);
+  std::vector<uint64_t> batch_submitted_ ABSL_GUARDED_BY(mu_);
+  std::vector<uint64_t> batch_updated_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::function<void(absl::Status)>> batch_callbacks_ ABSL_GUARDED_BY(mu_);
+  Ticket last_ticket_ ABSL_GUARDED_BY(mu_) = 0;
+  Ticket durable_ticket_ ABSL_GUARDED_BY(mu_) = 0;
+  // Callbacks waiting for a ticket, and the outcome of finished tickets
+  // still awaited (only failed ones are kept).
+  std::map<Ticket, std::vector<std::function<void(absl::Status)>>> waiting_
+      ABSL_GUARDED_BY(mu_);
+  std::map<Ticket, absl::Status> failed_tickets_ ABSL_GUARDED_BY(mu_);
+  // Tasks changed in a write that failed: their state is rewritten at the
+  // next Tick until a write succeeds.
+  absl::flat_hash_set<uint64_t> unpersisted_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace conveyor::server

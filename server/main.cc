@@ -11,6 +11,8 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/flags.h"
 #include "common/log.h"
@@ -24,6 +26,18 @@ ABSL_FLAG(std::string, port_file, "",
 ABSL_FLAG(std::string, metrics_addr, "127.0.0.1:9464",
           "host:port for the Prometheus /metrics endpoint; empty disables it.");
 ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error.");
+ABSL_FLAG(std::string, data_dir, "",
+          "Directory of the durable journal (created if missing; one broker per "
+          "directory). Empty: keep everything in memory only; a restart loses it.");
+ABSL_FLAG(std::string, fsync, "always",
+          "When journal writes are made durable: always (before each acknowledgement), "
+          "interval:<ms> (acknowledge after write(2), sync at least every <ms>; a machine "
+          "crash may lose that window), or never (leave it to the kernel).");
+ABSL_FLAG(uint64_t, snapshot_bytes, uint64_t{64} << 20,
+          "Write a snapshot (and delete the journal segments it covers) after this many "
+          "journal bytes.");
+ABSL_FLAG(uint64_t, segment_bytes, uint64_t{64} << 20,
+          "Size of each preallocated journal segment file.");
 ABSL_FLAG(bool, auto_create_queues, true,
           "Create a queue with the default settings on its first submit.");
 ABSL_FLAG(uint32_t, max_queues, 10000, "Most queues the broker holds.");
@@ -60,6 +74,14 @@ bool WritePortFile(const std::string& path, int port) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // --help lists the flags defined in this file (Abseil's default looks for
+  // a file named after the binary).
+  absl::FlagsUsageConfig usage_config;
+  usage_config.contains_help_flags = [](absl::string_view file) {
+    return absl::EndsWith(file, "server/main.cc");
+  };
+  usage_config.contains_helpshort_flags = usage_config.contains_help_flags;
+  absl::SetFlagsUsageConfig(usage_config);
   absl::SetProgramUsageMessage(
       "conveyord: the Conveyor task-queue broker.\n"
       "Usage: conveyord [--listen=127.0.0.1:7400] [--port-file=PATH] "
@@ -90,6 +112,10 @@ int main(int argc, char** argv) {
   options.listen = absl::GetFlag(FLAGS_listen);
   options.metrics_addr = absl::GetFlag(FLAGS_metrics_addr);
   options.drain_grace = absl::GetFlag(FLAGS_drain_grace);
+  options.data_dir = absl::GetFlag(FLAGS_data_dir);
+  options.fsync = absl::GetFlag(FLAGS_fsync);
+  options.snapshot_bytes = absl::GetFlag(FLAGS_snapshot_bytes);
+  options.segment_bytes = absl::GetFlag(FLAGS_segment_bytes);
   conveyor::server::BrokerOptions& b = options.broker;
   b.auto_create_queues = absl::GetFlag(FLAGS_auto_create_queues);
   b.max_queues = absl::GetFlag(FLAGS_max_queues);
@@ -118,7 +144,12 @@ int main(int argc, char** argv) {
   auto server = conveyor::server::BrokerServer::Start(options);
   if (!server.ok()) {
     conveyor::LogError("cannot start", {{"error", server.status()}});
-    return server.status().code() == absl::StatusCode::kInvalidArgument ? 64 : 69;
+    switch (server.status().code()) {
+      case absl::StatusCode::kInvalidArgument: return 64;
+      case absl::StatusCode::kDataLoss: return 65;
+      case absl::StatusCode::kFailedPrecondition: return 75;
+      default: return 69;
+    }
   }
   conveyor::LogInfo("listening", {{"addr", options.listen},
                                   {"port", (*server)->port()},

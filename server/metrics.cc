@@ -164,7 +164,25 @@ BrokerMetrics::BrokerMetrics()
       rpc_seconds_(prometheus::BuildHistogram()
                        .Name("grpc_server_handling_seconds")
                        .Help("Latency of unary RPCs (long-polls and watches excluded).")
-                       .Register(*registry_)) {}
+                       .Register(*registry_)),
+      fsync_seconds_(prometheus::BuildHistogram()
+                         .Name("conveyor_journal_fsync_seconds")
+                         .Help("Time of each journal fdatasync.")
+                         .Register(*registry_)
+                         .Add({}, RpcBuckets())),
+      journal_bytes_(prometheus::BuildCounter()
+                         .Name("conveyor_journal_written_bytes_total")
+                         .Help("Bytes written to the journal (records and headers).")
+                         .Register(*registry_)
+                         .Add({})) {}
+
+void BrokerMetrics::OnSync(absl::Duration latency) {
+  fsync_seconds_.Observe(absl::ToDoubleSeconds(latency));
+}
+
+void BrokerMetrics::OnWrite(uint64_t bytes) {
+  journal_bytes_.Increment(static_cast<double>(bytes));
+}
 
 BrokerMetrics::~BrokerMetrics() = default;
 

@@ -27,6 +27,7 @@
 #include "prometheus/histogram.h"
 #include "prometheus/registry.h"
 #include "server/broker.h"
+#include "server/journal/journal.h"
 
 namespace conveyor::server {
 
@@ -40,7 +41,9 @@ class RpcMetrics {
                        absl::Duration latency, bool long_lived) = 0;
 };
 
-class BrokerMetrics final : public BrokerListener, public RpcMetrics {
+class BrokerMetrics final : public BrokerListener,
+                            public RpcMetrics,
+                            public journal::JournalListener {
  public:
   BrokerMetrics();
   ~BrokerMetrics() override;
@@ -58,6 +61,10 @@ class BrokerMetrics final : public BrokerListener, public RpcMetrics {
   void OnLeaseExpired(const Queue& queue, const Task& task) override;
   void OnEnded(const Queue& queue, const Task& task) override;
   void OnDropped(const Queue& queue, const Task& task, absl::string_view reason) override;
+
+  // journal::JournalListener (on the journal's writer thread).
+  void OnSync(absl::Duration latency) override;
+  void OnWrite(uint64_t bytes) override;
 
   // RpcMetrics.
   void Handled(const char* service, const char* method, grpc::StatusCode code,
@@ -88,6 +95,8 @@ class BrokerMetrics final : public BrokerListener, public RpcMetrics {
   absl::flat_hash_map<std::string, prometheus::Histogram*> rpc_histograms_
       ABSL_GUARDED_BY(rpc_mu_);
   std::shared_ptr<prometheus::Collectable> gauges_;
+  prometheus::Histogram& fsync_seconds_;
+  prometheus::Counter& journal_bytes_;
 };
 
 }  // namespace conveyor::server

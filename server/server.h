@@ -28,6 +28,9 @@ class Exposer;
 }
 
 namespace conveyor::server {
+namespace journal {
+class FileJournal;
+}
 
 class BrokerMetrics;
 class BrokerService;
@@ -51,6 +54,15 @@ struct ServerOptions {
   int max_threads = 256;
   // How long Shutdown lets running tasks report before it stops serving.
   absl::Duration drain_grace = absl::Seconds(10);
+  // Durable journal directory; empty: in memory only (a restart loses
+  // everything).
+  std::string data_dir;
+  // "always" (default), "interval:<ms>" or "never".
+  std::string fsync = "always";
+  uint64_t segment_bytes = uint64_t{64} << 20;
+  // A snapshot is written once this many journal bytes were written since
+  // the last one, so disk use follows live state, not history.
+  uint64_t snapshot_bytes = uint64_t{64} << 20;
 };
 
 class BrokerServer {
@@ -74,10 +86,12 @@ class BrokerServer {
  private:
   BrokerServer(ServerOptions options, const Clock* clock);
   void TickLoop();
+  void SnapshotLoop();
 
   const ServerOptions options_;
   const Clock* const clock_;
   std::unique_ptr<BrokerMetrics> metrics_;
+  std::unique_ptr<journal::FileJournal> journal_;  // null: in memory
   std::unique_ptr<Broker> broker_;
   std::unique_ptr<BrokerService> service_;
   std::unique_ptr<grpc::Server> server_;
@@ -89,6 +103,7 @@ class BrokerServer {
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
   std::thread ticker_;
+  std::thread snapshotter_;
 };
 
 }  // namespace conveyor::server

@@ -195,7 +195,13 @@ class ParkedReactor final : public grpc::ServerUnaryReactor {
     if (id != 0) broker_->CancelWait(id);
   }
 
-  void OnDone() override { Unref(); }
+  void OnDone() override {
+    if (on_done_) on_done_();
+    Unref();
+  }
+
+  // Runs in OnDone, before the reactor goes away (set before Parked).
+  void SetOnDone(std::function<void()> f) { on_done_ = std::move(f); }
 
  private:
   void Unref() {
@@ -204,12 +210,29 @@ class ParkedReactor final : public grpc::ServerUnaryReactor {
 
   Broker* const broker_;
   const RpcTimer timer_;
+  std::function<void()> on_done_;
   std::atomic<int> refs_{2};
   absl::Mutex mu_;
   WaitId wait_id_ ABSL_GUARDED_BY(mu_) = 0;
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
 };
+
+// Answers a call whose changes are made (`status` says how) once they are
+// durable: the journal's error replaces an OK answer if the write failed.
+grpc::ServerUnaryReactor* FinishWhenDurable(Broker* broker, const RpcTimer& timer,
+                                            Ticket ticket, const absl::Status& status) {
+  auto* reactor = new ParkedReactor(broker, timer);
+  if (!status.ok()) {
+    reactor->FinishOnce(ToGrpcStatus(status));
+  } else {
+    broker->WhenDurable(ticket, [reactor](absl::Status s) {
+      reactor->FinishOnce(ToGrpcStatus(s));
+    });
+  }
+  reactor->Parked(0);
+  return reactor;
+}
 
 }  // namespace
 
@@ -569,24 +592,34 @@ class BrokerService::TaskServiceImpl final : public v1::TaskService::CallbackSer
                                                      s_->broker_->options().max_batch_count,
                                                      " (--max-batch-count)")));
     }
-    auto results = s_->broker_->SubmitBatch(std::move(specs));
-    if (!results.ok()) return FinishNow(ctx, timer, results.status());
-    size_t next = 0;
-    for (int i = 0; i < req->tasks_size(); ++i) {
-      v1::SubmitBatchResponse::Item* item = resp->add_items();
-      absl::Status status = decode[i];
-      if (status.ok()) {
-        absl::StatusOr<SubmitResult>& r = (*results)[next++];
-        if (r.ok()) {
-          TaskToProto(r->task, item->mutable_task());
-          item->set_deduplicated(r->deduplicated);
-        }
-        status = r.status();
-      }
-      item->mutable_status()->set_code(static_cast<int>(status.code()));
-      item->mutable_status()->set_message(std::string(status.message()));
-    }
-    return FinishNow(ctx, timer, absl::OkStatus());
+    auto* reactor = new ParkedReactor(s_->broker_, timer);
+    s_->broker_->SubmitBatch(
+        std::move(specs),
+        [reactor, resp, decode = std::move(decode)](
+            absl::StatusOr<std::vector<absl::StatusOr<SubmitResult>>> results) {
+          if (!results.ok()) {
+            reactor->FinishOnce(ToGrpcStatus(results.status()));
+            return;
+          }
+          size_t next = 0;
+          for (size_t i = 0; i < decode.size(); ++i) {
+            v1::SubmitBatchResponse::Item* item = resp->add_items();
+            absl::Status status = decode[i];
+            if (status.ok()) {
+              absl::StatusOr<SubmitResult>& r = (*results)[next++];
+              if (r.ok()) {
+                TaskToProto(r->task, item->mutable_task());
+                item->set_deduplicated(r->deduplicated);
+              }
+              status = r.status();
+            }
+            item->mutable_status()->set_code(static_cast<int>(status.code()));
+            item->mutable_status()->set_message(std::string(status.message()));
+          }
+          reactor->FinishOnce(grpc::Status::OK);
+        });
+    reactor->Parked(0);
+    return reactor;
   }
 
   grpc::ServerUnaryReactor* GetTask(grpc::CallbackServerContext* ctx,
@@ -618,9 +651,10 @@ class BrokerService::TaskServiceImpl final : public v1::TaskService::CallbackSer
     RpcTimer timer(s_->metrics_, kService, "CancelTask", false);
     absl::StatusOr<TaskId> id = TaskId::Parse(req->id());
     if (!id.ok()) return FinishNow(ctx, timer, id.status());
-    absl::StatusOr<TaskInfo> info = s_->broker_->CancelTask(*id);
+    Ticket ticket = 0;
+    absl::StatusOr<TaskInfo> info = s_->broker_->CancelTask(*id, &ticket);
     if (info.ok()) TaskToProto(*info, resp);
-    return FinishNow(ctx, timer, info.status());
+    return FinishWhenDurable(s_->broker_, timer, ticket, info.status());
   }
 
   grpc::ServerUnaryReactor* ListTasks(grpc::CallbackServerContext* ctx,
@@ -656,7 +690,9 @@ class BrokerService::QueueServiceImpl final : public v1::QueueService::CallbackS
     absl::StatusOr<QueueConfig> config =
         QueueConfigFromProto(req->config(), s_->broker_->options().queue_defaults);
     if (!config.ok()) return FinishNow(ctx, timer, config.status());
-    return Answer(ctx, timer, s_->broker_->CreateQueue(*config, req->paused()), resp);
+    Ticket ticket = 0;
+    absl::StatusOr<QueueInfo> info = s_->broker_->CreateQueue(*config, req->paused(), &ticket);
+    return Durable(timer, ticket, info, resp);
   }
 
   grpc::ServerUnaryReactor* UpdateQueue(grpc::CallbackServerContext* ctx,
@@ -665,7 +701,9 @@ class BrokerService::QueueServiceImpl final : public v1::QueueService::CallbackS
     RpcTimer timer(s_->metrics_, kService, "UpdateQueue", false);
     absl::StatusOr<QueueUpdate> update = UpdateFromProto(*req);
     if (!update.ok()) return FinishNow(ctx, timer, update.status());
-    return Answer(ctx, timer, s_->broker_->UpdateQueue(req->name(), *update), resp);
+    Ticket ticket = 0;
+    absl::StatusOr<QueueInfo> info = s_->broker_->UpdateQueue(req->name(), *update, &ticket);
+    return Durable(timer, ticket, info, resp);
   }
 
   grpc::ServerUnaryReactor* GetQueue(grpc::CallbackServerContext* ctx,
@@ -682,27 +720,32 @@ class BrokerService::QueueServiceImpl final : public v1::QueueService::CallbackS
     return FinishNow(ctx, timer, absl::OkStatus());
   }
 
-  grpc::ServerUnaryReactor* PauseQueue(grpc::CallbackServerContext* ctx,
+  grpc::ServerUnaryReactor* PauseQueue(grpc::CallbackServerContext* /*ctx*/,
                                        const v1::PauseQueueRequest* req,
                                        v1::Queue* resp) override {
     RpcTimer timer(s_->metrics_, kService, "PauseQueue", false);
-    return Answer(ctx, timer, s_->broker_->PauseQueue(req->name()), resp);
+    Ticket ticket = 0;
+    absl::StatusOr<QueueInfo> info = s_->broker_->PauseQueue(req->name(), &ticket);
+    return Durable(timer, ticket, info, resp);
   }
 
-  grpc::ServerUnaryReactor* ResumeQueue(grpc::CallbackServerContext* ctx,
+  grpc::ServerUnaryReactor* ResumeQueue(grpc::CallbackServerContext* /*ctx*/,
                                         const v1::ResumeQueueRequest* req,
                                         v1::Queue* resp) override {
     RpcTimer timer(s_->metrics_, kService, "ResumeQueue", false);
-    return Answer(ctx, timer, s_->broker_->ResumeQueue(req->name()), resp);
+    Ticket ticket = 0;
+    absl::StatusOr<QueueInfo> info = s_->broker_->ResumeQueue(req->name(), &ticket);
+    return Durable(timer, ticket, info, resp);
   }
 
-  grpc::ServerUnaryReactor* PurgeQueue(grpc::CallbackServerContext* ctx,
+  grpc::ServerUnaryReactor* PurgeQueue(grpc::CallbackServerContext* /*ctx*/,
                                        const v1::PurgeQueueRequest* req,
                                        v1::PurgeQueueResponse* resp) override {
     RpcTimer timer(s_->metrics_, kService, "PurgeQueue", false);
-    absl::StatusOr<uint64_t> n = s_->broker_->PurgeQueue(req->name());
+    Ticket ticket = 0;
+    absl::StatusOr<uint64_t> n = s_->broker_->PurgeQueue(req->name(), &ticket);
     if (n.ok()) resp->set_purged(*n);
-    return FinishNow(ctx, timer, n.status());
+    return FinishWhenDurable(s_->broker_, timer, ticket, n.status());
   }
 
   grpc::ServerUnaryReactor* ListDeadLetters(grpc::CallbackServerContext* ctx,
@@ -724,9 +767,10 @@ class BrokerService::QueueServiceImpl final : public v1::QueueService::CallbackS
     RpcTimer timer(s_->metrics_, kService, "RequeueDeadLetters", false);
     absl::StatusOr<std::vector<TaskId>> ids = ParseIds(req->ids());
     if (!ids.ok()) return FinishNow(ctx, timer, ids.status());
-    absl::StatusOr<uint64_t> n = s_->broker_->RequeueDeadLetters(req->queue(), *ids);
+    Ticket ticket = 0;
+    absl::StatusOr<uint64_t> n = s_->broker_->RequeueDeadLetters(req->queue(), *ids, &ticket);
     if (n.ok()) resp->set_requeued(*n);
-    return FinishNow(ctx, timer, n.status());
+    return FinishWhenDurable(s_->broker_, timer, ticket, n.status());
   }
 
   grpc::ServerUnaryReactor* PurgeDeadLetters(grpc::CallbackServerContext* ctx,
@@ -735,9 +779,10 @@ class BrokerService::QueueServiceImpl final : public v1::QueueService::CallbackS
     RpcTimer timer(s_->metrics_, kService, "PurgeDeadLetters", false);
     absl::StatusOr<std::vector<TaskId>> ids = ParseIds(req->ids());
     if (!ids.ok()) return FinishNow(ctx, timer, ids.status());
-    absl::StatusOr<uint64_t> n = s_->broker_->PurgeDeadLetters(req->queue(), *ids);
+    Ticket ticket = 0;
+    absl::StatusOr<uint64_t> n = s_->broker_->PurgeDeadLetters(req->queue(), *ids, &ticket);
     if (n.ok()) resp->set_purged(*n);
-    return FinishNow(ctx, timer, n.status());
+    return FinishWhenDurable(s_->broker_, timer, ticket, n.status());
   }
 
  private:
@@ -747,6 +792,13 @@ class BrokerService::QueueServiceImpl final : public v1::QueueService::CallbackS
                                    const absl::StatusOr<QueueInfo>& info, v1::Queue* resp) {
     if (info.ok()) QueueToProto(*info, resp);
     return FinishNow(ctx, timer, info.status());
+  }
+
+  // For changes: answered once durable.
+  grpc::ServerUnaryReactor* Durable(const RpcTimer& timer, Ticket ticket,
+                                    const absl::StatusOr<QueueInfo>& info, v1::Queue* resp) {
+    if (info.ok()) QueueToProto(*info, resp);
+    return FinishWhenDurable(s_->broker_, timer, ticket, info.status());
   }
 
   static absl::StatusOr<QueueUpdate> UpdateFromProto(const v1::UpdateQueueRequest& p) {
@@ -811,6 +863,19 @@ class BrokerService::WorkerServiceImpl final : public v1::WorkerService::Callbac
     }
     request.wait = *wait;
     auto* reactor = new ParkedReactor(s_->broker_, timer);
+    // Tasks granted to a call the client cancelled meanwhile never reach it:
+    // hand them back at once instead of letting their leases expire (which
+    // would spend their crash budget).
+    Broker* broker = s_->broker_;
+    reactor->SetOnDone([ctx, resp, broker] {
+      if (!ctx->IsCancelled() || resp->tasks_size() == 0) return;
+      std::vector<ReleaseItem> items;
+      for (const v1::LeasedTask& t : resp->tasks()) {
+        absl::StatusOr<TaskId> id = TaskId::Parse(t.id());
+        if (id.ok()) items.push_back(ReleaseItem{*id, t.token()});
+      }
+      broker->Release(items);
+    });
     WaitId id = s_->broker_->Lease(
         std::move(request),
         [reactor, resp](absl::StatusOr<std::vector<LeasedTask>> tasks) {
@@ -874,7 +939,9 @@ class BrokerService::WorkerServiceImpl final : public v1::WorkerService::Callbac
     return Report<CompleteItem>(
         ctx, timer, req->items(), resp->mutable_items(),
         [](const v1::CompleteRequest::Item& in, CompleteItem& out) { out.result = in.result(); },
-        [this](const std::vector<CompleteItem>& v) { return s_->broker_->Complete(v); });
+        [this](const std::vector<CompleteItem>& v, Ticket* t) {
+          return s_->broker_->Complete(v, t);
+        });
   }
 
   grpc::ServerUnaryReactor* Fail(grpc::CallbackServerContext* ctx, const v1::FailRequest* req,
@@ -887,7 +954,7 @@ class BrokerService::WorkerServiceImpl final : public v1::WorkerService::Callbac
           out.retryable = in.retryable();
           out.reason = in.reason();
         },
-        [this](const std::vector<FailItem>& v) { return s_->broker_->Fail(v); });
+        [this](const std::vector<FailItem>& v, Ticket* t) { return s_->broker_->Fail(v, t); });
   }
 
   grpc::ServerUnaryReactor* Release(grpc::CallbackServerContext* ctx,
@@ -897,7 +964,9 @@ class BrokerService::WorkerServiceImpl final : public v1::WorkerService::Callbac
     return Report<ReleaseItem>(
         ctx, timer, req->items(), resp->mutable_items(),
         [](const v1::ReleaseRequest::Item&, ReleaseItem&) {},
-        [this](const std::vector<ReleaseItem>& v) { return s_->broker_->Release(v); });
+        [this](const std::vector<ReleaseItem>& v, Ticket* t) {
+          return s_->broker_->Release(v, t);
+        });
   }
 
  private:
@@ -939,7 +1008,8 @@ class BrokerService::WorkerServiceImpl final : public v1::WorkerService::Callbac
       fill(in.Get(i), item);
       items.push_back(std::move(item));
     }
-    std::vector<absl::Status> results = call(items);
+    Ticket ticket = 0;
+    std::vector<absl::Status> results = call(items, &ticket);
     size_t next = 0;
     for (int i = 0; i < in.size(); ++i) {
       absl::Status status = decode[i].ok() ? results[next++] : decode[i];
@@ -947,7 +1017,9 @@ class BrokerService::WorkerServiceImpl final : public v1::WorkerService::Callbac
       s->set_code(static_cast<int>(status.code()));
       s->set_message(std::string(status.message()));
     }
-    return FinishNow(ctx, timer, absl::OkStatus());
+    // Acknowledged once the reports are durable.
+    (void)ctx;
+    return FinishWhenDurable(s_->broker_, timer, ticket, absl::OkStatus());
   }
 
   BrokerService* s_;

@@ -79,3 +79,4 @@ void Task::Destroy(Task* task) {
 }
 
 }  // namespace conveyor::server
+static_assert(sizeof(conveyor::server::Task) <= 56, "the task record must stay compact (DESIGN: < 200 bytes per queued task)");

@@ -106,6 +106,9 @@ struct TaskExtra {
   absl::Time started_at = absl::InfinitePast();
   absl::Time lease_expires_at = absl::InfinitePast();
   absl::Time attempt_deadline = absl::InfiniteFuture();
+  // READY because its lease expired (not released, failed or requeued): a
+  // heartbeat with the current token may take the lease back.
+  bool lease_lapsed = false;
   double progress_percent = 0;
   std::string progress_message;
   // End.
@@ -162,13 +165,18 @@ class Task {
   uint32_t payload_size_ = 0;
 
  public:
-  uint32_t token = 0;     // leases granted so far (fencing token)
+  // Fencing token of the latest lease: the broker's lease epoch in the high
+  // 32 bits (raised at every restart with a journal), the lease count within
+  // the epoch in the low 32, so no token is ever issued twice.
+  uint64_t token = 0;
   uint16_t failures = 0;  // attempts spent by failures and timeouts
   TaskState state = TaskState::kReady;
   uint8_t priority = 0;
   uint8_t crashes = 0;
   bool cancel_requested = false;
   bool watched = false;  // some WatchTask follows it
+  // Submitted, but its record is not durable yet: not leaseable, not timed.
+  bool pending_durable = false;
 };
 
 }  // namespace conveyor::server

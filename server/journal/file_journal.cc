@@ -58,6 +58,14 @@ absl::Status Corruption(const std::string& path, uint64_t offset,
                                           "; refusing to start"));
 }
 
+// The bytes from `end` to the last non-zero byte: what a torn tail lost
+// (the zero-filled preallocated space after it is not counted).
+uint64_t DamagedBytes(absl::string_view data, uint64_t end) {
+  size_t last = data.find_last_not_of('\0');
+  if (last == absl::string_view::npos || last < end) return 0;
+  return last + 1 - end;
+}
+
 }  // namespace
 
 // ── Opening ──
@@ -302,8 +310,8 @@ absl::Status FileJournal::RecoverFiles(
                     {"offset", static_cast<unsigned long long>(scan.end)},
                     {"damage_offset",
                      static_cast<unsigned long long>(scan.problem_offset)},
-                    {"dropped_bytes",
-                     static_cast<unsigned long long>(data->size() - scan.end)},
+                    {"dropped_bytes", static_cast<unsigned long long>(
+                                          DamagedBytes(*data, scan.end))},
                     {"reason", scan.problem}});
       }
     }
@@ -397,7 +405,7 @@ void FileJournal::Append(std::vector<std::string> records,
         state_ == State::kNew ? "journal is not recovered yet"
                               : "journal is closed");
   }
-  done(refused);
+  if (done) done(refused);
 }
 
 absl::StatusOr<SequenceNumber> FileJournal::BeginSnapshot() {
@@ -592,6 +600,11 @@ absl::Status FileJournal::Rotate(SequenceNumber first_seq, size_t batch_bytes) {
   if (s.ok()) s = env_->RenameFile(tmp, path);
   if (s.ok()) s = env_->SyncDir(options_.dir);
   if (!s.ok()) return AsFatal(s);
+  // Reopen under the final name, so that errors name the real file.
+  const uint64_t offset = (*f)->offset();
+  (*f)->Close().IgnoreError();  // Nothing unsynced in it.
+  f = env_->OpenWritableFile(path, offset);
+  if (!f.ok()) return AsFatal(f.status());
   if (file_ != nullptr) {
     absl::Status c = file_->Close();
     if (!c.ok()) return AsFatal(c);
@@ -729,7 +742,12 @@ absl::Status FileJournal::Close() {
   }
   if (writer_.joinable()) writer_.join();
   file_.reset();
-  lock_.reset();
+  {
+    // Let a snapshot in progress finish its file work before the directory
+    // is unlocked.
+    absl::MutexLock snapshot_lock(&snapshot_mu_);
+    lock_.reset();
+  }
   absl::MutexLock lock(&mu_);
   state_ = State::kClosed;
   progress_cv_.SignalAll();

@@ -8,11 +8,13 @@
 // preallocated to `segment_bytes` (fallocate) when created, so a full disk
 // shows up then, as RESOURCE_EXHAUSTED for the batches that needed the new
 // segment (nothing of them stored), never in the middle of a write; the next
-// group tries to create the segment again. A batch never spans segments (a
+// group tries to create the segment again (meanwhile, batches that still fit
+// in the current segment are stored there). A batch never spans segments (a
 // batch larger than a segment gets a segment of its own size). A new segment
 // is written as a temp file, preallocated, given its header, fsynced, renamed
-// and the directory fsynced; the segment it replaces is synced first, under
-// every policy, so only the last segment can ever end in a torn write.
+// and the directory fsynced; the segment it replaces is synced before the
+// rename, under every policy, so only the last segment can ever end in a
+// torn write.
 //
 // Failure. Any other write or sync error is fatal: the journal never retries
 // an fsync (after a failed fsync the kernel may have dropped the dirty pages,
@@ -165,8 +167,9 @@ class FileJournal final : public Journal {
   Env* const env_;
 
   // Serializes Recover and Close (held across I/O and the join).
-  absl::Mutex lifecycle_mu_ ABSL_ACQUIRED_BEFORE(mu_);
-  // Serializes WriteSnapshot (held across its I/O).
+  absl::Mutex lifecycle_mu_ ABSL_ACQUIRED_BEFORE(snapshot_mu_, mu_);
+  // Serializes WriteSnapshot (held across its I/O); Close takes it before
+  // releasing the directory lock.
   absl::Mutex snapshot_mu_ ABSL_ACQUIRED_BEFORE(mu_);
 
   mutable absl::Mutex mu_;

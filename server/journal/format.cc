@@ -65,16 +65,25 @@ bool AllZero(absl::string_view data) {
   return true;
 }
 
+// Bytes ValidRecordAfter may checksum before giving up (~0.1 s): damage
+// made of a repeating pattern could otherwise make every offset a plausible
+// multi-megabyte record.
+constexpr uint64_t kResyncCrcBudget = uint64_t{1} << 30;
+
 // Whether a record that passes its length and CRC checks starts anywhere in
-// data[from, end): the test for "followed by more valid data".
+// data[from, end): the test for "followed by more valid data". When the
+// budget runs out it answers yes: refusing to start is the safe mistake.
 bool ValidRecordAfter(absl::string_view data, size_t from) {
   if (data.size() < kRecordHeaderSize + kSeqSize) return false;
   const size_t last = data.size() - kRecordHeaderSize - kSeqSize;
+  uint64_t budget = kResyncCrcBudget;
   for (size_t o = from; o <= last; ++o) {
     uint32_t len = GetFixed32(data.data() + o);
     if (len < kSeqSize || len > data.size() - o - kRecordHeaderSize) continue;
     uint8_t type = static_cast<uint8_t>(data[o + 8]);
     if (type < 1 || type > 4) continue;
+    if (budget < len) return true;
+    budget -= len;
     uint32_t crc = crc32c::Unmask(GetFixed32(data.data() + o + 4));
     if (crc == crc32c::Value(data.data() + o + 8, 1 + len)) return true;
   }

@@ -1,0 +1,149 @@
+#include "server/journal_codec.h"
+
+#include "absl/strings/str_cat.h"
+
+namespace conveyor::server {
+namespace pb = ::conveyor::internal;
+namespace {
+
+int64_t Us(absl::Duration d) { return absl::ToInt64Microseconds(d); }
+int64_t Us(absl::Time t) {
+  if (t == absl::InfinitePast() || t == absl::InfiniteFuture()) return 0;
+  return absl::ToUnixMicros(t);
+}
+
+void RetryToRecord(const RetryPolicy& r, pb::RetryRecord* out) {
+  out->set_max_attempts(r.max_attempts);
+  out->set_initial_backoff_us(Us(r.initial_backoff));
+  out->set_max_backoff_us(Us(r.max_backoff));
+  out->set_multiplier(r.multiplier);
+  out->set_jitter(r.jitter);
+}
+
+std::string Serialize(const pb::JournalEntry& entry) {
+  std::string out;
+  entry.SerializeToString(&out);
+  return out;
+}
+
+}  // namespace
+
+RetryPolicy RetryFromRecord(const pb::RetryRecord& r) {
+  RetryPolicy p;
+  p.max_attempts = r.max_attempts();
+  p.initial_backoff = absl::Microseconds(r.initial_backoff_us());
+  p.max_backoff = absl::Microseconds(r.max_backoff_us());
+  p.multiplier = r.multiplier();
+  p.jitter = r.jitter();
+  return p;
+}
+
+QueueConfig QueueConfigFromRecord(const pb::QueueState& q) {
+  QueueConfig c;
+  c.name = q.name();
+  c.capacity = q.capacity();
+  c.full_policy = q.full_policy() == static_cast<uint32_t>(FullPolicy::kWait)
+                      ? FullPolicy::kWait
+                      : FullPolicy::kReject;
+  c.retry = RetryFromRecord(q.retry());
+  c.default_timeout = absl::Microseconds(q.default_timeout_us());
+  c.lease_duration = absl::Microseconds(q.lease_duration_us());
+  c.max_crashes = q.max_crashes();
+  c.result_ttl = absl::Microseconds(q.result_ttl_us());
+  c.retained = q.retained();
+  return c;
+}
+
+std::string EncodeStarted(uint32_t epoch, absl::Time at) {
+  pb::JournalEntry e;
+  e.mutable_started()->set_epoch(epoch);
+  e.mutable_started()->set_at_us(Us(at));
+  return Serialize(e);
+}
+
+std::string EncodeBarrier() {
+  pb::JournalEntry e;
+  e.mutable_barrier();
+  return Serialize(e);
+}
+
+std::string EncodeQueue(const QueueConfig& c, bool paused) {
+  pb::JournalEntry e;
+  pb::QueueState* q = e.mutable_queue();
+  q->set_name(c.name);
+  q->set_capacity(c.capacity);
+  q->set_full_policy(static_cast<uint32_t>(c.full_policy));
+  RetryToRecord(c.retry, q->mutable_retry());
+  q->set_default_timeout_us(Us(c.default_timeout));
+  q->set_lease_duration_us(Us(c.lease_duration));
+  q->set_max_crashes(c.max_crashes);
+  q->set_result_ttl_us(Us(c.result_ttl));
+  q->set_retained(c.retained);
+  q->set_paused(paused);
+  return Serialize(e);
+}
+
+std::string EncodeSubmitted(const Task& task, absl::string_view type) {
+  pb::JournalEntry e;
+  pb::TaskSubmitted* s = e.mutable_submitted();
+  s->set_id(task.id().value());
+  s->set_queue(task.queue()->name());
+  s->set_type(std::string(type));
+  s->set_payload(std::string(task.payload()));
+  s->set_priority(task.priority);
+  s->set_created_us(Us(task.created_at()));
+  if (const TaskExtra* x = task.extra(); x != nullptr) {
+    for (const auto& [k, v] : x->headers) {
+      pb::Header* h = s->add_headers();
+      h->set_key(k);
+      h->set_value(v);
+    }
+    if (x->not_before != absl::InfinitePast()) s->set_not_before_us(Us(x->not_before));
+    s->set_expires_us(Us(x->expires_at));
+    if (x->retry) RetryToRecord(*x->retry, s->mutable_retry());
+    if (x->timeout) s->set_timeout_us(Us(*x->timeout));
+    s->set_idempotency_key(x->idempotency_key);
+    s->set_rate_key(x->rate_key);
+    s->set_concurrency_key(x->concurrency_key);
+    if (x->fallback_result) s->set_fallback_result(*x->fallback_result);
+  }
+  return Serialize(e);
+}
+
+std::string EncodeUpdated(const Task& task) {
+  pb::JournalEntry e;
+  pb::TaskUpdated* u = e.mutable_updated();
+  u->set_id(task.id().value());
+  TaskState state = task.state == TaskState::kRunning ? TaskState::kReady : task.state;
+  u->set_state(static_cast<uint32_t>(state));
+  u->set_failures(task.failures);
+  u->set_crashes(task.crashes);
+  u->set_token(task.token);
+  u->set_cancel_requested(task.cancel_requested);
+  if (const TaskExtra* x = task.extra(); x != nullptr) {
+    if (task.state == TaskState::kScheduled) u->set_not_before_us(Us(x->not_before));
+    u->set_started_us(Us(x->started_at));
+    u->set_finished_us(Us(x->finished_at));
+    u->set_result(x->result);
+    u->set_error(x->error);
+  }
+  return Serialize(e);
+}
+
+std::string EncodeDropped(const std::vector<uint64_t>& ids) {
+  pb::JournalEntry e;
+  for (uint64_t id : ids) e.mutable_dropped()->add_ids(id);
+  return Serialize(e);
+}
+
+absl::StatusOr<pb::JournalEntry> DecodeEntry(absl::string_view record) {
+  pb::JournalEntry e;
+  if (!e.ParseFromArray(record.data(), static_cast<int>(record.size())) ||
+      e.kind_case() == pb::JournalEntry::KIND_NOT_SET) {
+    return absl::DataLossError(
+        absl::StrCat("a journal record of ", record.size(), " bytes is not a journal entry"));
+  }
+  return e;
+}
+
+}  // namespace conveyor::server

@@ -1,0 +1,341 @@
+// The broker with a journal: what is acknowledged only once durable, what a
+// restart brings back, and how fencing tokens stay unique across restarts.
+//
+// Two journals: HeldJournal (an in-memory Journal whose writes complete only
+// when the test says so, or fail) pins down ordering and gating; the real
+// FileJournal in a temporary directory pins down restart and snapshots.
+#include <stdlib.h>
+
+#include <deque>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/synchronization/mutex.h"
+#include "common/clock.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "server/broker.h"
+#include "server/journal/file_journal.h"
+#include "tests/server/broker_test_util.h"
+
+namespace conveyor::server {
+namespace {
+
+using broker_test::IsOk;
+using broker_test::StatusIs;
+
+// A Journal whose appends wait in a queue until Complete(n) finishes them
+// (or fails them), so a test sees the broker between "written" and "durable".
+class HeldJournal final : public journal::Journal {
+ public:
+  absl::Status Recover(
+      absl::FunctionRef<absl::Status(const journal::JournalSnapshot&)>,
+      absl::FunctionRef<absl::Status(const journal::JournalRecord&)> on_record) override {
+    for (const std::string& r : stored_) {
+      if (absl::Status s = on_record(journal::JournalRecord{0, r}); !s.ok()) return s;
+    }
+    return absl::OkStatus();
+  }
+  void Append(std::vector<std::string> records,
+              std::function<void(absl::Status)> done) override {
+    absl::MutexLock lock(&mu_);
+    held_.push_back({std::move(records), std::move(done)});
+  }
+  absl::StatusOr<journal::SequenceNumber> BeginSnapshot() override { return 1; }
+  absl::Status WriteSnapshot(journal::SequenceNumber, absl::string_view) override {
+    return absl::OkStatus();
+  }
+  absl::Status Close() override { return absl::OkStatus(); }
+  journal::JournalStats stats() const override { return {}; }
+
+  size_t held() {
+    absl::MutexLock lock(&mu_);
+    return held_.size();
+  }
+  // Finishes the oldest held append with `status` (stored if OK).
+  void CompleteOne(absl::Status status = absl::OkStatus()) {
+    Held h;
+    {
+      absl::MutexLock lock(&mu_);
+      ASSERT_FALSE(held_.empty());
+      h = std::move(held_.front());
+      held_.pop_front();
+    }
+    if (status.ok()) {
+      for (std::string& r : h.records) stored_.push_back(std::move(r));
+    }
+    h.done(status);
+  }
+  void CompleteAll() {
+    while (held() > 0) CompleteOne();
+  }
+
+ private:
+  struct Held {
+    std::vector<std::string> records;
+    std::function<void(absl::Status)> done;
+  };
+  absl::Mutex mu_;
+  std::deque<Held> held_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> stored_;  // test thread only
+};
+
+TaskSpec Spec(const std::string& queue, const std::string& payload = "p") {
+  TaskSpec spec;
+  spec.queue = queue;
+  spec.type = "t";
+  spec.payload = payload;
+  return spec;
+}
+
+std::vector<LeasedTask> LeaseNow(Broker& broker, const std::string& queue, uint32_t max = 10) {
+  std::vector<LeasedTask> out;
+  LeaseRequest req;
+  req.worker_id = "w";
+  req.queues = {queue};
+  req.max_tasks = max;
+  broker.Lease(req, [&](absl::StatusOr<std::vector<LeasedTask>> r) {
+    ASSERT_TRUE(r.ok()) << r.status();
+    out = std::move(*r);
+  });
+  return out;
+}
+
+TEST(BrokerHeldJournalTest, AnswersWaitForTheirWriteAndAFailedSubmitLeavesNothing) {
+  FakeClock clock;
+  HeldJournal journal;
+  Broker broker(BrokerOptions(), &clock, nullptr, &journal);
+  std::thread recover_done([&] {
+    while (journal.held() == 0) std::this_thread::yield();
+    journal.CompleteOne();
+  });
+  ASSERT_THAT(broker.Recover(), IsOk());
+  recover_done.join();
+  EXPECT_EQ(broker.epoch(), 1u);
+
+  std::optional<absl::StatusOr<SubmitResult>> first;
+  broker.Submit(Spec("q", "one"), absl::InfiniteFuture(),
+                [&](absl::StatusOr<SubmitResult> r) { first = std::move(r); });
+  EXPECT_FALSE(first.has_value()) << "answered before its record was durable";
+  EXPECT_TRUE(LeaseNow(broker, "q").empty()) << "leased before its record was durable";
+  journal.CompleteOne();
+  ASSERT_TRUE(first.has_value());
+  ASSERT_THAT(*first, IsOk());
+  std::vector<LeasedTask> leased = LeaseNow(broker, "q");
+  ASSERT_EQ(leased.size(), 1u);
+  // Tokens carry the epoch: larger than any token of an earlier run.
+  EXPECT_EQ(leased[0].token, (uint64_t{1} << 32) | 1);
+
+  // A disk-full write: the submit fails and the task never existed.
+  std::optional<absl::StatusOr<SubmitResult>> second;
+  broker.Submit(Spec("q", "two"), absl::InfiniteFuture(),
+                [&](absl::StatusOr<SubmitResult> r) { second = std::move(r); });
+  journal.CompleteOne(absl::ResourceExhaustedError("disk full"));
+  ASSERT_TRUE(second.has_value());
+  EXPECT_THAT(*second, StatusIs(absl::StatusCode::kResourceExhausted));
+  absl::StatusOr<QueueInfo> q = broker.GetQueue("q");
+  ASSERT_THAT(q, IsOk());
+  EXPECT_EQ(q->stats.count(TaskState::kReady) + q->stats.count(TaskState::kScheduled), 0u);
+  EXPECT_EQ(q->stats.count(TaskState::kRunning), 1u);
+
+  // A Complete is acknowledged through its ticket once durable.
+  Ticket ticket = 0;
+  std::vector<absl::Status> done =
+      broker.Complete({CompleteItem{leased[0].id, leased[0].token, "r"}}, &ticket);
+  ASSERT_THAT(done[0], IsOk());
+  bool acked = false;
+  broker.WhenDurable(ticket, [&](absl::Status s) {
+    EXPECT_TRUE(s.ok());
+    acked = true;
+  });
+  EXPECT_FALSE(acked);
+  journal.CompleteAll();
+  EXPECT_TRUE(acked);
+}
+
+class FileJournalBrokerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/conveyor-durability-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+  }
+  void TearDown() override {
+    broker_.reset();
+    if (journal_ != nullptr) (void)journal_->Close();
+    journal_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+  // (Re)opens the broker on the directory, as a restart does.
+  void Open() {
+    broker_.reset();
+    if (journal_ != nullptr) {
+      ASSERT_THAT(journal_->Close(), IsOk());
+    }
+    journal_.reset();
+    journal::FileJournalOptions options;
+    options.dir = dir_;
+    options.segment_bytes = 1 << 20;
+    absl::StatusOr<std::unique_ptr<journal::FileJournal>> j =
+        journal::FileJournal::Open(std::move(options));
+    ASSERT_THAT(j, IsOk());
+    journal_ = std::move(*j);
+    broker_ = std::make_unique<Broker>(BrokerOptions(), &clock_, nullptr, journal_.get());
+    ASSERT_THAT(broker_->Recover(), IsOk());
+  }
+  // A crash: the journal is dropped without Close (its files stay as written).
+  void Crash() {
+    broker_.reset();
+    journal_.reset();
+  }
+
+  FakeClock clock_;
+  std::string dir_;
+  std::unique_ptr<journal::FileJournal> journal_;
+  std::unique_ptr<Broker> broker_;
+};
+
+TEST_F(FileJournalBrokerTest, RestartKeepsQueuesTasksResultsDeadLettersAndKeys) {
+  Open();
+  QueueConfig config;
+  config.name = "jobs";
+  config.capacity = 50;
+  config.retry.max_attempts = 1;
+  ASSERT_THAT(broker_->CreateQueue(config, /*paused=*/false), IsOk());
+  absl::StatusOr<SubmitResult> done = broker_->SubmitNow(Spec("jobs", "done"));
+  TaskSpec keyed = Spec("jobs", "keyed");
+  keyed.idempotency_key = "k-1";
+  keyed.priority = 7;
+  keyed.headers = {{"traceparent", "00-abc-def-01"}};
+  absl::StatusOr<SubmitResult> waiting = broker_->SubmitNow(keyed);
+  absl::StatusOr<SubmitResult> dead = broker_->SubmitNow(Spec("jobs", "dead"));
+  ASSERT_THAT(done, IsOk());
+  ASSERT_THAT(waiting, IsOk());
+  ASSERT_THAT(dead, IsOk());
+  std::vector<LeasedTask> leased = LeaseNow(*broker_, "jobs", 3);
+  ASSERT_EQ(leased.size(), 3u);  // keyed (priority 7) first, then done, dead
+  for (const LeasedTask& t : leased) {
+    if (t.id == done->task.id) {
+      ASSERT_THAT(broker_->Complete({CompleteItem{t.id, t.token, "42"}})[0], IsOk());
+    } else if (t.id == dead->task.id) {
+      ASSERT_THAT(broker_->Fail({FailItem{t.id, t.token, "boom", true, ""}})[0], IsOk());
+    } else {
+      ASSERT_THAT(broker_->Release({ReleaseItem{t.id, t.token}})[0], IsOk());
+    }
+  }
+  ASSERT_THAT(broker_->PauseQueue("jobs"), IsOk());
+  Crash();
+  Open();
+
+  absl::StatusOr<QueueInfo> q = broker_->GetQueue("jobs");
+  ASSERT_THAT(q, IsOk());
+  EXPECT_EQ(q->config.capacity, 50u);
+  EXPECT_EQ(q->config.retry.max_attempts, 1u);
+  EXPECT_TRUE(q->paused);
+  absl::StatusOr<TaskInfo> t = broker_->GetTask(done->task.id);
+  ASSERT_THAT(t, IsOk());
+  EXPECT_EQ(t->state, TaskState::kSucceeded);
+  EXPECT_EQ(t->result, "42");
+  t = broker_->GetTask(dead->task.id);
+  ASSERT_THAT(t, IsOk());
+  EXPECT_EQ(t->state, TaskState::kDead);
+  EXPECT_THAT(t->error, ::testing::HasSubstr("boom"));
+  t = broker_->GetTask(waiting->task.id);
+  ASSERT_THAT(t, IsOk());
+  EXPECT_EQ(t->state, TaskState::kReady);
+  EXPECT_EQ(t->payload, "keyed");
+  EXPECT_EQ(t->priority, 7u);
+  EXPECT_EQ(t->attempts, 0u);
+  ASSERT_EQ(t->headers.size(), 1u);
+  EXPECT_EQ(t->headers[0].second, "00-abc-def-01");
+  absl::StatusOr<SubmitResult> again = broker_->SubmitNow(keyed);
+  ASSERT_THAT(again, IsOk());
+  EXPECT_TRUE(again->deduplicated);
+  EXPECT_EQ(again->task.id, waiting->task.id);
+  absl::StatusOr<TaskPage> letters = broker_->ListDeadLetters("jobs", 10, "");
+  ASSERT_THAT(letters, IsOk());
+  ASSERT_EQ(letters->tasks.size(), 1u);
+  // New ids keep increasing past the recovered ones.
+  ASSERT_THAT(broker_->ResumeQueue("jobs"), IsOk());
+  absl::StatusOr<SubmitResult> later = broker_->SubmitNow(Spec("jobs", "later"));
+  ASSERT_THAT(later, IsOk());
+  EXPECT_GT(later->task.id, dead->task.id);
+}
+
+TEST_F(FileJournalBrokerTest, ALeasedTaskComesBackReadyAndItsOldTokenIsStale) {
+  Open();
+  ASSERT_THAT(broker_->SubmitNow(Spec("q")), IsOk());
+  std::vector<LeasedTask> before = LeaseNow(*broker_, "q");
+  ASSERT_EQ(before.size(), 1u);
+  Crash();
+  Open();
+  absl::StatusOr<TaskInfo> t = broker_->GetTask(before[0].id);
+  ASSERT_THAT(t, IsOk());
+  EXPECT_EQ(t->state, TaskState::kReady);
+  EXPECT_EQ(t->attempts, 0u);  // a restart spends neither an attempt...
+  EXPECT_EQ(t->crashes, 0u);   // ...nor the crash budget
+  std::vector<LeasedTask> after = LeaseNow(*broker_, "q");
+  ASSERT_EQ(after.size(), 1u);
+  EXPECT_GT(after[0].token, before[0].token);
+  EXPECT_THAT(broker_->Complete({CompleteItem{before[0].id, before[0].token, "old"}})[0],
+              StatusIs(absl::StatusCode::kFailedPrecondition, "stale"));
+  EXPECT_THAT(broker_->Complete({CompleteItem{after[0].id, after[0].token, "new"}})[0], IsOk());
+}
+
+TEST_F(FileJournalBrokerTest, ACancelAcceptedWhileRunningEndsTheTaskAfterARestart) {
+  Open();
+  ASSERT_THAT(broker_->SubmitNow(Spec("q")), IsOk());
+  std::vector<LeasedTask> leased = LeaseNow(*broker_, "q");
+  ASSERT_EQ(leased.size(), 1u);
+  absl::StatusOr<TaskInfo> canceled = broker_->CancelTask(leased[0].id);
+  ASSERT_THAT(canceled, IsOk());
+  EXPECT_TRUE(canceled->cancel_requested);
+  Crash();
+  Open();
+  absl::StatusOr<TaskInfo> t = broker_->GetTask(leased[0].id);
+  ASSERT_THAT(t, IsOk());
+  EXPECT_EQ(t->state, TaskState::kCanceled);
+  EXPECT_TRUE(LeaseNow(*broker_, "q").empty());
+}
+
+TEST_F(FileJournalBrokerTest, ASnapshotPlusLaterRecordsRestoresTheSameState) {
+  Open();
+  std::vector<TaskId> ids;
+  for (int i = 0; i < 50; ++i) {
+    absl::StatusOr<SubmitResult> r = broker_->SubmitNow(Spec("q", std::to_string(i)));
+    ASSERT_THAT(r, IsOk());
+    ids.push_back(r->task.id);
+  }
+  std::vector<LeasedTask> leased = LeaseNow(*broker_, "q", 10);
+  ASSERT_EQ(leased.size(), 10u);
+  for (const LeasedTask& t : leased) {
+    ASSERT_THAT(broker_->Complete({CompleteItem{t.id, t.token, "r" + t.payload}})[0], IsOk());
+  }
+  ASSERT_THAT(broker_->WriteSnapshot(), IsOk());
+  // After the snapshot: more changes, recorded only in the journal.
+  std::vector<LeasedTask> more = LeaseNow(*broker_, "q", 5);
+  ASSERT_EQ(more.size(), 5u);
+  for (const LeasedTask& t : more) {
+    ASSERT_THAT(broker_->Fail({FailItem{t.id, t.token, "no", false, ""}})[0], IsOk());
+  }
+  ASSERT_THAT(broker_->PurgeDeadLetters("q", {more[0].id}), IsOk());
+  Crash();
+  Open();
+  absl::StatusOr<QueueInfo> q = broker_->GetQueue("q");
+  ASSERT_THAT(q, IsOk());
+  EXPECT_EQ(q->stats.count(TaskState::kSucceeded), 10u);
+  EXPECT_EQ(q->stats.count(TaskState::kDead), 4u);
+  EXPECT_EQ(q->stats.count(TaskState::kReady), 35u);
+  absl::StatusOr<TaskInfo> t = broker_->GetTask(leased[3].id);
+  ASSERT_THAT(t, IsOk());
+  EXPECT_EQ(t->result, "r" + leased[3].payload);
+  EXPECT_THAT(broker_->GetTask(more[0].id), StatusIs(absl::StatusCode::kNotFound));
+}
+
+}  // namespace
+}  // namespace conveyor::server
