@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <fstream>
+#include <cstdlib>
 #include <string>
 #include <thread>
 #include <vector>
@@ -33,7 +34,7 @@
 // declared here so that --help lists them.
 ABSL_FLAG(std::string, broker, "",
           "Broker host:port to lease from. Repeatable (or comma-separated): the worker "
-          "serves every broker given. Default 127.0.0.1:7400.");
+          "serves every broker given. Default: $CONVEYOR_ADDR, else 127.0.0.1:7400.");
 ABSL_FLAG(std::string, queue, "",
           "Queue to serve. Repeatable (or comma-separated), 1 to 64 queues. Required.");
 ABSL_FLAG(std::string, exec, "",
@@ -201,7 +202,11 @@ int main(int argc, char** argv) {
   namespace cw = conveyor::worker;
   cw::WorkerOptions options;
   options.brokers = SplitCommas(repeated["broker"]);
-  if (options.brokers.empty()) options.brokers = {"127.0.0.1:7400"};
+  if (options.brokers.empty()) {
+    // Like the CLI: CONVEYOR_ADDR, else the broker's default address.
+    const char* env = std::getenv("CONVEYOR_ADDR");
+    options.brokers = {env != nullptr && *env != '\0' ? std::string(env) : "127.0.0.1:7400"};
+  }
   options.queues = SplitCommas(repeated["queue"]);
   if (options.queues.empty()) return Usage("give at least one --queue to serve");
   options.concurrency = absl::GetFlag(FLAGS_concurrency);
