@@ -23,9 +23,12 @@ constexpr char kHealthCheckMethod[] = "/grpc.health.v1.Health/Check";
 bool IsUnavailable(absl::StatusCode code) { return code == absl::StatusCode::kUnavailable; }
 
 // Submits carry idempotency keys, so a timed-out attempt that did land is
-// answered with the original task on the next attempt.
+// answered with the original task on the next attempt. CANCELLED comes only
+// from the server side here (a broker shutting down cancels calls in flight):
+// the submit's fate is unknown, and resending with the same key is safe.
 bool IsSubmitRetryable(absl::StatusCode code) {
-  return code == absl::StatusCode::kUnavailable || code == absl::StatusCode::kDeadlineExceeded;
+  return code == absl::StatusCode::kUnavailable || code == absl::StatusCode::kDeadlineExceeded ||
+         code == absl::StatusCode::kCancelled;
 }
 
 bool NeverRetry(absl::StatusCode) { return false; }

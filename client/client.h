@@ -15,8 +15,9 @@
 //
 // Retries:
 //   - Submit and SubmitBatch first give every TaskSpec without an idempotency
-//     key a random one (128 bits, 32 hex digits), then retry on UNAVAILABLE
-//     and DEADLINE_EXCEEDED up to `submit_attempts` attempts in all, with
+//     key a random one (128 bits, 32 hex digits), then retry on UNAVAILABLE,
+//     DEADLINE_EXCEEDED and CANCELLED (a broker shutting down cancels calls
+//     in flight) up to `submit_attempts` attempts in all, with
 //     jittered exponential backoff, resending the same keys: the broker
 //     returns the original task for a key it has seen, so a retry never
 //     enqueues twice. (With FULL_POLICY_WAIT a full queue answers

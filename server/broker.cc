@@ -1725,13 +1725,20 @@ absl::Status Broker::Apply(const conveyor::internal::JournalEntry& e) {
       task->crashes = static_cast<uint8_t>(std::min<uint32_t>(r.crashes(), UINT8_MAX));
       task->token = r.token();
       task->cancel_requested = r.cancel_requested();
-      TaskExtra& x = task->mutable_extra();
-      if (r.not_before_us() != 0) x.not_before = absl::FromUnixMicros(r.not_before_us());
-      if (r.started_us() != 0) x.started_at = absl::FromUnixMicros(r.started_us());
-      x.finished_at = r.finished_us() != 0 ? absl::FromUnixMicros(r.finished_us())
-                                           : absl::InfinitePast();
-      x.result = r.result();
-      x.error = r.error();
+      // A queued task that never ran keeps no extra (snapshots write an
+      // update for every task): the record stays compact after a restart.
+      const bool needs_extra = task->extra() != nullptr || r.not_before_us() != 0 ||
+                               r.started_us() != 0 || r.finished_us() != 0 ||
+                               !r.result().empty() || !r.error().empty();
+      if (needs_extra) {
+        TaskExtra& x = task->mutable_extra();
+        if (r.not_before_us() != 0) x.not_before = absl::FromUnixMicros(r.not_before_us());
+        if (r.started_us() != 0) x.started_at = absl::FromUnixMicros(r.started_us());
+        x.finished_at = r.finished_us() != 0 ? absl::FromUnixMicros(r.finished_us())
+                                             : absl::InfinitePast();
+        x.result = r.result();
+        x.error = r.error();
+      }
       if (IsTerminal(task->state)) ++queue->ended_live;
       return absl::OkStatus();
     }
