@@ -20,8 +20,9 @@
 # and the maximum allocated size stayed under SLACK x bound.
 #
 # Environment (defaults in brackets):
-#   BUILD_DIR [build]  LIVE [10000]  FSYNC [always]  SNAPSHOT_BYTES [67108864]
-#   SEGMENT_BYTES [67108864]  SAMPLE_SECONDS [1]  SLACK [1.5]
+#   BUILD_DIR [build]  LIVE [10000]  FSYNC [always]  SNAPSHOT_BYTES [0 = the
+#   broker's automatic threshold: 2 x the last snapshot, at least 4 MiB]
+#   SEGMENT_BYTES [8388608]  SAMPLE_SECONDS [1]  SLACK [1.5]
 #   DATA_PARENT [${TMPDIR:-/tmp}]  KEEP [unset: remove the directory at the end]
 set -euo pipefail
 
@@ -30,8 +31,8 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${BUILD_DIR:-$repo/build}"
 live="${LIVE:-10000}"
 fsync="${FSYNC:-always}"
-snapshot_bytes="${SNAPSHOT_BYTES:-67108864}"
-segment_bytes="${SEGMENT_BYTES:-67108864}"
+snapshot_bytes="${SNAPSHOT_BYTES:-0}"
+segment_bytes="${SEGMENT_BYTES:-8388608}"
 sample_seconds="${SAMPLE_SECONDS:-1}"
 slack="${SLACK:-1.5}"
 conveyord="$build/server/conveyord"
@@ -128,7 +129,12 @@ stop_broker || restart_ok=0
 
 read -r max_app max_alloc max_snap < <(awk 'BEGIN{a=0;b=0;s=0} {if($2>a)a=$2; if($3>b)b=$3; if($4>s)s=$4} END{print a, b, s}' "$work/samples")
 nsamples=$(wc -l <"$work/samples")
-bound=$(( 2 * (max_snap > snap ? max_snap : snap) + snapshot_bytes + 2 * segment_bytes ))
+big_snap=$(( max_snap > snap ? max_snap : snap ))
+threshold=$snapshot_bytes
+if (( threshold == 0 )); then  # the broker's automatic threshold
+  threshold=$(( 2 * big_snap > 4194304 ? 2 * big_snap : 4194304 ))
+fi
+bound=$(( 2 * big_snap + threshold + 2 * segment_bytes ))
 limit=$(awk -v b="$bound" -v s="$slack" 'BEGIN{printf "%d", b*s}')
 mib() { awk -v x="$1" 'BEGIN{printf "%.1f MiB", x/1048576}'; }
 
@@ -143,7 +149,7 @@ echo "RESULT compaction_soak total=$total live=$live fsync=$fsync samples=$nsamp
 echo "max on disk:   $(mib "$max_alloc") allocated, $(mib "$max_app") apparent"
 echo "final on disk: $(mib "$final_alloc") allocated, $(mib "$final_app") apparent"
 echo "live state:    $(mib "$snap") (last snapshot; largest seen $(mib "$max_snap"))"
-echo "bound:         $(mib "$bound") = 2 x snapshot + snapshot_bytes + 2 x segment_bytes; limit x$slack = $(mib "$limit")"
+echo "bound:         $(mib "$bound") = 2 x snapshot + snapshot threshold + 2 x segment_bytes; limit x$slack = $(mib "$limit")"
 echo "restart after the soak: ${t_up} ms to the port file"
 
 status=0

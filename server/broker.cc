@@ -1859,7 +1859,7 @@ absl::Status Broker::Recover() {
   return status;
 }
 
-absl::Status Broker::WriteSnapshot() {
+absl::Status Broker::WriteSnapshot(size_t* bytes) {
   if (journal_ == nullptr) return absl::OkStatus();
   struct Piece {
     uint64_t pending_id;  // 0 unless the task's submit was not durable at the cut
@@ -1906,6 +1906,7 @@ absl::Status Broker::WriteSnapshot() {
       state.append(p.data);
     }
   }
+  if (bytes != nullptr) *bytes = state.size();
   return journal_->WriteSnapshot(cut, state);
 }
 

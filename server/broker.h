@@ -350,8 +350,9 @@ class Broker {
   // FAILED_PRECONDITION from the journal are returned as they are.
   absl::Status Recover();
   // Writes a snapshot of the persistent state, letting the journal delete
-  // the records it covers. Blocks on disk: call from a background thread.
-  absl::Status WriteSnapshot();
+  // the records it covers; `bytes` (optional) receives its size. Blocks on
+  // disk: call from a background thread.
+  absl::Status WriteSnapshot(size_t* bytes = nullptr);
   uint32_t epoch() const;
 
   // ── Time and lifecycle ──

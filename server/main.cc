@@ -35,11 +35,12 @@ ABSL_FLAG(std::string, fsync, "always",
           "When journal writes are made durable: always (before each acknowledgement), "
           "interval:<ms> (acknowledge after write(2), sync at least every <ms>; a machine "
           "crash may lose that window), or never (leave it to the kernel).");
-ABSL_FLAG(uint64_t, snapshot_bytes, uint64_t{64} << 20,
+ABSL_FLAG(uint64_t, snapshot_bytes, 0,
           "Write a snapshot (and delete the journal segments it covers) after this many "
-          "journal bytes.");
-ABSL_FLAG(uint64_t, segment_bytes, uint64_t{64} << 20,
-          "Size of each preallocated journal segment file.");
+          "journal bytes. 0: automatic, twice the size of the last snapshot but at least "
+          "4 MiB, so disk use stays a small multiple of the live state.");
+ABSL_FLAG(uint64_t, segment_bytes, uint64_t{8} << 20,
+          "Size of each preallocated journal segment file (at least 4096).");
 ABSL_FLAG(bool, auto_create_queues, true,
           "Create a queue with the default settings on its first submit.");
 ABSL_FLAG(uint32_t, max_queues, 10000, "Most queues the broker holds.");

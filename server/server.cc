@@ -129,20 +129,27 @@ absl::StatusOr<std::unique_ptr<BrokerServer>> BrokerServer::Start(ServerOptions 
 
 void BrokerServer::SnapshotLoop() {
   uint64_t at_last = journal_->stats().bytes_written;
+  uint64_t last_snapshot = 0;
   absl::MutexLock lock(&mu_);
   while (!stopping_) {
     mu_.AwaitWithTimeout(absl::Condition(&stopping_), absl::Seconds(1));
     if (stopping_) break;
     const uint64_t written = journal_->stats().bytes_written;
-    if (written - at_last < options_.snapshot_bytes) continue;
+    const uint64_t threshold = options_.snapshot_bytes != 0
+                                   ? options_.snapshot_bytes
+                                   : std::max<uint64_t>(uint64_t{4} << 20, 2 * last_snapshot);
+    if (written - at_last < threshold) continue;
     mu_.Unlock();
     const absl::Time start = absl::Now();
-    absl::Status s = broker_->WriteSnapshot();
+    size_t bytes = 0;
+    absl::Status s = broker_->WriteSnapshot(&bytes);
     if (s.ok()) {
       LogInfo("snapshot written", {{"journal_bytes_since_last",
                                     static_cast<unsigned long long>(written - at_last)},
+                                   {"snapshot_bytes", static_cast<unsigned long long>(bytes)},
                                    {"took", absl::FormatDuration(absl::Now() - start)}});
       at_last = written;
+      last_snapshot = bytes;
     } else {
       LogWarning("snapshot failed; will retry", {{"error", s}});
     }

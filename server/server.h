@@ -59,10 +59,11 @@ struct ServerOptions {
   std::string data_dir;
   // "always" (default), "interval:<ms>" or "never".
   std::string fsync = "always";
-  uint64_t segment_bytes = uint64_t{64} << 20;
+  uint64_t segment_bytes = uint64_t{8} << 20;
   // A snapshot is written once this many journal bytes were written since
-  // the last one, so disk use follows live state, not history.
-  uint64_t snapshot_bytes = uint64_t{64} << 20;
+  // the last one, so disk use follows live state, not history. 0: twice the
+  // size of the last snapshot, at least 4 MiB.
+  uint64_t snapshot_bytes = 0;
 };
 
 class BrokerServer {
