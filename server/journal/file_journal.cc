@@ -259,6 +259,15 @@ absl::Status FileJournal::RecoverFiles(
     segs.push_back({number, h->first_seq});
   }
 
+  // Segments are deleted only once a snapshot covers them: without one, the
+  // journal must still begin with the first segment ever written.
+  if (!has_snapshot && !segs.empty() && segs.front().number != 1) {
+    return absl::DataLossError(absl::StrCat(
+        "journal segment ", SegmentFileName(1), " is missing from ", dir,
+        " and there is no snapshot (the earliest segment is ",
+        SegmentFileName(segs.front().number), "); refusing to start"));
+  }
+
   // Segments wholly before the cut are leftovers of an interrupted cleanup.
   size_t first = 0;
   while (first + 1 < segs.size() && segs[first + 1].first_seq <= cut) {

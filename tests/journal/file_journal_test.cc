@@ -522,6 +522,19 @@ TEST_F(FileJournalTest, MissingMiddleSegmentIsDataLoss) {
                                  absl::StrCat(SegmentFileName(2), " is missing")));
 }
 
+TEST_F(FileJournalTest, MissingFirstSegmentWithoutASnapshotIsDataLoss) {
+  {
+    auto j = OpenAndRecover(Options());
+    for (int i = 0; i < 120; ++i) ASSERT_THAT(AppendAndWait(*j, {Rec(i, 100)}), IsOk());
+  }
+  ASSERT_GE(SegmentFiles().size(), 3u);
+  // Nothing ever covered segment 1's records: losing it is data loss, not a
+  // journal that simply starts later.
+  ASSERT_THAT(env_.RemoveFile(SegPath(1)), IsOk());
+  EXPECT_THAT(Reopen(), StatusIs(absl::StatusCode::kDataLoss,
+                                 absl::StrCat(SegmentFileName(1), " is missing")));
+}
+
 TEST_F(FileJournalTest, DamagedSegmentHeaderIsDataLoss) {
   {
     auto j = OpenAndRecover(Options());
