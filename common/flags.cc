@@ -1,5 +1,8 @@
 #include "common/flags.h"
 
+#include "absl/flags/usage_config.h"
+#include "absl/strings/match.h"
+
 namespace conveyor {
 
 std::vector<std::string> NormalizeFlagNames(int argc, char** argv) {
@@ -31,6 +34,15 @@ std::vector<char*> ArgvOf(std::vector<std::string>& args) {
   for (std::string& a : args) out.push_back(a.data());
   out.push_back(nullptr);
   return out;
+}
+
+void ListFlagsFromFile(std::string main_file) {
+  absl::FlagsUsageConfig config;
+  config.contains_help_flags = [main_file](absl::string_view file) {
+    return absl::EndsWith(file, main_file);
+  };
+  config.contains_helpshort_flags = config.contains_help_flags;
+  absl::SetFlagsUsageConfig(config);
 }
 
 }  // namespace conveyor

@@ -15,6 +15,10 @@ std::vector<std::string> NormalizeFlagNames(int argc, char** argv);
 // argv-style pointers into `args` (valid while `args` lives).
 std::vector<char*> ArgvOf(std::vector<std::string>& args);
 
+// Makes --help list the flags defined in the file whose path ends with
+// `main_file` (Abseil's default looks for a file named after the binary).
+void ListFlagsFromFile(std::string main_file);
+
 }  // namespace conveyor
 
 #endif  // CONVEYOR_COMMON_FLAGS_H_

@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/flags.h"
 #include "common/log.h"
+#include "common/signals.h"
 #include "server/server.h"
 #include "server/verify.h"
 
@@ -97,14 +98,7 @@ bool WritePortFile(const std::string& path, int port) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  // --help lists the flags defined in this file (Abseil's default looks for
-  // a file named after the binary).
-  absl::FlagsUsageConfig usage_config;
-  usage_config.contains_help_flags = [](absl::string_view file) {
-    return absl::EndsWith(file, "server/main.cc");
-  };
-  usage_config.contains_helpshort_flags = usage_config.contains_help_flags;
-  absl::SetFlagsUsageConfig(usage_config);
+  conveyor::ListFlagsFromFile("server/main.cc");
   absl::SetProgramUsageMessage(
       "the Conveyor task-queue broker.\n"
       "Usage: conveyord [--listen=127.0.0.1:7400] [--port-file=PATH] "
@@ -149,14 +143,8 @@ int main(int argc, char** argv) {
                                        std::cerr);
   }
 
-  // Block the stop signals in every thread (gRPC's included); main waits for
-  // them with sigwait.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGTERM);
-  sigaddset(&stop_signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
-  signal(SIGPIPE, SIG_IGN);
+  // Before any thread (gRPC's included): main alone takes the stop signals.
+  const sigset_t stop_signals = conveyor::BlockStopSignals();
 
   conveyor::server::ServerOptions options;
   options.listen = absl::GetFlag(FLAGS_listen);
@@ -211,16 +199,7 @@ int main(int argc, char** argv) {
     return 73;
   }
 
-  int sig = 0;
-  sigwait(&stop_signals, &sig);
-  conveyor::LogInfo("stop signal received", {{"signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"}});
-  // A second stop signal during the drain exits at once.
-  std::thread([stop_signals] {
-    int again = 0;
-    sigwait(&stop_signals, &again);
-    conveyor::LogWarning("second stop signal: exiting without finishing the drain");
-    _exit(1);
-  }).detach();
+  conveyor::AwaitStopSignal(stop_signals);
   (*server)->Shutdown();
   return 0;
 }

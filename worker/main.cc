@@ -24,6 +24,7 @@
 #include "absl/strings/str_split.h"
 #include "common/flags.h"
 #include "common/log.h"
+#include "common/signals.h"
 #include "worker/builtin_handlers.h"
 #include "worker/exec_handler.h"
 #include "worker/rate_limiter.h"
@@ -155,23 +156,10 @@ int Usage(const std::string& message) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  // Block the stop signals before any thread exists (gRPC's, the worker's):
-  // main alone takes them, with sigwait.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGTERM);
-  sigaddset(&stop_signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
-  signal(SIGPIPE, SIG_IGN);
-
-  // --help lists the flags defined in this file (Abseil's default looks for
-  // a file named after the binary, conveyor-worker.cc).
-  absl::FlagsUsageConfig usage_config;
-  usage_config.contains_help_flags = [](absl::string_view file) {
-    return absl::EndsWith(file, "worker/main.cc");
-  };
-  usage_config.contains_helpshort_flags = usage_config.contains_help_flags;
-  absl::SetFlagsUsageConfig(usage_config);
+  // Before any thread exists (gRPC's, the worker's): main alone takes the
+  // stop signals.
+  const sigset_t stop_signals = conveyor::BlockStopSignals();
+  conveyor::ListFlagsFromFile("worker/main.cc");
   absl::SetProgramUsageMessage(
       "pulls tasks from Conveyor brokers and runs them.\n"
       "Usage: conveyor-worker --queue=Q [--queue=Q2] [--broker=HOST:PORT ...] "
@@ -265,16 +253,7 @@ int main(int argc, char** argv) {
     return EX_CANTCREAT;
   }
 
-  int sig = 0;
-  sigwait(&stop_signals, &sig);
-  conveyor::LogInfo("stop signal received", {{"signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"}});
-  // A second stop signal during the drain exits at once.
-  std::thread([stop_signals] {
-    int again = 0;
-    sigwait(&stop_signals, &again);
-    conveyor::LogWarning("second stop signal: exiting without finishing the drain");
-    _exit(1);
-  }).detach();
+  conveyor::AwaitStopSignal(stop_signals);
   worker.Shutdown();
   return 0;
 }

@@ -17,6 +17,7 @@
 #include "common/clock.h"
 #include "common/grpc_util.h"
 #include "common/log.h"
+#include "common/signals.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 #include "prometheus/exposer.h"
@@ -531,22 +532,9 @@ absl::Status Worker::Start() { return impl_->Start(); }
 void Worker::Shutdown() { impl_->Shutdown(); }
 
 absl::Status Worker::Run() {
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGTERM);
-  sigaddset(&stop_signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
-  signal(SIGPIPE, SIG_IGN);
+  const sigset_t stop_signals = BlockStopSignals();
   if (absl::Status s = Start(); !s.ok()) return s;
-  int sig = 0;
-  sigwait(&stop_signals, &sig);
-  LogInfo("stop signal received", {{"signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"}});
-  std::thread([stop_signals] {
-    int again = 0;
-    sigwait(&stop_signals, &again);
-    LogWarning("second stop signal: exiting without finishing the drain");
-    _exit(1);
-  }).detach();
+  AwaitStopSignal(stop_signals);
   Shutdown();
   return absl::OkStatus();
 }
