@@ -22,6 +22,34 @@
 // function; `BrokerListener` sees each of them (the hook the journal and
 // metrics attach to).
 //
+// Limits (QueueConfig::limits, proto message Limits) are applied when leases
+// are granted, so they hold across all workers:
+//  - a queue that is paused, throttled, whose rate bucket has no token, or
+//    that has max_running tasks RUNNING grants nothing until that changes;
+//  - a task whose rate key (an override in key_rates, else key_rate) has no
+//    token, or whose rate key is throttled, waits; so does a task whose
+//    concurrency key's pool (a named pool, else key_max_running) has that
+//    many tasks RUNNING. Tasks of other keys are served meanwhile: a held
+//    back key never blocks the others. A grant spends one token of the
+//    queue's bucket and one of its rate key's;
+//  - a running slot (queue or pool) is taken at the grant and freed when the
+//    task leaves RUNNING for any reason (complete, fail, timeout, cancel,
+//    lease expiry, throttle, release, drain);
+//  - buckets start full (the burst may be spent at once) and refill
+//    continuously; an idle key's bucket is forgotten once full again;
+//  - order: best priority first; within a priority, tasks with a rate or
+//    concurrency key take turns by key (round-robin): once a key is served,
+//    it goes behind every task that was ready at that moment. Tasks without
+//    keys keep FIFO order among themselves;
+//  - Fail with `throttled`: the task goes back to READY spending neither an
+//    attempt nor the crash budget, and its rate key (a task without one: its
+//    whole queue) leases nothing for `retry_after`;
+//  - UpdateQueue applies new limits at once; parked Lease calls are served
+//    when a limit is raised or removed;
+//  - GetTask and ListTasks say why a SCHEDULED or READY task waits
+//    (TaskInfo::waiting); QueueStats::blocked counts the waiting tasks by
+//    reason.
+//
 // Thread-safe: one mutex guards all state.
 #ifndef CONVEYOR_SERVER_BROKER_H_
 #define CONVEYOR_SERVER_BROKER_H_
@@ -65,6 +93,13 @@ struct BrokerOptions {
   absl::Duration timeout_grace = absl::Seconds(10);
   // Longest Lease long-poll.
   absl::Duration max_lease_wait = absl::Seconds(60);
+  // A queue with no Lease call parked, none named it for this long, and no
+  // task running counts its ready tasks as waiting for a worker (no_worker).
+  absl::Duration worker_idle = absl::Seconds(60);
+  // Pause after a throttled report that gives no delay, and the longest one
+  // allowed.
+  absl::Duration default_throttle = absl::Seconds(1);
+  absl::Duration max_throttle = absl::Hours(1);
   // Defaults for queues created without settings.
   QueueConfig queue_defaults;
 };
@@ -87,6 +122,14 @@ struct TaskSpec {
   std::string rate_key;
   std::string concurrency_key;
   std::optional<std::string> fallback_result;
+};
+
+// Why a SCHEDULED or READY task is not running yet.
+struct WaitInfo {
+  WaitReason reason = WaitReason::kNotWaiting;
+  std::string key;                           // the rate or concurrency key
+  absl::Time until = absl::InfinitePast();   // when known
+  std::string detail;                        // one line for people
 };
 
 // A self-contained copy of a task's state, for answers and watches. The
@@ -117,7 +160,11 @@ struct TaskInfo {
   std::string error;
   bool cancel_requested = false;
   std::string idempotency_key;
+  std::string rate_key;
+  std::string concurrency_key;
   absl::Duration timeout;
+  // Filled in by GetTask and ListTasks only.
+  WaitInfo waiting;
   // Increases with every change the broker makes to any task: a watcher can
   // drop a notification older than one it already has.
   uint64_t version = 0;
@@ -178,6 +225,12 @@ struct FailItem {
   std::string error;
   bool retryable = true;
   std::string reason;
+  // Throttled downstream: back to READY without spending an attempt or the
+  // crash budget; the task's rate key (else its queue) is paused for
+  // `retry_after` (zero: BrokerOptions::default_throttle; more than
+  // max_throttle: INVALID_ARGUMENT for the item).
+  bool throttled = false;
+  absl::Duration retry_after = absl::ZeroDuration();
 };
 struct ReleaseItem {
   TaskId id;
@@ -200,6 +253,7 @@ struct QueueUpdate {
   std::optional<uint32_t> max_crashes;
   std::optional<absl::Duration> result_ttl;
   std::optional<uint64_t> retained;
+  LimitsUpdate limits;  // applied live
 };
 
 struct TaskPage {

@@ -99,6 +99,19 @@ absl::Status ValidateQueueConfig(const QueueConfig& c) {
   return absl::OkStatus();
 }
 
+const char* WaitReasonName(WaitReason reason) {
+  switch (reason) {
+    case WaitReason::kNotWaiting: return "not_waiting";
+    case WaitReason::kNone: return "none";
+    case WaitReason::kPaused: return "paused";
+    case WaitReason::kRateLimited: return "rate_limited";
+    case WaitReason::kConcurrencyFull: return "concurrency_full";
+    case WaitReason::kNotDue: return "not_due";
+    case WaitReason::kNoWorker: return "no_worker";
+  }
+  return "unknown";
+}
+
 uint64_t Queue::active() const {
   return count(TaskState::kScheduled) + count(TaskState::kReady) +
          count(TaskState::kRunning);

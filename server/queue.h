@@ -23,6 +23,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "server/limits.h"
 #include "server/task.h"
 
 namespace conveyor::server {
@@ -39,6 +40,7 @@ struct QueueConfig {
   uint32_t max_crashes = 3;
   absl::Duration result_ttl = absl::Hours(24);
   uint64_t retained = 100'000;
+  QueueLimits limits;
 };
 
 // INVALID_ARGUMENT naming the field and value, for a name or setting out of
@@ -47,11 +49,32 @@ absl::Status ValidateQueueName(absl::string_view name);
 absl::Status ValidateQueueConfig(const QueueConfig& config);
 absl::Status ValidateRetryPolicy(const RetryPolicy& retry, absl::string_view field);
 
+// Why a SCHEDULED or READY task is not running (the metric's reasons; kNone
+// and kNotWaiting are not counted there).
+enum class WaitReason : uint8_t {
+  kNotWaiting,  // not SCHEDULED or READY
+  kNone,        // nothing holds it back
+  kPaused,
+  kRateLimited,
+  kConcurrencyFull,
+  kNotDue,
+  kNoWorker,
+};
+// "paused", "rate_limited", "concurrency_full", "not_due", "no_worker" (and
+// "none", "not_waiting").
+const char* WaitReasonName(WaitReason reason);
+// The reasons counted in QueueStats::blocked, in its order.
+inline constexpr std::array<WaitReason, 5> kBlockedReasons = {
+    WaitReason::kPaused, WaitReason::kRateLimited, WaitReason::kConcurrencyFull,
+    WaitReason::kNotDue, WaitReason::kNoWorker};
+
 struct QueueStats {
   // Indexed by TaskState.
   std::array<uint64_t, 8> by_state{};
   absl::Duration oldest_ready_age = absl::ZeroDuration();
   uint32_t waiting_workers = 0;
+  // SCHEDULED and READY tasks by why they wait, indexed like kBlockedReasons.
+  std::array<uint64_t, 5> blocked{};
   uint64_t count(TaskState s) const { return by_state[static_cast<int>(s)]; }
 };
 
