@@ -21,6 +21,7 @@ enum TimerKind : int {
   kRetention,   // ended task reaches its result TTL
   kLeaseWait,   // parked Lease runs out of wait
   kSubmitWait,  // parked Submit reaches its deadline
+  kQueueWake,   // a queue's rate limit or throttle lets tasks start again
 };
 
 constexpr size_t kMaxErrorBytes = 64 << 10;
@@ -194,18 +195,81 @@ TaskInfo Broker::Snapshot(const Task& task, bool with_payload) const {
     info.result = x->result;
     info.error = x->error;
     info.idempotency_key = x->idempotency_key;
+    info.rate_key = x->rate_key;
+    info.concurrency_key = x->concurrency_key;
   }
   return info;
 }
 
 void Broker::SetState(Task* task, TaskState state) {
   Queue* queue = task->queue();
-  queue->CountOut(task->state);
-  if (task->state == TaskState::kRunning) --running_;
+  const TaskState old = task->state;
+  queue->CountOut(old);
+  if (old == TaskState::kReady && state != TaskState::kReady) queue->LeftReady(*task);
+  if (old == TaskState::kRunning && state != TaskState::kRunning) {
+    --running_;
+    queue->SlotFreed(*task);
+    if (queue->config().limits.max_running > 0 ||
+        (task->extra() != nullptr && !task->extra()->concurrency_key.empty())) {
+      // A slot freed: parked Lease calls may get a task now (at Commit).
+      to_serve_.insert(queue);
+    }
+  }
   task->state = state;
   queue->CountIn(state);
-  if (state == TaskState::kRunning) ++running_;
+  if (state == TaskState::kRunning && old != TaskState::kRunning) {
+    ++running_;
+    queue->SlotTaken(*task);
+  }
   ++change_seq_;
+}
+
+void Broker::ArmWake(Queue* queue, absl::Time now) {
+  const absl::Time at = queue->NextWake(now);
+  if (at == absl::InfiniteFuture()) return;
+  if (queue->armed_wake > now && queue->armed_wake <= at) return;  // one is due sooner
+  queue->armed_wake = at;
+  PushTimer(at, kQueueWake, reinterpret_cast<uintptr_t>(queue), absl::ToUnixMicros(at));
+}
+
+WaitInfo Broker::WaitOf(const Task& task, absl::Time now) const {
+  WaitInfo w;
+  Queue* queue = task.queue();
+  if (task.state == TaskState::kScheduled) {
+    w.reason = WaitReason::kNotDue;
+    if (task.pending_durable) {
+      w.detail = "its submit is being written to the journal";
+    } else {
+      w.until = task.not_before();
+      w.detail = absl::StrCat(task.failures > 0 ? "retry backoff" : "not before",
+                              " until ", absl::FormatTime(w.until));
+    }
+    return w;
+  }
+  if (task.state != TaskState::kReady) return w;
+  if (!queue->Open(now, &w.reason, &w.until, &w.detail)) return w;
+  w.reason = queue->KeyWait(task, now, &w.until, &w.detail);
+  if (w.reason != WaitReason::kNone) {
+    w.key = w.reason == WaitReason::kRateLimited ? task.extra()->rate_key
+                                                 : task.extra()->concurrency_key;
+    return w;
+  }
+  if (NoWorker(*queue, now)) {
+    w.reason = WaitReason::kNoWorker;
+    w.detail = absl::StrCat("no worker has polled queue ", Quoted(queue->name()), " for ",
+                            absl::FormatDuration(options_.worker_idle));
+    return w;
+  }
+  w.detail = "next in line, or waiting for a free worker slot";
+  return w;
+}
+
+bool Broker::NoWorker(const Queue& queue, absl::Time now) const {
+  if (queue.count(TaskState::kRunning) > 0) return false;
+  if (queue.last_poll != absl::InfinitePast() && now - queue.last_poll < options_.worker_idle) {
+    return false;
+  }
+  return !lease_waiters_by_queue_.contains(queue.name());
 }
 
 void Broker::PushTimer(absl::Time when, int kind, uint64_t key, int64_t stamp) {
@@ -574,7 +638,9 @@ void Broker::Schedule(Task* task, absl::Time when) {
 LeasedTask Broker::Grant(Task* task, absl::string_view worker_id, Deferred& after) {
   const absl::Time now = clock_->Now();
   Queue* queue = task->queue();
-  queue->PopReady(*task);
+  // A keyed lane goes behind every task ready by now (round-robin).
+  queue->TakeReady(*task, now,
+                   std::max<uint64_t>(next_seq_, static_cast<uint64_t>(absl::ToUnixMicros(now))));
   SetState(task, TaskState::kRunning);
   // Tokens of an earlier epoch (before a restart) are all smaller than any
   // of this one, so none is ever issued twice.
@@ -687,7 +753,11 @@ void Broker::Drop(Task* task, absl::string_view reason, Deferred& after) {
     --queue->ended_live;
   } else {
     // Purged while queued: it ends here, as CANCELED, for its watchers.
-    if (task->state == TaskState::kRunning) --running_;
+    if (task->state == TaskState::kReady) queue->LeftReady(*task);
+    if (task->state == TaskState::kRunning) {
+      --running_;
+      queue->SlotFreed(*task);
+    }
     queue->CountOut(task->state);
     task->state = TaskState::kCanceled;
     task->mutable_extra().error = absl::StrCat("purged (", reason, ")");
@@ -743,9 +813,13 @@ std::vector<LeasedTask> Broker::TakeReady(const LeaseRequest& request, uint32_t 
                                           Deferred& after) {
   std::vector<LeasedTask> out;
   std::vector<Queue*> queues;
+  const absl::Time now = clock_->Now();
   for (const std::string& name : request.queues) {
     auto it = queues_.find(name);
-    if (it != queues_.end() && !it->second->paused) queues.push_back(it->second.get());
+    if (it != queues_.end() && !it->second->paused) {
+      it->second->Wake(now);
+      queues.push_back(it->second.get());
+    }
   }
   if (queues.empty()) return out;
   std::vector<uint32_t> types;
@@ -759,13 +833,13 @@ std::vector<LeasedTask> Broker::TakeReady(const LeaseRequest& request, uint32_t 
     auto it = tasks_.find(id);
     return it != tasks_.end() && (*it)->state == TaskState::kReady ? *it : nullptr;
   };
-  const absl::Time now = clock_->Now();
   while (out.size() < max) {
     Task* best = nullptr;
     uint64_t best_key = 0;
     for (Queue* q : queues) {
+      if (q->count(TaskState::kReady) == 0 || !q->Open(now)) continue;
       uint64_t key = 0;
-      Task* t = q->PeekReady(types, resolve, &key);
+      Task* t = q->PeekReady(types, resolve, now, &key);
       if (t != nullptr && (best == nullptr || key < best_key)) {
         best = t;
         best_key = key;
@@ -773,13 +847,15 @@ std::vector<LeasedTask> Broker::TakeReady(const LeaseRequest& request, uint32_t 
     }
     if (best == nullptr) break;
     if (best->extra() != nullptr && best->token == 0 && best->extra()->expires_at <= now) {
-      best->queue()->PopReady(*best);
+      best->queue()->RemoveReady(*best);
       best->mutable_extra().error = "expired before it was leased";
       End(best, TaskState::kExpired, after);
       continue;
     }
     out.push_back(Grant(best, request.worker_id, after));
   }
+  // Whatever a limit holds back now needs a timer to go again.
+  for (Queue* q : queues) ArmWake(q, now);
   return out;
 }
 
@@ -795,7 +871,12 @@ void Broker::ServeLeaseWaiters(Queue* queue, Deferred& after) {
     if (w == lease_waiters_.end()) continue;
     std::vector<LeasedTask> tasks =
         TakeReady(w->second->request, w->second->request.max_tasks, after);
-    if (tasks.empty()) continue;
+    if (tasks.empty()) {
+      // Nothing this queue holds may start now; a waiter without a type
+      // filter proves it for the ones after it too.
+      if (w->second->request.types.empty()) break;
+      continue;
+    }
     std::unique_ptr<LeaseWaiter> waiter = RemoveLeaseWaiter(id);
     after.push_back([done = std::move(waiter->done), tasks = std::move(tasks)]() mutable {
       done(std::move(tasks));
@@ -857,6 +938,10 @@ WaitId Broker::Lease(LeaseRequest request, LeaseCallback done) {
         done(absl::UnavailableError("the broker is draining; lease from another broker"));
       });
     } else {
+      const absl::Time now = clock_->Now();
+      for (const std::string& name : request.queues) {
+        if (auto it = queues_.find(name); it != queues_.end()) it->second->last_poll = now;
+      }
       std::vector<LeasedTask> tasks = TakeReady(request, request.max_tasks, after);
       if (!tasks.empty() || request.wait <= absl::ZeroDuration()) {
         after.push_back([done = std::move(done), tasks = std::move(tasks)]() mutable {
@@ -1061,6 +1146,30 @@ std::vector<absl::Status> Broker::Fail(const std::vector<FailItem>& items, Ticke
       Task* task = *found;
       std::string error = item.error.substr(0, kMaxErrorBytes);
       if (!item.reason.empty()) error = absl::StrCat(item.reason, ": ", error);
+      if (item.throttled) {
+        if (item.retry_after < absl::ZeroDuration() || item.retry_after > options_.max_throttle) {
+          out[i] = Invalid("retry_after",
+                           absl::StrCat("is ", absl::FormatDuration(item.retry_after),
+                                        "; must be 0 to ",
+                                        absl::FormatDuration(options_.max_throttle)));
+          continue;
+        }
+        if (IsTerminal(task->state)) {
+          out[i] = absl::FailedPreconditionError(absl::StrCat(
+              "task ", item.id.ToString(), " has already ended (",
+              TaskStateName(task->state), ")"));
+          continue;
+        }
+        if (task->token == 0) {
+          out[i] = absl::FailedPreconditionError(
+              absl::StrCat("task ", item.id.ToString(), " was never leased"));
+          continue;
+        }
+        Throttle(task, item.retry_after > absl::ZeroDuration() ? item.retry_after
+                                                               : options_.default_throttle,
+                 std::move(error), after);
+        continue;
+      }
       if (IsTerminal(task->state)) {
         if (task->state == TaskState::kDead || task->state == TaskState::kFallback ||
             task->state == TaskState::kCanceled) {
@@ -1098,6 +1207,26 @@ std::vector<absl::Status> Broker::Fail(const std::vector<FailItem>& items, Ticke
   }
   Run(after);
   return out;
+}
+
+void Broker::Throttle(Task* task, absl::Duration pause, std::string error, Deferred& after) {
+  const absl::Time now = clock_->Now();
+  Queue* queue = task->queue();
+  // The pause comes first, so the task does not go straight back out.
+  const std::string rate_key = task->extra() != nullptr ? task->extra()->rate_key : "";
+  queue->Throttle(rate_key, now + pause);
+  ArmWake(queue, now);
+  if (task->state != TaskState::kRunning) return;  // already back in the queue
+  if (task->cancel_requested) {
+    task->mutable_extra().error = "canceled";
+    End(task, TaskState::kCanceled, after);
+    return;
+  }
+  // Neither an attempt nor the crash budget is spent.
+  TaskExtra& x = task->mutable_extra();
+  x.error = std::move(error);
+  x.lease_expires_at = absl::InfinitePast();
+  MakeReady(task, after);
 }
 
 std::vector<absl::Status> Broker::Release(const std::vector<ReleaseItem>& items,
@@ -1147,7 +1276,9 @@ absl::StatusOr<TaskInfo> Broker::GetTask(TaskId id) const {
   absl::MutexLock lock(&mu_);
   Task* task = FindTask(id);
   if (task == nullptr) return NotFoundTask(id);
-  return Snapshot(*task, /*with_payload=*/true);
+  TaskInfo info = Snapshot(*task, /*with_payload=*/true);
+  info.waiting = WaitOf(*task, clock_->Now());
+  return info;
 }
 
 absl::StatusOr<TaskInfo> Broker::CancelTask(TaskId id, Ticket* ticket) {
@@ -1221,7 +1352,11 @@ absl::StatusOr<TaskPage> Broker::ListTasks(absl::string_view queue_name,
   size_t n = std::min<size_t>(page_size, matches.size());
   std::partial_sort(matches.begin(), matches.begin() + n, matches.end(),
                     [](Task* a, Task* b) { return a->id() < b->id(); });
-  for (size_t i = 0; i < n; ++i) page.tasks.push_back(Snapshot(*matches[i], true));
+  const absl::Time now = clock_->Now();
+  for (size_t i = 0; i < n; ++i) {
+    page.tasks.push_back(Snapshot(*matches[i], true));
+    page.tasks.back().waiting = WaitOf(*matches[i], now);
+  }
   if (matches.size() > n) page.next_page_token = matches[n - 1]->id().ToString();
   return page;
 }
@@ -1285,6 +1420,10 @@ QueueInfo Broker::InfoOf(const Queue& queue) const {
       it != lease_waiters_by_queue_.end()) {
     info.stats.waiting_workers = static_cast<uint32_t>(it->second.size());
   }
+  const absl::Time now = clock_->Now();
+  // Queues are owned here; counting refreshes lazily kept limiter state.
+  const_cast<Queue&>(queue).CountBlocked(now, NoWorker(queue, now), info.stats.blocked);
+  info.stats.blocked[3] = queue.count(TaskState::kScheduled);  // not_due
   return info;
 }
 
@@ -1335,10 +1474,12 @@ absl::StatusOr<QueueInfo> Broker::UpdateQueue(absl::string_view name,
     if (u.max_crashes) c.max_crashes = *u.max_crashes;
     if (u.result_ttl) c.result_ttl = *u.result_ttl;
     if (u.retained) c.retained = *u.retained;
+    ApplyLimitsUpdate(u.limits, c.limits);
     if (absl::Status s = ValidateQueueConfig(c); !s.ok()) return s;
-    queue->mutable_config() = std::move(c);
+    queue->SetConfig(std::move(c), clock_->Now());
     PersistQueue(*queue);
     ServeSubmitWaiters(queue, after);
+    ServeLeaseWaiters(queue, after);
     EnforceRetention(queue, after);
     info = InfoOf(*queue);
     Ticket t = Commit(after);
@@ -1417,7 +1558,6 @@ absl::StatusOr<uint64_t> Broker::PurgeQueue(absl::string_view name, Ticket* tick
       PersistDropped(task->id().value());
       Drop(task, "purged", after);
     }
-    queue->ClearReady();
     purged = victims.size();
     ServeSubmitWaiters(queue, after);
     Ticket t = Commit(after);
@@ -1535,6 +1675,11 @@ void Broker::OnCommit(std::function<void(absl::Status)> cb) {
 }
 
 Ticket Broker::Commit(Deferred& after) {
+  while (!to_serve_.empty()) {
+    Queue* queue = *to_serve_.begin();
+    to_serve_.erase(to_serve_.begin());
+    ServeLeaseWaiters(queue, after);
+  }
   if (journal_ == nullptr) {
     for (auto& cb : batch_callbacks_) {
       after.push_back([cb = std::move(cb)] { cb(absl::OkStatus()); });
@@ -1582,7 +1727,11 @@ void Broker::RemoveUndurable(Task* task) {
   // Its record never reached the disk: it never existed for the client.
   Queue* queue = task->queue();
   queue->CountOut(task->state);
-  if (task->state == TaskState::kRunning) --running_;
+  if (task->state == TaskState::kReady) queue->LeftReady(*task);
+  if (task->state == TaskState::kRunning) {
+    --running_;
+    queue->SlotFreed(*task);
+  }
   if (task->extra() != nullptr && !task->extra()->idempotency_key.empty()) {
     auto it = idempotency_.find(IdemKey(queue->name(), task->extra()->idempotency_key));
     if (it != idempotency_.end() && it->second == task->id().value()) idempotency_.erase(it);
@@ -1664,7 +1813,7 @@ absl::Status Broker::Apply(const conveyor::internal::JournalEntry& e) {
         queue->paused = e.queue().paused();
         queues_.emplace(config.name, std::move(queue));
       } else {
-        it->second->mutable_config() = config;
+        it->second->SetConfig(config, clock_->Now());
         it->second->paused = e.queue().paused();
       }
       return absl::OkStatus();
@@ -1986,6 +2135,16 @@ void Broker::FireTimer(const Timer& timer, absl::Time now, Deferred& after) {
       if (std::unique_ptr<LeaseWaiter> w = RemoveLeaseWaiter(timer.key); w != nullptr) {
         after.push_back([done = std::move(w->done)] { done(std::vector<LeasedTask>{}); });
       }
+      break;
+    }
+    case kQueueWake: {
+      Queue* queue = reinterpret_cast<Queue*>(static_cast<uintptr_t>(timer.key));
+      if (absl::ToUnixMicros(queue->armed_wake) == timer.stamp) {
+        queue->armed_wake = absl::InfinitePast();
+      }
+      queue->Wake(now);
+      ServeLeaseWaiters(queue, after);
+      ArmWake(queue, now);
       break;
     }
     case kSubmitWait: {

@@ -497,6 +497,16 @@ class Broker {
 
   QueueInfo InfoOf(const Queue& queue) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
 
+  // Limits.
+  // Arms the queue's wake timer for what its limits hold back (if sooner).
+  void ArmWake(Queue* queue, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  WaitInfo WaitOf(const Task& task, absl::Time now) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool NoWorker(const Queue& queue, absl::Time now) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // A throttled report: pauses the task's rate key (or queue) for `pause`
+  // and hands the task back without spending anything.
+  void Throttle(Task* task, absl::Duration pause, std::string error, Deferred& after)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
   // Durability. Changes are recorded into batch_ and written by Commit at
   // the end of each locked section, as one journal append.
   void Activate(Task* task, Deferred& after) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -564,6 +574,9 @@ class Broker {
   absl::flat_hash_map<uint64_t, std::vector<WatchId>> watchers_by_task_
       ABSL_GUARDED_BY(mu_);
   absl::BitGen rng_ ABSL_GUARDED_BY(mu_);
+  // Queues where a running slot freed: parked Lease calls are served at the
+  // next Commit.
+  absl::flat_hash_set<Queue*> to_serve_ ABSL_GUARDED_BY(mu_);
 
   journal::Journal* const journal_;
   uint32_t epoch_ ABSL_GUARDED_BY(mu_) = 0;

@@ -2,9 +2,15 @@
 
 #include <algorithm>
 #include <functional>
+#include <optional>
+#include <utility>
 
-#include "absl/strings/str_cat.h"
+#include "absl/container/btree_set.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/node_hash_map.h"
 #include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 
 namespace conveyor::server {
 namespace {
@@ -92,6 +98,7 @@ absl::Status ValidateQueueConfig(const QueueConfig& c) {
                absl::StrCat("is ", absl::FormatDuration(c.result_ttl),
                             "; must be 0 to 2160h (90 days)"));
   }
+  if (absl::Status s = ValidateLimits(c.limits); !s.ok()) return s;
   if (c.retained > 100'000'000) {
     return Bad("retained",
                absl::StrCat("is ", c.retained, "; must be at most 100000000"));
@@ -117,77 +124,588 @@ uint64_t Queue::active() const {
          count(TaskState::kRunning);
 }
 
+// ───────────────────────────── lanes ─────────────────────────────
+
+namespace {
+
+constexpr uint64_t kSeqMask = (uint64_t{1} << 56) - 1;
+
+struct ReadyEntry {
+  uint64_t key;  // (9 - priority) << 56 | seq: smaller is better
+  uint64_t id;
+  bool operator>(const ReadyEntry& o) const { return key > o.key; }
+};
+using Heap = std::vector<ReadyEntry>;  // min-heap on key
+
+std::string Quote(absl::string_view key) { return absl::StrCat("\"", absl::CHexEscape(key), "\""); }
+
+}  // namespace
+
+// A lane's place in line: (priority | turn), then its head, then identity.
+struct LaneOrder {
+  uint64_t primary = 0;
+  uint64_t head = 0;
+  const void* lane = nullptr;
+  friend bool operator==(const LaneOrder&, const LaneOrder&) = default;
+  friend bool operator<(const LaneOrder& a, const LaneOrder& b) {
+    if (a.primary != b.primary) return a.primary < b.primary;
+    if (a.head != b.head) return a.head < b.head;
+    return std::less<const void*>()(a.lane, b.lane);
+  }
+};
+
+struct Queue::Lane {
+  enum class At : uint8_t { kNowhere, kEligible, kRateWait, kPoolWait };
+  uint32_t type_id = 0;
+  std::string rate_key;
+  std::string conc_key;
+  std::string map_key;
+  Heap heap;
+  uint64_t ready = 0;  // READY tasks in the lane (exact; the heap may hold stale entries)
+  uint64_t turn = 0;   // keyed lanes: the seq at which it was last served
+  At at = At::kNowhere;
+  LaneOrder order;     // its key in the set it sits in
+  bool keyed() const { return !rate_key.empty() || !conc_key.empty(); }
+};
+
+struct Queue::RateKey {
+  std::optional<TokenBucket> bucket;
+  absl::Time throttled_until = absl::InfinitePast();
+  std::vector<Lane*> waiting;                  // lanes set aside on this key
+  absl::Time wake_at = absl::InfinitePast();   // pending wake entry (InfinitePast: none)
+  uint32_t lanes = 0;
+};
+
+struct Queue::Pool {
+  uint32_t running = 0;
+  absl::btree_set<LaneOrder> waiting;  // lanes set aside on this key, best first
+  uint32_t lanes = 0;
+};
+
+struct Queue::Impl {
+  absl::flat_hash_map<std::string, std::unique_ptr<Lane>> lanes;
+  absl::flat_hash_map<uint32_t, absl::btree_set<LaneOrder>> eligible;  // by type
+  absl::node_hash_map<std::string, RateKey> rate_keys;
+  absl::node_hash_map<std::string, Pool> pools;
+  std::vector<std::pair<int64_t, std::string>> wakes;  // min-heap: (when µs, rate key)
+  std::optional<TokenBucket> bucket;                    // the queue's rate
+  absl::Time throttled_until = absl::InfinitePast();
+  size_t grants_since_sweep = 0;
+};
+
+namespace {
+
+const std::string& RateKeyOf(const Task& t) {
+  static const std::string* const kEmpty = new std::string();
+  return t.extra() != nullptr ? t.extra()->rate_key : *kEmpty;
+}
+const std::string& ConcKeyOf(const Task& t) {
+  static const std::string* const kEmpty = new std::string();
+  return t.extra() != nullptr ? t.extra()->concurrency_key : *kEmpty;
+}
+
+std::string LaneKey(uint32_t type_id, absl::string_view rate_key, absl::string_view conc_key) {
+  std::string k;
+  k.reserve(5 + rate_key.size() + conc_key.size());
+  k.append(reinterpret_cast<const char*>(&type_id), sizeof(type_id));
+  k.push_back(static_cast<char>(rate_key.size()));  // keys are at most 128 bytes
+  k.append(rate_key.data(), rate_key.size());
+  k.append(conc_key.data(), conc_key.size());
+  return k;
+}
+
+}  // namespace
+
+Queue::Queue(QueueConfig config) : config_(std::move(config)), impl_(std::make_unique<Impl>()) {}
+Queue::~Queue() = default;
+
+namespace {
+
+// The order of `lane` by its current heap front.
+template <typename LaneT>
+LaneOrder OrderOf(const LaneT& lane) {
+  const uint64_t head = lane.heap.front().key;
+  const uint64_t seq = head & kSeqMask;
+  const uint64_t turn = lane.keyed() ? std::max(seq, lane.turn & kSeqMask) : seq;
+  return LaneOrder{(head & ~kSeqMask) | turn, head, &lane};
+}
+
+}  // namespace
+
+// Helpers that need the private types; members of no class to keep the
+// header small.
+namespace {
+
+template <typename Impl, typename Lane>
+void Erase(Impl& impl, Lane* lane) {
+  using At = typename Lane::At;
+  switch (lane->at) {
+    case At::kNowhere:
+      break;
+    case At::kEligible: {
+      auto it = impl.eligible.find(lane->type_id);
+      if (it != impl.eligible.end()) it->second.erase(lane->order);
+      break;
+    }
+    case At::kPoolWait: {
+      auto it = impl.pools.find(lane->conc_key);
+      if (it != impl.pools.end()) it->second.waiting.erase(lane->order);
+      break;
+    }
+    case At::kRateWait: {
+      auto it = impl.rate_keys.find(lane->rate_key);
+      if (it != impl.rate_keys.end()) {
+        auto& v = it->second.waiting;
+        v.erase(std::remove(v.begin(), v.end(), lane), v.end());
+      }
+      break;
+    }
+  }
+  lane->at = At::kNowhere;
+}
+
+template <typename Impl, typename Lane>
+void Place(Impl& impl, Lane* lane) {
+  if (lane->heap.empty()) return;
+  lane->order = OrderOf(*lane);
+  impl.eligible[lane->type_id].insert(lane->order);
+  lane->at = Lane::At::kEligible;
+}
+
+// After the lane's head changed: moves it within the ordered set it is in.
+template <typename Impl, typename Lane>
+void Reposition(Impl& impl, Lane* lane) {
+  using At = typename Lane::At;
+  if (lane->at == At::kEligible || lane->at == At::kPoolWait) {
+    const At at = lane->at;
+    Erase(impl, lane);
+    if (lane->heap.empty()) return;  // its last entry left; LeftReady removes it
+    if (at == At::kEligible) {
+      Place(impl, lane);
+    } else {
+      lane->order = OrderOf(*lane);
+      impl.pools[lane->conc_key].waiting.insert(lane->order);
+      lane->at = At::kPoolWait;
+    }
+  }
+}
+
+}  // namespace
+
 void Queue::PushReady(const Task& task, uint64_t seq) {
-  Heap& heap = ready_[task.type_id()];
-  uint64_t key = (uint64_t{9} - task.priority) << 56 | (seq & ((uint64_t{1} << 56) - 1));
-  heap.push_back(ReadyEntry{key, task.id().value()});
-  std::push_heap(heap.begin(), heap.end(), std::greater<>());
+  const std::string& rk = RateKeyOf(task);
+  const std::string& ck = ConcKeyOf(task);
+  std::string map_key = LaneKey(task.type_id(), rk, ck);
+  auto [it, inserted] = impl_->lanes.try_emplace(map_key);
+  if (inserted) {
+    it->second = std::make_unique<Lane>();
+    Lane& l = *it->second;
+    l.type_id = task.type_id();
+    l.rate_key = rk;
+    l.conc_key = ck;
+    l.map_key = std::move(map_key);
+    if (!rk.empty()) ++impl_->rate_keys[rk].lanes;
+    if (!ck.empty()) ++impl_->pools[ck].lanes;
+  }
+  Lane* lane = it->second.get();
+  const uint64_t key = (uint64_t{9} - task.priority) << 56 | (seq & kSeqMask);
+  const bool new_front = lane->heap.empty() || key < lane->heap.front().key;
+  lane->heap.push_back(ReadyEntry{key, task.id().value()});
+  std::push_heap(lane->heap.begin(), lane->heap.end(), std::greater<>());
+  ++lane->ready;
+  if (lane->at == Lane::At::kNowhere) {
+    Place(*impl_, lane);
+  } else if (new_front) {
+    Reposition(*impl_, lane);
+  }
+}
+
+absl::Time Queue::RateReadyAt(absl::string_view key, absl::Time now) {
+  RateKey& rk = impl_->rate_keys[key];
+  std::optional<RateLimit> rate = config_.limits.RateOf(key);
+  if (rate && !rk.bucket) rk.bucket.emplace(*rate, now);
+  if (!rate && rk.bucket) rk.bucket.reset();
+  absl::Time at = rk.bucket ? rk.bucket->ReadyAt(now) : now;
+  return std::max(at, rk.throttled_until);
+}
+
+bool Queue::PoolFull(absl::string_view key) const {
+  const uint32_t size = config_.limits.PoolOf(key);
+  if (size == 0) return false;
+  auto it = impl_->pools.find(key);
+  return it != impl_->pools.end() && it->second.running >= size;
+}
+
+void Queue::WakeOnePoolWaiter(absl::string_view key) {
+  if (key.empty()) return;
+  auto it = impl_->pools.find(key);
+  if (it == impl_->pools.end() || it->second.waiting.empty() || PoolFull(key)) return;
+  Lane* lane = static_cast<Lane*>(const_cast<void*>(it->second.waiting.begin()->lane));
+  it->second.waiting.erase(it->second.waiting.begin());
+  lane->at = Lane::At::kNowhere;
+  Place(*impl_, lane);
+}
+
+void Queue::SetAsideOnRate(Lane* lane, absl::Time at) {
+  RateKey& rk = impl_->rate_keys[lane->rate_key];
+  rk.waiting.push_back(lane);
+  lane->at = Lane::At::kRateWait;
+  if (rk.wake_at == absl::InfinitePast() || at < rk.wake_at) {
+    rk.wake_at = at;
+    impl_->wakes.emplace_back(absl::ToUnixMicros(at), lane->rate_key);
+    std::push_heap(impl_->wakes.begin(), impl_->wakes.end(), std::greater<>());
+  }
 }
 
 Task* Queue::PeekReady(const std::vector<uint32_t>& types,
-                       absl::FunctionRef<Task*(uint64_t)> resolve,
+                       absl::FunctionRef<Task*(uint64_t)> resolve, absl::Time now,
                        uint64_t* key) {
   Task* best = nullptr;
-  uint64_t best_key = 0;
-  auto consider = [&](Heap& heap) {
-    while (!heap.empty()) {
-      Task* t = resolve(heap.front().id);
-      if (t != nullptr) {
-        if (best == nullptr || heap.front().key < best_key) {
-          best = t;
-          best_key = heap.front().key;
-        }
-        return;
+  LaneOrder best_order;
+  auto consider = [&](absl::btree_set<LaneOrder>& set) {
+    while (!set.empty()) {
+      const LaneOrder o = *set.begin();
+      Lane* lane = static_cast<Lane*>(const_cast<void*>(o.lane));
+      Heap& heap = lane->heap;
+      while (!heap.empty() && resolve(heap.front().id) == nullptr) {
+        std::pop_heap(heap.begin(), heap.end(), std::greater<>());
+        heap.pop_back();
       }
-      std::pop_heap(heap.begin(), heap.end(), std::greater<>());
-      heap.pop_back();
+      if (heap.empty()) {  // only stale entries: LeftReady removes the lane
+        set.erase(set.begin());
+        lane->at = Lane::At::kNowhere;
+        continue;
+      }
+      if (LaneOrder fresh = OrderOf(*lane); !(fresh == o)) {
+        set.erase(set.begin());
+        lane->order = fresh;
+        set.insert(fresh);
+        continue;
+      }
+      if (!lane->rate_key.empty()) {
+        const absl::Time at = RateReadyAt(lane->rate_key, now);
+        if (at > now) {
+          set.erase(set.begin());
+          SetAsideOnRate(lane, at);
+          // It would have used a free slot of its pool: let another lane try.
+          WakeOnePoolWaiter(lane->conc_key);
+          continue;
+        }
+      }
+      if (!lane->conc_key.empty() && PoolFull(lane->conc_key)) {
+        set.erase(set.begin());
+        impl_->pools[lane->conc_key].waiting.insert(lane->order);
+        lane->at = Lane::At::kPoolWait;
+        continue;
+      }
+      if (best == nullptr || o < best_order) {
+        best = resolve(heap.front().id);
+        best_order = o;
+      }
+      return;
     }
   };
   if (types.empty()) {
-    for (auto& [type, heap] : ready_) consider(heap);
+    for (auto& [type, set] : impl_->eligible) consider(set);
   } else {
     for (uint32_t type : types) {
-      auto it = ready_.find(type);
-      if (it != ready_.end()) consider(it->second);
+      auto it = impl_->eligible.find(type);
+      if (it != impl_->eligible.end()) consider(it->second);
     }
   }
-  if (key != nullptr) *key = best_key;
+  if (key != nullptr) *key = best_order.primary;
   return best;
 }
 
-void Queue::PopReady(const Task& task) {
-  auto it = ready_.find(task.type_id());
-  if (it == ready_.end() || it->second.empty()) return;
-  Heap& heap = it->second;
-  std::pop_heap(heap.begin(), heap.end(), std::greater<>());
-  heap.pop_back();
-  if (heap.empty()) ready_.erase(it);
+void Queue::TakeReady(const Task& task, absl::Time now, uint64_t turn) {
+  auto it = impl_->lanes.find(LaneKey(task.type_id(), RateKeyOf(task), ConcKeyOf(task)));
+  if (it == impl_->lanes.end()) return;
+  Lane* lane = it->second.get();
+  Heap& heap = lane->heap;
+  if (!heap.empty() && heap.front().id == task.id().value()) {
+    std::pop_heap(heap.begin(), heap.end(), std::greater<>());
+    heap.pop_back();
+  } else {
+    RemoveReady(task);
+  }
+  if (lane->keyed()) lane->turn = turn;
+  Reposition(*impl_, lane);
+  if (impl_->bucket) impl_->bucket->Take(now);
+  if (!lane->rate_key.empty()) {
+    RateKey& rk = impl_->rate_keys[lane->rate_key];
+    if (rk.bucket) rk.bucket->Take(now);
+  }
+  if (++impl_->grants_since_sweep > 64 + impl_->rate_keys.size() + impl_->pools.size()) {
+    Sweep(now);
+  }
 }
 
 void Queue::RemoveReady(const Task& task) {
-  auto it = ready_.find(task.type_id());
-  if (it == ready_.end()) return;
-  Heap& heap = it->second;
+  auto it = impl_->lanes.find(LaneKey(task.type_id(), RateKeyOf(task), ConcKeyOf(task)));
+  if (it == impl_->lanes.end()) return;
+  Lane* lane = it->second.get();
+  Heap& heap = lane->heap;
   auto entry = std::find_if(heap.begin(), heap.end(), [&](const ReadyEntry& e) {
     return e.id == task.id().value();
   });
   if (entry == heap.end()) return;
+  const bool was_front = entry == heap.begin();
   *entry = heap.back();
   heap.pop_back();
   std::make_heap(heap.begin(), heap.end(), std::greater<>());
-  if (heap.empty()) ready_.erase(it);
+  if (was_front) Reposition(*impl_, lane);
+}
+
+void Queue::LeftReady(const Task& task) {
+  auto it = impl_->lanes.find(LaneKey(task.type_id(), RateKeyOf(task), ConcKeyOf(task)));
+  if (it == impl_->lanes.end()) return;
+  Lane* lane = it->second.get();
+  if (lane->ready > 0) --lane->ready;
+  if (lane->ready > 0) return;
+  Erase(*impl_, lane);
+  const std::string conc_key = lane->conc_key;
+  if (!lane->rate_key.empty()) {
+    if (auto rk = impl_->rate_keys.find(lane->rate_key); rk != impl_->rate_keys.end()) {
+      --rk->second.lanes;
+    }
+  }
+  if (!conc_key.empty()) {
+    if (auto p = impl_->pools.find(conc_key); p != impl_->pools.end()) --p->second.lanes;
+  }
+  impl_->lanes.erase(it);
+  if (!conc_key.empty()) {
+    WakeOnePoolWaiter(conc_key);
+    ForgetPoolIfIdle(conc_key);
+  }
+}
+
+void Queue::ForgetPoolIfIdle(absl::string_view key) {
+  auto it = impl_->pools.find(key);
+  if (it != impl_->pools.end() && it->second.running == 0 && it->second.lanes == 0 &&
+      it->second.waiting.empty()) {
+    impl_->pools.erase(it);
+  }
+}
+
+void Queue::Sweep(absl::Time now) {
+  impl_->grants_since_sweep = 0;
+  for (auto it = impl_->rate_keys.begin(); it != impl_->rate_keys.end();) {
+    RateKey& rk = it->second;
+    if (rk.lanes == 0 && rk.waiting.empty() && rk.throttled_until <= now &&
+        (!rk.bucket || rk.bucket->Full(now))) {
+      impl_->rate_keys.erase(it++);
+    } else {
+      ++it;
+    }
+  }
+  for (auto it = impl_->pools.begin(); it != impl_->pools.end();) {
+    if (it->second.running == 0 && it->second.lanes == 0 && it->second.waiting.empty()) {
+      impl_->pools.erase(it++);
+    } else {
+      ++it;
+    }
+  }
 }
 
 uint64_t Queue::OldestReadySeq(absl::FunctionRef<Task*(uint64_t)> resolve) const {
-  constexpr uint64_t kSeqMask = (uint64_t{1} << 56) - 1;
   uint64_t oldest = 0;
-  for (const auto& [type, heap] : ready_) {
-    for (const ReadyEntry& e : heap) {
+  for (const auto& [k, lane] : impl_->lanes) {
+    for (const ReadyEntry& e : lane->heap) {
       uint64_t seq = e.key & kSeqMask;
       if ((oldest == 0 || seq < oldest) && resolve(e.id) != nullptr) oldest = seq;
     }
   }
   return oldest;
+}
+
+size_t Queue::lane_count() const { return impl_->lanes.size(); }
+
+// ───────────────────────────── limits ─────────────────────────────
+
+void Queue::SetConfig(QueueConfig config, absl::Time now) {
+  config_ = std::move(config);
+  if (config_.limits.rate) {
+    if (impl_->bucket) {
+      impl_->bucket->SetRate(*config_.limits.rate, now);
+    } else {
+      impl_->bucket.emplace(*config_.limits.rate, now);
+    }
+  } else {
+    impl_->bucket.reset();
+  }
+  for (auto& [key, rk] : impl_->rate_keys) {
+    std::optional<RateLimit> rate = config_.limits.RateOf(key);
+    if (!rate) {
+      rk.bucket.reset();
+    } else if (rk.bucket) {
+      rk.bucket->SetRate(*rate, now);
+    }
+    for (Lane* lane : rk.waiting) {
+      lane->at = Lane::At::kNowhere;
+      Place(*impl_, lane);
+    }
+    rk.waiting.clear();
+    rk.wake_at = absl::InfinitePast();
+  }
+  impl_->wakes.clear();
+  for (auto& [key, pool] : impl_->pools) {
+    std::vector<LaneOrder> waiting(pool.waiting.begin(), pool.waiting.end());
+    pool.waiting.clear();
+    for (const LaneOrder& o : waiting) {
+      Lane* lane = static_cast<Lane*>(const_cast<void*>(o.lane));
+      lane->at = Lane::At::kNowhere;
+      Place(*impl_, lane);
+    }
+  }
+}
+
+bool Queue::Open(absl::Time now, WaitReason* why, absl::Time* until, std::string* detail) {
+  auto closed = [&](WaitReason r, absl::Time t, std::string d) {
+    if (why != nullptr) *why = r;
+    if (until != nullptr) *until = t;
+    if (detail != nullptr) *detail = std::move(d);
+    return false;
+  };
+  if (paused) return closed(WaitReason::kPaused, absl::InfinitePast(), "the queue is paused");
+  if (impl_->throttled_until > now) {
+    return closed(WaitReason::kRateLimited, impl_->throttled_until,
+                  absl::StrCat("a handler throttled the queue until ",
+                               absl::FormatTime(impl_->throttled_until)));
+  }
+  if (config_.limits.rate) {
+    if (!impl_->bucket) impl_->bucket.emplace(*config_.limits.rate, now);
+    const absl::Time at = impl_->bucket->ReadyAt(now);
+    if (at > now) {
+      return closed(WaitReason::kRateLimited, at,
+                    absl::StrCat("the queue's rate (", FormatRate(*config_.limits.rate),
+                                 ") has no token until ", absl::FormatTime(at)));
+    }
+  }
+  if (config_.limits.max_running > 0 && count(TaskState::kRunning) >= config_.limits.max_running) {
+    return closed(WaitReason::kConcurrencyFull, absl::InfinitePast(),
+                  absl::StrCat("the queue runs ", count(TaskState::kRunning),
+                               " tasks, its max_running"));
+  }
+  return true;
+}
+
+void Queue::SlotTaken(const Task& task) {
+  const std::string& ck = ConcKeyOf(task);
+  if (!ck.empty()) ++impl_->pools[ck].running;
+}
+
+void Queue::SlotFreed(const Task& task) {
+  const std::string& ck = ConcKeyOf(task);
+  if (ck.empty()) return;
+  auto it = impl_->pools.find(ck);
+  if (it == impl_->pools.end()) return;
+  if (it->second.running > 0) --it->second.running;
+  WakeOnePoolWaiter(ck);
+  ForgetPoolIfIdle(ck);
+}
+
+void Queue::Throttle(absl::string_view rate_key, absl::Time until) {
+  if (rate_key.empty()) {
+    impl_->throttled_until = std::max(impl_->throttled_until, until);
+    return;
+  }
+  RateKey& rk = impl_->rate_keys[rate_key];
+  rk.throttled_until = std::max(rk.throttled_until, until);
+}
+
+WaitReason Queue::KeyWait(const Task& task, absl::Time now, absl::Time* until,
+                          std::string* detail) {
+  const std::string& rk = RateKeyOf(task);
+  if (!rk.empty()) {
+    const absl::Time at = RateReadyAt(rk, now);
+    if (at > now) {
+      *until = at;
+      const RateKey& state = impl_->rate_keys[rk];
+      if (state.throttled_until >= at) {
+        *detail = absl::StrCat("a handler throttled rate key ", Quote(rk), " until ",
+                               absl::FormatTime(at));
+      } else {
+        *detail = absl::StrCat("rate key ", Quote(rk), " (",
+                               FormatRate(*config_.limits.RateOf(rk)),
+                               ") has no token until ", absl::FormatTime(at));
+      }
+      return WaitReason::kRateLimited;
+    }
+  }
+  const std::string& ck = ConcKeyOf(task);
+  if (!ck.empty() && PoolFull(ck)) {
+    *detail = absl::StrCat("concurrency key ", Quote(ck), " has all ",
+                           config_.limits.PoolOf(ck), " slots in use");
+    return WaitReason::kConcurrencyFull;
+  }
+  return WaitReason::kNone;
+}
+
+bool Queue::Wake(absl::Time now) {
+  bool any = false;
+  const int64_t now_us = absl::ToUnixMicros(now);
+  auto& wakes = impl_->wakes;
+  while (!wakes.empty() && wakes.front().first <= now_us) {
+    std::pop_heap(wakes.begin(), wakes.end(), std::greater<>());
+    std::string key = std::move(wakes.back().second);
+    wakes.pop_back();
+    auto it = impl_->rate_keys.find(key);
+    if (it == impl_->rate_keys.end()) continue;
+    RateKey& rk = it->second;
+    rk.wake_at = absl::InfinitePast();
+    if (rk.waiting.empty()) continue;
+    const absl::Time at = RateReadyAt(key, now);
+    if (at > now) {
+      rk.wake_at = at;
+      wakes.emplace_back(absl::ToUnixMicros(at), key);
+      std::push_heap(wakes.begin(), wakes.end(), std::greater<>());
+      continue;
+    }
+    for (Lane* lane : rk.waiting) {
+      lane->at = Lane::At::kNowhere;
+      Place(*impl_, lane);
+    }
+    rk.waiting.clear();
+    any = true;
+  }
+  return any;
+}
+
+absl::Time Queue::NextWake(absl::Time now) {
+  absl::Time next = absl::InfiniteFuture();
+  if (!impl_->wakes.empty()) next = absl::FromUnixMicros(impl_->wakes.front().first);
+  if (impl_->throttled_until > now) next = std::min(next, impl_->throttled_until);
+  if (impl_->bucket) {
+    const absl::Time at = impl_->bucket->ReadyAt(now);
+    if (at > now) next = std::min(next, at);
+  }
+  return next;
+}
+
+void Queue::CountBlocked(absl::Time now, bool no_worker, std::array<uint64_t, 5>& out) {
+  auto index = [](WaitReason r) {
+    for (size_t i = 0; i < kBlockedReasons.size(); ++i) {
+      if (kBlockedReasons[i] == r) return i;
+    }
+    return size_t{0};
+  };
+  const uint64_t ready = count(TaskState::kReady);
+  if (ready == 0) return;
+  WaitReason why = WaitReason::kNone;
+  if (!Open(now, &why)) {
+    out[index(why)] += ready;
+    return;
+  }
+  for (auto& [k, lane] : impl_->lanes) {
+    if (lane->ready == 0) continue;
+    if (!lane->rate_key.empty() && RateReadyAt(lane->rate_key, now) > now) {
+      out[index(WaitReason::kRateLimited)] += lane->ready;
+    } else if (!lane->conc_key.empty() && PoolFull(lane->conc_key)) {
+      out[index(WaitReason::kConcurrencyFull)] += lane->ready;
+    } else if (no_worker) {
+      out[index(WaitReason::kNoWorker)] += lane->ready;
+    }
+  }
 }
 
 }  // namespace conveyor::server

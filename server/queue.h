@@ -15,6 +15,7 @@
 #include <array>
 #include <cstdint>
 #include <deque>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -80,11 +81,16 @@ struct QueueStats {
 
 class Queue {
  public:
-  explicit Queue(QueueConfig config) : config_(std::move(config)) {}
+  explicit Queue(QueueConfig config);
+  ~Queue();
+  Queue(const Queue&) = delete;
+  Queue& operator=(const Queue&) = delete;
 
   const std::string& name() const { return config_.name; }
   const QueueConfig& config() const { return config_; }
-  QueueConfig& mutable_config() { return config_; }
+  // Replaces the settings; new limits apply at once (every lane set aside by
+  // a key limit is looked at again).
+  void SetConfig(QueueConfig config, absl::Time now);
   bool paused = false;
 
   // Counts.
@@ -95,24 +101,73 @@ class Queue {
   uint64_t active() const;
   bool full() const { return active() >= config_.capacity; }
 
-  // Ready order. `seq` increases with the time the task became ready (the
-  // broker derives it from that time, so it also gives the ready-since age).
+  // ── Ready order ──
+  // READY tasks sit in lanes: one per (type, rate key, concurrency key).
+  // Each lane is a heap by (priority desc, seq asc) with lazy deletion (an
+  // entry whose task left READY is skipped). Lanes a key limit holds back
+  // are set aside (a rate key's until its next token, a concurrency key's
+  // until a slot frees); the others are ordered by (priority of their head,
+  // turn), where a lane without keys takes its head's seq as its turn (FIFO)
+  // and a keyed lane the later of that and the moment it was last served
+  // (round-robin among keys). Finding the next task costs O(log lanes).
+  //
+  // `seq` increases with the time the task became ready (the broker derives
+  // it from that time, so it also gives the ready-since age).
   void PushReady(const Task& task, uint64_t seq);
-  // The best ready task among `types` (all types when empty), or null.
-  // `resolve` maps an id to its task if that task is still READY (else null);
-  // entries that do not resolve are stale and discarded.
-  // `key` (if not null) receives its order key: smaller is served first.
+  // The best ready task among `types` (all types when empty) that no key
+  // limit holds back at `now`, or null. `resolve` maps an id to its task if
+  // that task is still READY (else null). `key` (if not null) receives its
+  // order key: smaller is served first, comparable across queues. Ignores
+  // the queue-wide limits (see Gate).
   Task* PeekReady(const std::vector<uint32_t>& types,
-                  absl::FunctionRef<Task*(uint64_t)> resolve,
+                  absl::FunctionRef<Task*(uint64_t)> resolve, absl::Time now,
                   uint64_t* key = nullptr);
-  // Removes `task`, which PeekReady just returned.
-  void PopReady(const Task& task);
+  // Removes `task`, which PeekReady just returned, spends a token of the
+  // queue's and its rate key's buckets, and sends its key to the back of
+  // the round (at `turn`, a seq).
+  void TakeReady(const Task& task, absl::Time now, uint64_t turn);
+  // Removes `task`'s entry wherever it is in its lane (a scan of the lane),
+  // for a task that leaves READY and may come back later.
+  void RemoveReady(const Task& task);
+  // Keeps the counts exact: the broker calls it whenever a task leaves
+  // READY (after TakeReady or RemoveReady, or alone for a task that ends).
+  void LeftReady(const Task& task);
   // Smallest seq among ready entries that still resolve (0 if none).
   uint64_t OldestReadySeq(absl::FunctionRef<Task*(uint64_t)> resolve) const;
-  // Removes `task`'s entry wherever it is in the heap (a linear scan).
-  void RemoveReady(const Task& task);
-  // Drops every ready entry (after a purge).
-  void ClearReady() { ready_.clear(); }
+
+  // ── Limits ──
+  // Whether the queue-wide limits let a task start at `now`: paused, a
+  // throttle, the queue's rate, max_running. When not, `why` (if not null)
+  // says which, with the time it ends where known.
+  bool Open(absl::Time now, WaitReason* why = nullptr, absl::Time* until = nullptr,
+            std::string* detail = nullptr);
+  // A task entered or left RUNNING: takes or frees its concurrency key's
+  // slot. Freeing wakes a lane set aside on that key.
+  void SlotTaken(const Task& task);
+  void SlotFreed(const Task& task);
+  // Pauses `rate_key`'s leasing (empty: the whole queue's) until `until`.
+  void Throttle(absl::string_view rate_key, absl::Time until);
+  // What holds back `task` (READY) by its keys at `now`: kNone, or
+  // kRateLimited / kConcurrencyFull with the key, time and detail.
+  WaitReason KeyWait(const Task& task, absl::Time now, absl::Time* until,
+                     std::string* detail);
+  // Lanes set aside on a rate key whose wait has ended go back in line.
+  // Returns true if any did.
+  bool Wake(absl::Time now);
+  // The earliest moment something set aside here may go again (a rate
+  // key's next token, the queue's throttle or bucket); InfiniteFuture if
+  // none.
+  absl::Time NextWake(absl::Time now);
+  // The wake timer the broker armed (InfinitePast: none).
+  absl::Time armed_wake = absl::InfinitePast();
+  // READY tasks by why they wait (indexed like kBlockedReasons; paused and
+  // not_due are the broker's to fill); `no_worker` counts unblocked ones
+  // there.
+  void CountBlocked(absl::Time now, bool no_worker, std::array<uint64_t, 5>& out);
+  // Last Lease call that named this queue (for no_worker).
+  absl::Time last_poll = absl::InfinitePast();
+  // Number of lanes (for tests and benchmarks).
+  size_t lane_count() const;
 
   // Ended tasks in end order: (id, ended stamp).
   std::deque<std::pair<uint64_t, int64_t>>& ended() { return ended_; }
@@ -122,16 +177,23 @@ class Queue {
   std::deque<uint64_t>& submit_waiters() { return submit_waiters_; }
 
  private:
-  struct ReadyEntry {
-    uint64_t key;  // (9 - priority) << 56 | seq: smaller is better
-    uint64_t id;
-    bool operator>(const ReadyEntry& o) const { return key > o.key; }
-  };
-  using Heap = std::vector<ReadyEntry>;  // min-heap on key
+  struct Lane;
+  struct RateKey;
+  struct Pool;
+  struct Impl;
+
+  // When `key`'s rate lets the next task start (its bucket, its throttle).
+  absl::Time RateReadyAt(absl::string_view key, absl::Time now);
+  bool PoolFull(absl::string_view key) const;
+  void WakeOnePoolWaiter(absl::string_view key);
+  void SetAsideOnRate(Lane* lane, absl::Time at);
+  void ForgetPoolIfIdle(absl::string_view key);
+  // Forgets idle keys (full buckets, no lanes, nothing running).
+  void Sweep(absl::Time now);
 
   QueueConfig config_;
   std::array<uint64_t, 8> counts_{};
-  absl::flat_hash_map<uint32_t, Heap> ready_;  // by type id
+  std::unique_ptr<Impl> impl_;
   std::deque<std::pair<uint64_t, int64_t>> ended_;
   std::deque<uint64_t> submit_waiters_;
 };
