@@ -9,6 +9,11 @@
 //   exit 76 ──▶ throttled        other code or a signal ──▶ failed, retryable
 //   stderr lines "PROGRESS <percent> [message]" ──▶ the progress callback
 //
+// A throttled attempt is not a failure: the worker reports the delay from
+// stdout (`retry_after`) to the broker, which puts the task back to READY
+// without spending an attempt and pauses its rate key (or its queue) for that
+// long (worker/exec_handler.h).
+//
 // The command runs in its own process group. A deadline, a cancellation, an
 // oversized stdout, or the command's main process exiting while others of its
 // group live on, all end the attempt the same way: SIGTERM to the whole group,
@@ -81,7 +86,8 @@ struct ExecResult {
   // 2s", ... Other stderr (at most the last 4 KiB) follows the summary.
   std::string error;
   // kThrottled only: the delay parsed from the trimmed stdout ("2s", "500ms",
-  // or a bare number of seconds); zero if absent or unparseable.
+  // or a bare number of seconds); zero if absent or unparseable (the broker's
+  // default pause, 1 s). Not clamped here; the worker clamps it to 1 h.
   absl::Duration retry_after = absl::ZeroDuration();
   // The child's pid, which is also its process-group id; 0 if never started.
   // Already reaped when RunCommand returns: for diagnostics only.

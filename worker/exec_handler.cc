@@ -1,5 +1,7 @@
 #include "worker/exec_handler.h"
 
+#include <algorithm>
+
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 
@@ -46,11 +48,14 @@ absl::StatusOr<std::string> ExecAnswer(ExecResult result) {
     case Outcome::kFailedPermanent:
       return WithReason(absl::FailedPreconditionError(result.error), "exit_code");
     case Outcome::kThrottled:
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "the command asked to be throttled (exit 76)",
-          result.retry_after > absl::ZeroDuration()
-              ? absl::StrCat("; retry after ", absl::FormatDuration(result.retry_after))
-              : std::string()));
+      // The delay goes to the broker as the pause (Throttled clamps it to
+      // 1 h); the message keeps it readable in the task's error.
+      return Throttled(result.retry_after,
+                       absl::StrCat("the command asked to be throttled (exit 76); retry after ",
+                                    result.retry_after > absl::ZeroDuration()
+                                        ? absl::FormatDuration(
+                                              std::min(result.retry_after, kMaxRetryAfter))
+                                        : std::string("the broker's default delay")));
     case Outcome::kTimedOut:
       return absl::DeadlineExceededError(result.error);
     case Outcome::kCancelled:

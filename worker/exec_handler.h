@@ -1,12 +1,14 @@
 // External-command handlers (`conveyor-worker --exec TYPE=COMMAND`): each
 // attempt runs `/bin/sh -c COMMAND` through RunCommand (worker/exec.h) with
 // the payload on stdin; stdout is the result. Exit codes, as DESIGN.md pins
-// them: 0 success; 65 a failure that must not be retried; 76 throttled
-// (reported, for now, as a retryable failure with reason "throttled", the
-// delay the command printed in its message); any other code or a signal a
-// retryable failure. The deadline and cancellations (SIGTERM to the process
-// group, SIGKILL after `kill_grace`) are RunCommand's. Lines
-// "PROGRESS <percent> [message]" on stderr become progress.
+// them: 0 success; 65 a failure that must not be retried; 76 throttled: the
+// delay the command printed on stdout ("2s", "500ms" or bare seconds; none:
+// the broker's default, 1 s; at most 1 h) goes to the broker, which puts the
+// task back to READY without spending an attempt and pauses its rate key (or
+// its queue) for that long; any other code or a signal a retryable failure.
+// The deadline and cancellations (SIGTERM to the process group, SIGKILL after
+// `kill_grace`) are RunCommand's. Lines "PROGRESS <percent> [message]" on
+// stderr become progress.
 //
 // The command's environment is the worker's plus:
 //   CONVEYOR_TASK_ID, CONVEYOR_TASK_TYPE, CONVEYOR_QUEUE, CONVEYOR_ATTEMPT,
@@ -51,9 +53,10 @@ absl::StatusOr<ExecSpec> ParseExecSpec(absl::string_view text);
 std::vector<std::pair<std::string, std::string>> ExecEnvironment(const TaskInfo& task);
 
 // The SDK answer for what the command did (see worker/handler.h): success ->
-// OK(stdout); exit 65 -> FAILED_PRECONDITION; throttled ->
-// RESOURCE_EXHAUSTED; timed out -> DEADLINE_EXCEEDED; cancelled ->
-// CANCELLED; other failures -> UNKNOWN with reason "exit_code" or "signal".
+// OK(stdout); exit 65 -> FAILED_PRECONDITION; throttled -> Throttled(the
+// parsed delay), i.e. RESOURCE_EXHAUSTED whose RetryAfterOf is that delay
+// (clamped to 1 h); timed out -> DEADLINE_EXCEEDED; cancelled -> CANCELLED;
+// other failures -> UNKNOWN with reason "exit_code" or "signal".
 absl::StatusOr<std::string> ExecAnswer(ExecResult result);
 
 Handler MakeExecHandler(std::string command, ExecHandlerOptions options);

@@ -11,17 +11,28 @@
 //   OK(result)                               Complete with `result`
 //   INVALID_ARGUMENT or FAILED_PRECONDITION  Fail, not retryable: the task ends
 //                                            DEAD (or FALLBACK) at once
-//   RESOURCE_EXHAUSTED                       Fail, retryable, reason "throttled"
+//   RESOURCE_EXHAUSTED (e.g. Throttled(d))   Fail, throttled, reason
+//                                            "throttled": the task goes back
+//                                            to READY without spending an
+//                                            attempt, and the broker pauses
+//                                            its rate key (or, without one,
+//                                            its queue) for `d` (RetryAfterOf;
+//                                            none or 0: the broker's default,
+//                                            1 s; at most 1 h)
 //   any other code                           Fail, retryable (reason "error")
 // and what the worker knows by itself, whatever the handler returned (unless
-// OK, which always reports Complete):
+// OK, which always reports Complete), each of which also beats a throttle:
 //   the attempt ran past its deadline         Fail, retryable, reason "timeout"
 //   the broker canceled the task              Fail, reason "canceled" (the
 //                                             broker ends it CANCELED)
 //   the worker drains and gave up waiting     Release (no attempt spent)
 //   the lease was lost (stale fencing token)  nothing is reported
 // The broker stores a failure's error as "<reason>: <message>".
-// WithReason() lets a handler name a more precise reason ("exit_code").
+// WithReason() lets a handler name a more precise reason ("exit_code"); a
+// throttled report's reason is always "throttled".
+//
+//   if (response.http_status == 429)
+//     return Throttled(response.retry_after, "upstream says 429");
 //
 // Thread-safety: a HandlerContext belongs to one attempt; its methods are
 // thread-safe, so a handler may hand it to helper threads for the attempt's
@@ -32,6 +43,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 
 #include "absl/status/status.h"
@@ -113,6 +125,28 @@ using Handler = std::function<absl::StatusOr<std::string>(HandlerContext& ctx)>;
 absl::Status WithReason(absl::Status status, absl::string_view reason);
 // The reason attached by WithReason, or "" if none.
 std::string ReasonOf(const absl::Status& status);
+
+// The longest pause a throttled report may ask for (the broker refuses more).
+inline constexpr absl::Duration kMaxRetryAfter = absl::Hours(1);
+
+// The status payload (absl::Status::SetPayload) under which Throttled stores
+// its delay: the delay in whole microseconds, as ASCII decimal ("2000000" for
+// 2 s). Other code may set it on a RESOURCE_EXHAUSTED status to the same
+// effect.
+inline constexpr absl::string_view kRetryAfterPayloadUrl = "type.conveyor.dev/retry_after";
+
+// A RESOURCE_EXHAUSTED status asking the broker to pause this task's rate key
+// (or its queue) for `retry_after` and to put the task back to READY without
+// spending an attempt. `retry_after` is clamped to [0, kMaxRetryAfter]; 0
+// means the broker's default (1 s). An empty `message` becomes "retry after
+// <retry_after>" (the broker stores "throttled: retry after 2s").
+absl::Status Throttled(absl::Duration retry_after, absl::string_view message = "");
+// The delay attached by Throttled (or under kRetryAfterPayloadUrl), clamped to
+// [0, kMaxRetryAfter]; nullopt if `status` carries none or it is not a
+// decimal number. Looks only at the payload, not at the code: the worker
+// reports a throttle for RESOURCE_EXHAUSTED alone, and a RESOURCE_EXHAUSTED
+// without the payload is a throttle with the broker's default delay.
+std::optional<absl::Duration> RetryAfterOf(const absl::Status& status);
 
 }  // namespace conveyor::worker
 

@@ -41,8 +41,10 @@ ABSL_FLAG(std::string, queue, "",
 ABSL_FLAG(std::string, exec, "",
           "TYPE=COMMAND: run `/bin/sh -c COMMAND` for tasks of TYPE, payload on stdin, "
           "stdout as the result. Exit 0 success, 65 permanent failure, 76 throttled "
-          "(retryable, reason \"throttled\"), anything else or a signal a retryable "
-          "failure. Env: CONVEYOR_TASK_ID, CONVEYOR_TASK_TYPE, CONVEYOR_QUEUE, "
+          "(the delay on stdout, e.g. 2s, at most 1h, default 1s: the broker pauses the "
+          "task's rate key, or its queue, for that long and puts the task back without "
+          "spending an attempt), anything else or a signal a retryable failure. "
+          "Env: CONVEYOR_TASK_ID, CONVEYOR_TASK_TYPE, CONVEYOR_QUEUE, "
           "CONVEYOR_ATTEMPT, CONVEYOR_FENCING_TOKEN, CONVEYOR_DEADLINE (RFC 3339), "
           "TRACEPARENT. Stderr lines \"PROGRESS <percent> [message]\" report progress. "
           "Repeatable.");

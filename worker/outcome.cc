@@ -24,6 +24,15 @@ AttemptOutcome Fail(std::string error, std::string reason, bool retryable, const
   return o;
 }
 
+// RESOURCE_EXHAUSTED: the delay from Throttled()'s payload; without one, 0
+// lets the broker pick its default.
+AttemptOutcome Throttle(const absl::Status& status) {
+  AttemptOutcome o = Fail(MessageOf(status), "throttled", /*retryable=*/true, "throttled");
+  o.throttled = true;
+  o.retry_after = RetryAfterOf(status).value_or(absl::ZeroDuration());
+  return o;
+}
+
 }  // namespace
 
 AttemptOutcome DecideOutcome(absl::StatusOr<std::string> answer, const AttemptFacts& facts) {
@@ -66,7 +75,7 @@ AttemptOutcome DecideOutcome(absl::StatusOr<std::string> answer, const AttemptFa
             return Fail(MessageOf(status), own.empty() ? "permanent" : own,
                         /*retryable=*/false, "failed_permanent");
           case absl::StatusCode::kResourceExhausted:
-            return Fail(MessageOf(status), "throttled", /*retryable=*/true, "throttled");
+            return Throttle(status);
           default:
             return Fail(MessageOf(status), own.empty() ? "error" : own, /*retryable=*/true,
                         "failed");

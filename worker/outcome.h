@@ -16,7 +16,7 @@ namespace conveyor::worker {
 
 enum class ReportKind {
   kComplete,  // Complete(result)
-  kFail,      // Fail(error, retryable, reason)
+  kFail,      // Fail(error, retryable, reason[, throttled, retry_after])
   kRelease,   // Release: hand back without spending anything
   kNone,      // report nothing (the lease is lost)
 };
@@ -27,6 +27,13 @@ struct AttemptOutcome {
   std::string error;
   std::string reason;
   bool retryable = true;
+  // kFail only: the handler was throttled (RESOURCE_EXHAUSTED). The broker
+  // puts the task back to READY without spending an attempt and pauses its
+  // rate key (or its queue) for `retry_after`, within [0, kMaxRetryAfter] (0:
+  // the broker's default). `retryable` stays true, which is what a broker
+  // that predates throttling acts on.
+  bool throttled = false;
+  absl::Duration retry_after = absl::ZeroDuration();
   // The `outcome` label of conveyor_worker_tasks_total: "succeeded",
   // "failed", "failed_permanent", "throttled", "timeout", "canceled",
   // "released" or "lease_lost".
@@ -44,6 +51,11 @@ struct AttemptFacts {
   absl::Duration timeout = absl::ZeroDuration();
 };
 
+// The report for an attempt, by precedence: a lost lease reports nothing; a
+// result completes; a drain releases; a cancel by the broker fails with
+// reason "canceled"; a timeout fails with reason "timeout"; only then does
+// the handler's status decide (see worker/handler.h), so a throttle never
+// beats any of these.
 AttemptOutcome DecideOutcome(absl::StatusOr<std::string> answer, const AttemptFacts& facts);
 
 }  // namespace conveyor::worker

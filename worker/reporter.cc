@@ -6,7 +6,9 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "common/grpc_util.h"
 #include "common/log.h"
+#include "worker/handler.h"
 #include "worker/text.h"
 
 namespace conveyor::worker {
@@ -183,6 +185,14 @@ bool Reporter::Send(std::vector<Pending>& batch, std::vector<Pending>& retry,
         item->set_error(ValidUtf8(r.error, kMaxErrorBytes));
         item->set_retryable(r.retryable);
         item->set_reason(ValidUtf8(r.reason, kMaxReasonBytes));
+        if (r.throttled) {
+          item->set_throttled(true);
+          // Over the maximum the broker refuses the item (INVALID_ARGUMENT),
+          // and retrying it would never help.
+          const absl::Duration delay =
+              std::clamp(r.retry_after, absl::ZeroDuration(), kMaxRetryAfter);
+          if (delay > absl::ZeroDuration()) ToProto(delay, item->mutable_retry_after());
+        }
         fail_idx.push_back(i);
         break;
       }

@@ -6,6 +6,8 @@
 // as soon as `max_batch` reports wait or `flush_delay` after the oldest
 // arrived.
 //
+// A throttled Fail carries `throttled` and `retry_after` (see Report).
+//
 // Failures: when a call fails as a whole (broker unreachable, deadline), its
 // reports stay queued and are retried with exponential backoff
 // (`initial_backoff` doubling up to `max_backoff`), each until its `drop_at`
@@ -50,6 +52,12 @@ struct Report {
   std::string error;       // kFail
   std::string reason;      // kFail
   bool retryable = true;   // kFail
+  // kFail: a throttle (FailRequest.Item.throttled): back to READY without
+  // spending an attempt, the task's rate key (or its queue) paused for
+  // `retry_after`. Sent clamped to [0, 1 h]; 0 is left unset (the broker's
+  // default, 1 s).
+  bool throttled = false;
+  absl::Duration retry_after = absl::ZeroDuration();
   // Not sent after this time: the lease would have expired by then.
   absl::Time drop_at = absl::InfiniteFuture();
   // For log lines.

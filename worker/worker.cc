@@ -68,7 +68,8 @@ void LogTask(LogLevel level, std::string_view msg, const TaskInfo& t,
     case 1: Log(level, msg, {CONVEYOR_TASK_FIELDS, e[0]}); break;
     case 2: Log(level, msg, {CONVEYOR_TASK_FIELDS, e[0], e[1]}); break;
     case 3: Log(level, msg, {CONVEYOR_TASK_FIELDS, e[0], e[1], e[2]}); break;
-    default: Log(level, msg, {CONVEYOR_TASK_FIELDS, e[0], e[1], e[2], e[3]}); break;
+    case 4: Log(level, msg, {CONVEYOR_TASK_FIELDS, e[0], e[1], e[2], e[3]}); break;
+    default: Log(level, msg, {CONVEYOR_TASK_FIELDS, e[0], e[1], e[2], e[3], e[4]}); break;
   }
 #undef CONVEYOR_TASK_FIELDS
 }
@@ -104,6 +105,8 @@ Report ReportFor(const TaskInfo& t, AttemptOutcome o, absl::Time drop_at) {
   r.error = std::move(o.error);
   r.reason = std::move(o.reason);
   r.retryable = o.retryable;
+  r.throttled = o.throttled;
+  r.retry_after = o.retry_after;
   r.drop_at = drop_at;
   r.queue = t.queue;
   r.type = t.type;
@@ -445,11 +448,22 @@ void Worker::Impl::Process(BrokerSession* s, const std::shared_ptr<Attempt>& att
   const LogLevel level = outcome.kind == ReportKind::kComplete ? LogLevel::kInfo
                          : outcome.kind == ReportKind::kNone   ? LogLevel::kWarning
                                                                : LogLevel::kInfo;
-  LogTask(level, "task finished", t,
-          {{"outcome", outcome.label},
-           {"duration_ms", static_cast<long long>(absl::ToInt64Milliseconds(took))},
-           {"reason", outcome.reason},
-           {"error", outcome.error}});
+  const long long took_ms = absl::ToInt64Milliseconds(took);
+  if (outcome.throttled) {
+    LogTask(level, "task finished", t,
+            {{"outcome", outcome.label},
+             {"duration_ms", took_ms},
+             {"reason", outcome.reason},
+             {"error", outcome.error},
+             {"retry_after_ms",
+              static_cast<long long>(absl::ToInt64Milliseconds(outcome.retry_after))}});
+  } else {
+    LogTask(level, "task finished", t,
+            {{"outcome", outcome.label},
+             {"duration_ms", took_ms},
+             {"reason", outcome.reason},
+             {"error", outcome.error}});
+  }
   if (outcome.kind == ReportKind::kNone) return;
   s->reporter->Add(ReportFor(t, std::move(outcome),
                              std::max(attempt->lease_expires_at(), now + kMinReportWindow)));

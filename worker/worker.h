@@ -13,9 +13,12 @@
 //
 // A handler's answer becomes a report as worker/handler.h describes: OK ->
 // Complete; INVALID_ARGUMENT or FAILED_PRECONDITION -> Fail, not retried;
-// RESOURCE_EXHAUSTED -> Fail, retryable, reason "throttled"; any other code
-// -> Fail, retryable. Past its deadline an attempt is cancelled (cancelled()
-// turns true) and reported as a retryable failure with reason "timeout".
+// RESOURCE_EXHAUSTED (best built with Throttled(retry_after)) -> a throttled
+// Fail, reason "throttled": the task goes back to READY without spending an
+// attempt and the broker pauses its rate key (or its queue) for retry_after
+// (none: 1 s; at most 1 h); any other code -> Fail, retryable. Past its
+// deadline an attempt is cancelled (cancelled() turns true) and reported as a
+// retryable failure with reason "timeout".
 //
 // How it works (each part a small class with Start/Stop, in worker/):
 //   per broker   LeaseLoop    long-polls Lease for as many tasks as there are

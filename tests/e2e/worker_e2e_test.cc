@@ -30,6 +30,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -400,7 +401,12 @@ TEST_F(WorkerE2eTest, EveryHandlerKindReturnsItsResult) {
   const std::string env = Submit(env_spec);
   const std::string deadline = Submit("jobs", "deadline", "", {}, absl::Seconds(90));
   const std::string exit65 = Submit("jobs", "bad_input", "", 3);
-  const std::string exit76 = Submit("jobs", "busy", "", 1);
+  v1::TaskSpec busy_spec;  // its throttle pauses its rate key, not the queue
+  busy_spec.set_queue("jobs");
+  busy_spec.set_type("busy");
+  busy_spec.set_rate_key("partner");
+  busy_spec.mutable_retry()->set_max_attempts(1);
+  const std::string exit76 = Submit(busy_spec);
   const std::string exit3 = Submit("jobs", "flaky", "", 2);
 
   struct Expect {
@@ -451,10 +457,18 @@ TEST_F(WorkerE2eTest, EveryHandlerKindReturnsItsResult) {
   t = WaitForTask(exit65, Ended);
   EXPECT_EQ(t.state(), v1::TASK_STATE_DEAD) << t.DebugString();
   EXPECT_EQ(t.attempts(), 1u);
-  t = WaitForTask(exit76, Ended);
-  EXPECT_EQ(t.state(), v1::TASK_STATE_DEAD) << t.DebugString();
+  // Throttled: back to READY, no attempt spent, its key paused for 3 s.
+  t = WaitForTask(exit76, [](const v1::Task& x) {
+    return x.state() == v1::TASK_STATE_READY && x.token() != 0;
+  });
+  EXPECT_EQ(t.state(), v1::TASK_STATE_READY) << t.DebugString();
+  EXPECT_EQ(t.attempts(), 0u) << t.DebugString();
   EXPECT_TRUE(absl::StartsWith(t.error(), "throttled: ")) << t.error();
   EXPECT_TRUE(absl::StrContains(t.error(), "3s")) << t.error();
+  EXPECT_EQ(t.waiting().reason(), v1::WAIT_REASON_RATE_LIMITED) << t.DebugString();
+  EXPECT_EQ(t.waiting().key(), "partner") << t.DebugString();
+  ASSERT_TRUE(client_->CancelTask(exit76).ok());
+  EXPECT_EQ(WaitForTask(exit76, Ended).state(), v1::TASK_STATE_CANCELED);
   t = WaitForTask(exit3, Ended);
   EXPECT_EQ(t.state(), v1::TASK_STATE_DEAD) << t.DebugString();
   EXPECT_EQ(t.attempts(), 2u);
@@ -799,6 +813,158 @@ TEST_F(WorkerE2eTest, TheSdkExampleServesItsCustomType) {
   EXPECT_EQ(t.result(), "6");
   w->Signal(SIGINT);
   EXPECT_EQ(w->Wait(kStopTimeout), 0);
+}
+
+// ── Broker-enforced limits, across several worker processes ──
+
+// Start times of tasks `ids`, sorted.
+std::vector<absl::Time> StartTimes(Client& client, const std::vector<std::string>& ids) {
+  std::vector<absl::Time> starts;
+  for (const std::string& id : ids) {
+    absl::StatusOr<v1::Task> t = client.GetTask(id);
+    if (t.ok() && t->has_started_at()) starts.push_back(FromProto(t->started_at()));
+  }
+  std::sort(starts.begin(), starts.end());
+  return starts;
+}
+
+TEST_F(WorkerE2eTest, AQueueRateHoldsAcrossThreeWorkers) {
+  v1::CreateQueueRequest req;
+  req.mutable_config()->set_name("rated");
+  req.mutable_config()->mutable_limits()->mutable_rate()->set_per_second(10);
+  req.mutable_config()->mutable_limits()->mutable_rate()->set_burst(1);
+  ASSERT_TRUE(client_->CreateQueue(req).ok());
+  for (int w = 0; w < 3; ++w) StartWorker(absl::StrCat("w", w), "rated", {"--concurrency=8"});
+  std::vector<std::string> ids;
+  for (int i = 0; i < 41; ++i) ids.push_back(Submit("rated", "noop", ""));
+  for (const std::string& id : ids) {
+    ASSERT_EQ(WaitForTask(id, Ended).state(), v1::TASK_STATE_SUCCEEDED);
+  }
+  std::vector<absl::Time> starts = StartTimes(*client_, ids);
+  ASSERT_EQ(starts.size(), ids.size());
+  // 40 tokens after the first at 10/s: 4 s. 24 worker slots would take well
+  // under a second without the limit. Generous bounds for a loaded machine.
+  const absl::Duration span = starts.back() - starts.front();
+  EXPECT_GE(span, absl::Milliseconds(3900)) << span;
+  EXPECT_LE(span, absl::Seconds(8)) << span;
+  // Never faster than the rate in any window of 10 starts (burst 1).
+  for (size_t i = 10; i < starts.size(); ++i) {
+    EXPECT_GE(starts[i] - starts[i - 10], absl::Milliseconds(950)) << i;
+  }
+}
+
+TEST_F(WorkerE2eTest, APoolIsNeverExceededAcrossThreeWorkers) {
+  v1::CreateQueueRequest req;
+  req.mutable_config()->set_name("pooled");
+  (*req.mutable_config()->mutable_limits()->mutable_pools())["db"] = 5;
+  ASSERT_TRUE(client_->CreateQueue(req).ok());
+  // The handlers' own accounting: a count of holders under flock, and the
+  // highest count seen.
+  const std::string cur = (dir_.path() / "cur").string();
+  const std::string max = (dir_.path() / "max").string();
+  const std::string lock = (dir_.path() / "lock").string();
+  std::ofstream(cur) << "0\n";
+  std::ofstream(max) << "0\n";
+  const std::string hold = absl::StrCat(
+      "--exec=hold=( flock 9; n=$(($(cat ", cur, ") + 1)); echo $n > ", cur,
+      "; [ $n -gt $(cat ", max, ") ] && echo $n > ", max, "; true ) 9>", lock,
+      "; sleep 0.2; ( flock 9; echo $(($(cat ", cur, ") - 1)) > ", cur, " ) 9>", lock);
+  for (int w = 0; w < 3; ++w) {
+    StartWorker(absl::StrCat("w", w), "pooled", {"--concurrency=8", hold});
+  }
+  std::vector<std::string> db;
+  std::vector<std::string> free;
+  for (int i = 0; i < 40; ++i) {
+    v1::TaskSpec spec;
+    spec.set_queue("pooled");
+    spec.set_type("hold");
+    spec.set_concurrency_key("db");
+    db.push_back(Submit(spec));
+  }
+  // Submitted after the db backlog, these are not held back by it.
+  for (int i = 0; i < 8; ++i) free.push_back(Submit("pooled", "sleep", "300ms"));
+  absl::Time free_done = absl::InfinitePast();
+  for (const std::string& id : free) {
+    v1::Task t = WaitForTask(id, Ended);
+    ASSERT_EQ(t.state(), v1::TASK_STATE_SUCCEEDED) << t.DebugString();
+    free_done = std::max(free_done, FromProto(t.finished_at()));
+  }
+  absl::Time db_done = absl::InfinitePast();
+  for (const std::string& id : db) {
+    v1::Task t = WaitForTask(id, Ended);
+    ASSERT_EQ(t.state(), v1::TASK_STATE_SUCCEEDED) << t.DebugString();
+    db_done = std::max(db_done, FromProto(t.finished_at()));
+  }
+  int highest = 0;
+  ASSERT_TRUE(absl::SimpleAtoi(absl::StripAsciiWhitespace(ReadFileOrEmpty(max)), &highest));
+  EXPECT_LE(highest, 5);
+  EXPECT_GE(highest, 2) << "the pool's slots were used in parallel";
+  // 40 tasks of 200 ms through 5 slots take about 1.6 s; the others ran
+  // meanwhile instead of after them.
+  EXPECT_LT(free_done, db_done);
+  // Every slot came back: the pool is idle and a new db task runs at once.
+  const std::string last = [&] {
+    v1::TaskSpec spec;
+    spec.set_queue("pooled");
+    spec.set_type("hold");
+    spec.set_concurrency_key("db");
+    return Submit(spec);
+  }();
+  EXPECT_EQ(WaitForTask(last, Ended).state(), v1::TASK_STATE_SUCCEEDED);
+}
+
+TEST_F(WorkerE2eTest, AThrottledCommandPausesItsKeyWithoutSpendingAnAttempt) {
+  const std::string marker = (dir_.path() / "throttled-once").string();
+  StartWorker("w1", "downstream",
+              {"--concurrency=4",
+               absl::StrCat("--exec=call=if [ -e ", marker, " ]; then echo done; else touch ",
+                            marker, "; echo 1s; exit 76; fi")});
+  v1::TaskSpec spec;
+  spec.set_queue("downstream");
+  spec.set_type("call");
+  spec.set_rate_key("partner");
+  spec.mutable_retry()->set_max_attempts(1);  // a spent attempt would kill it
+  const std::string id = Submit(spec);
+  const std::string other = Submit("downstream", "noop", "");
+  v1::Task t = WaitForTask(id, Ended);
+  ASSERT_EQ(t.state(), v1::TASK_STATE_SUCCEEDED) << t.DebugString();
+  EXPECT_EQ(t.result(), "done\n");
+  EXPECT_EQ(t.attempts(), 0u);
+  EXPECT_EQ(t.token() & 0xffffffffu, 2u) << "leased twice";
+  EXPECT_GE(FromProto(t.started_at()) - FromProto(t.created_at()), absl::Milliseconds(900));
+  EXPECT_EQ(WaitForTask(other, Ended).state(), v1::TASK_STATE_SUCCEEDED);
+}
+
+TEST_F(WorkerE2eTest, GetTaskSaysWhyAReadyTaskWaits) {
+  v1::CreateQueueRequest req;
+  req.mutable_config()->set_name("idle");
+  (*req.mutable_config()->mutable_limits()->mutable_pools())["db"] = 1;
+  ASSERT_TRUE(client_->CreateQueue(req).ok());
+  // Nobody polls "idle": its task waits for a worker.
+  const std::string id = Submit("idle", "sleep", "2s");
+  absl::StatusOr<v1::Task> t = client_->GetTask(id);
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ(t->waiting().reason(), v1::WAIT_REASON_NO_WORKER) << t->DebugString();
+  // A db task runs; the next db task waits for the pool.
+  StartWorker("w1", "idle", {"--concurrency=4"});
+  v1::TaskSpec spec;
+  spec.set_queue("idle");
+  spec.set_type("sleep");
+  spec.set_payload("3s");
+  spec.set_concurrency_key("db");
+  const std::string first = Submit(spec);
+  ASSERT_EQ(WaitForTask(first, [](const v1::Task& x) {
+              return x.state() == v1::TASK_STATE_RUNNING;
+            }).state(),
+            v1::TASK_STATE_RUNNING);
+  const std::string second = Submit(spec);
+  v1::Task waiting = WaitForTask(second, [](const v1::Task& x) {
+    return x.waiting().reason() == v1::WAIT_REASON_CONCURRENCY_FULL;
+  });
+  EXPECT_EQ(waiting.state(), v1::TASK_STATE_READY) << waiting.DebugString();
+  EXPECT_EQ(waiting.waiting().reason(), v1::WAIT_REASON_CONCURRENCY_FULL);
+  EXPECT_EQ(waiting.waiting().key(), "db");
+  EXPECT_EQ(WaitForTask(second, Ended).state(), v1::TASK_STATE_SUCCEEDED);
 }
 
 TEST_F(WorkerE2eTest, HelpDescribesTheFlags) {

@@ -1,6 +1,7 @@
-// --exec plumbing that needs no process: parsing TYPE=COMMAND, the
-// environment given to the command, and the mapping of RunCommand's outcome
-// to the handler convention. (tests/worker/exec_test.cc covers RunCommand;
+// --exec plumbing: parsing TYPE=COMMAND, the environment given to the
+// command, and the mapping of RunCommand's outcome to the handler convention,
+// all without a process; one test runs `/bin/sh` through MakeExecHandler for
+// the throttle delay. (tests/worker/exec_test.cc covers RunCommand;
 // tests/e2e/worker_e2e_test.cc runs real commands through the worker.)
 #include "worker/exec_handler.h"
 
@@ -78,8 +79,11 @@ TEST(ExecAnswerTest, FollowsTheExitCodeRules) {
   ExecResult throttled = Result(O::kThrottled, 76);
   throttled.retry_after = absl::Seconds(3);
   AttemptOutcome t = DecideOutcome(ExecAnswer(throttled), {});
-  EXPECT_TRUE(t.retryable);
+  EXPECT_EQ(t.kind, ReportKind::kFail);
+  EXPECT_TRUE(t.throttled);
+  EXPECT_EQ(t.retry_after, absl::Seconds(3));
   EXPECT_EQ(t.reason, "throttled");
+  EXPECT_STREQ(t.label, "throttled");
   EXPECT_NE(t.error.find("retry after 3s"), std::string::npos) << t.error;
 
   AttemptOutcome failed = DecideOutcome(ExecAnswer(Result(O::kFailed, 3)), {});
@@ -95,6 +99,46 @@ TEST(ExecAnswerTest, FollowsTheExitCodeRules) {
   AttemptFacts canceled;
   canceled.cancel = CancelReason::kCanceled;
   EXPECT_EQ(DecideOutcome(ExecAnswer(Result(O::kCancelled)), canceled).reason, "canceled");
+}
+
+TEST(ExecAnswerTest, AThrottleWithoutADelayLeavesItToTheBroker) {
+  absl::StatusOr<std::string> answer = ExecAnswer(Result(ExecResult::Outcome::kThrottled, 76));
+  EXPECT_EQ(answer.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(RetryAfterOf(answer.status()), absl::ZeroDuration());
+  AttemptOutcome o = DecideOutcome(answer, {});
+  EXPECT_TRUE(o.throttled);
+  EXPECT_EQ(o.retry_after, absl::ZeroDuration());
+  EXPECT_NE(o.error.find("default"), std::string::npos) << o.error;
+}
+
+TEST(ExecAnswerTest, AThrottleDelayOverAnHourIsClamped) {
+  ExecResult r = Result(ExecResult::Outcome::kThrottled, 76);
+  r.retry_after = absl::Hours(30);
+  absl::StatusOr<std::string> answer = ExecAnswer(r);
+  EXPECT_EQ(RetryAfterOf(answer.status()), absl::Hours(1));
+  EXPECT_NE(answer.status().message().find("retry after 1h"), std::string::npos)
+      << answer.status();
+}
+
+// The one test here that runs a process: exit 76 with the delay on stdout,
+// through the handler, to the outcome the reporter sends.
+TEST(ExecHandlerTest, Exit76WithADelayOnStdoutIsAThrottleForThatLong) {
+  Handler handler = MakeExecHandler("echo 2s; exit 76", ExecHandlerOptions{});
+  TaskInfo task;
+  task.id = "00000000000000ac";
+  task.type = "limited";
+  task.payload = "p";
+  Cancellation cancel;
+  HandlerContext ctx(task, &cancel, {});
+  absl::StatusOr<std::string> answer = handler(ctx);
+  EXPECT_EQ(answer.status().code(), absl::StatusCode::kResourceExhausted) << answer.status();
+  EXPECT_EQ(RetryAfterOf(answer.status()), absl::Seconds(2));
+  AttemptOutcome o = DecideOutcome(std::move(answer), {});
+  EXPECT_EQ(o.kind, ReportKind::kFail);
+  EXPECT_TRUE(o.throttled);
+  EXPECT_EQ(o.retry_after, absl::Seconds(2));
+  EXPECT_EQ(o.reason, "throttled");
+  EXPECT_STREQ(o.label, "throttled");
 }
 
 }  // namespace

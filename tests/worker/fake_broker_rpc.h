@@ -91,9 +91,17 @@ class FakeBrokerRpc final : public BrokerRpc {
     if (down_) return absl::UnavailableError("broker down (fake)");
     v1::FailResponse resp;
     for (const auto& item : r.items()) {
-      // The fake refuses results, not failures: a failure item is always OK.
-      resp.add_items()->set_code(0);
-      (void)item;
+      // The fake refuses results, not failures: a failure item is OK unless,
+      // like the broker, it refuses a throttle's pause outside [0, 1 h].
+      v1::ItemStatus* out = resp.add_items();
+      const google::protobuf::Duration& d = item.retry_after();
+      if (item.throttled() && (d.seconds() < 0 || d.nanos() < 0 || d.seconds() > 3600 ||
+                               (d.seconds() == 3600 && d.nanos() > 0))) {
+        out->set_code(static_cast<int>(absl::StatusCode::kInvalidArgument));
+        out->set_message("retry_after over 1h");
+      } else {
+        out->set_code(0);
+      }
     }
     return resp;
   }

@@ -1,8 +1,13 @@
-// HandlerContext and the text helpers behind what it sends.
+// HandlerContext, the Throttled/RetryAfterOf status helpers, and the text
+// helpers behind what a context sends.
 #include "worker/handler.h"
 
+#include <optional>
+#include <string>
 #include <vector>
 
+#include "absl/status/status.h"
+#include "absl/strings/cord.h"
 #include "gtest/gtest.h"
 #include "worker/text.h"
 
@@ -47,6 +52,58 @@ TEST(HandlerContextTest, ProgressIsClampedAndItsMessageBounded) {
   EXPECT_EQ(seen[2].first, 42.5);
   EXPECT_EQ(seen[2].second.size(), 1024u);
   EXPECT_EQ(seen[3].second, "bad ? utf-8");
+}
+
+TEST(HandlerThrottledTest, CarriesTheDelayAsDecimalMicroseconds) {
+  absl::Status s = Throttled(absl::Seconds(2), "upstream said 429");
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(s.message(), "upstream said 429");
+  auto payload = s.GetPayload("type.conveyor.dev/retry_after");
+  ASSERT_TRUE(payload.has_value());
+  EXPECT_EQ(std::string(*payload), "2000000");
+  EXPECT_EQ(RetryAfterOf(s), absl::Seconds(2));
+}
+
+TEST(HandlerThrottledTest, RoundTripsSubsecondDelaysAndZero) {
+  EXPECT_EQ(RetryAfterOf(Throttled(absl::Milliseconds(1500))), absl::Milliseconds(1500));
+  EXPECT_EQ(RetryAfterOf(Throttled(absl::Microseconds(7))), absl::Microseconds(7));
+  // Zero: the broker's default; still a delay that is present, not nullopt.
+  EXPECT_EQ(RetryAfterOf(Throttled(absl::ZeroDuration())), absl::ZeroDuration());
+}
+
+TEST(HandlerThrottledTest, ClampsTheDelayToZeroThroughAnHour) {
+  EXPECT_EQ(RetryAfterOf(Throttled(absl::Hours(2))), absl::Hours(1));
+  EXPECT_EQ(RetryAfterOf(Throttled(absl::InfiniteDuration())), absl::Hours(1));
+  EXPECT_EQ(RetryAfterOf(Throttled(absl::Hours(1))), absl::Hours(1));
+  EXPECT_EQ(RetryAfterOf(Throttled(absl::Seconds(-3))), absl::ZeroDuration());
+  EXPECT_EQ(RetryAfterOf(Throttled(-absl::InfiniteDuration())), absl::ZeroDuration());
+  EXPECT_EQ(kMaxRetryAfter, absl::Hours(1));
+}
+
+TEST(HandlerThrottledTest, AnEmptyMessageNamesTheDelay) {
+  EXPECT_EQ(Throttled(absl::Seconds(2)).message(), "retry after 2s");
+  EXPECT_EQ(Throttled(absl::ZeroDuration()).message(), "retry after the broker's default delay");
+}
+
+TEST(HandlerRetryAfterOfTest, IsAbsentWithoutAUsablePayload) {
+  EXPECT_EQ(RetryAfterOf(absl::OkStatus()), std::nullopt);
+  EXPECT_EQ(RetryAfterOf(absl::ResourceExhaustedError("plain")), std::nullopt);
+  absl::Status garbled = absl::ResourceExhaustedError("x");
+  garbled.SetPayload(kRetryAfterPayloadUrl, absl::Cord("2s"));
+  EXPECT_EQ(RetryAfterOf(garbled), std::nullopt);
+  // A payload written by hand is clamped like Throttled's argument.
+  absl::Status by_hand = absl::ResourceExhaustedError("x");
+  by_hand.SetPayload(kRetryAfterPayloadUrl, absl::Cord("-5"));
+  EXPECT_EQ(RetryAfterOf(by_hand), absl::ZeroDuration());
+  by_hand.SetPayload(kRetryAfterPayloadUrl, absl::Cord("86400000000"));
+  EXPECT_EQ(RetryAfterOf(by_hand), absl::Hours(1));
+}
+
+TEST(HandlerRetryAfterOfTest, SurvivesWithReason) {
+  absl::Status s = WithReason(Throttled(absl::Seconds(4)), "http_429");
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(RetryAfterOf(s), absl::Seconds(4));
+  EXPECT_EQ(ReasonOf(s), "http_429");
 }
 
 TEST(ValidUtf8Test, KeepsValidTextAndReplacesBadBytes) {

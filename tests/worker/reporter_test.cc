@@ -4,6 +4,8 @@
 // test of the sending thread, which waits for a few milliseconds at most).
 #include "worker/reporter.h"
 
+#include <vector>
+
 #include "absl/time/clock.h"
 #include "common/clock.h"
 #include "gtest/gtest.h"
@@ -30,6 +32,15 @@ Report Fail(std::string id, bool retryable) {
   r.error = "boom";
   r.reason = "error";
   r.retryable = retryable;
+  return r;
+}
+
+Report Throttle(std::string id, absl::Duration retry_after) {
+  Report r = Fail(std::move(id), true);
+  r.error = "upstream said 429";
+  r.reason = "throttled";
+  r.throttled = true;
+  r.retry_after = retry_after;
   return r;
 }
 
@@ -189,6 +200,64 @@ TEST(ReporterTest, OtherItemErrorsAreRetried) {
   EXPECT_EQ(reporter.SendOnce(), absl::InfiniteFuture());
   EXPECT_EQ(rpc.releases().size(), 2u);
   EXPECT_EQ(reporter.stats().delivered, 1u);
+}
+
+TEST(ReporterTest, AThrottledFailCarriesThrottledAndRetryAfter) {
+  FakeClock clock;
+  FakeBrokerRpc rpc;
+  Reporter reporter(&rpc, Options(), &clock);
+  reporter.Add(Throttle("t", absl::Milliseconds(2500)));
+  reporter.Add(Fail("f", true));
+  EXPECT_EQ(reporter.SendOnce(), absl::InfiniteFuture());
+  const std::vector<v1::FailRequest> fails = rpc.fails();
+  ASSERT_EQ(fails.size(), 1u);
+  ASSERT_EQ(fails[0].items_size(), 2);
+  const v1::FailRequest::Item& t = fails[0].items(0);
+  EXPECT_EQ(t.id(), "t");
+  EXPECT_TRUE(t.throttled());
+  ASSERT_TRUE(t.has_retry_after());
+  EXPECT_EQ(t.retry_after().seconds(), 2);
+  EXPECT_EQ(t.retry_after().nanos(), 500'000'000);
+  EXPECT_EQ(t.reason(), "throttled");
+  EXPECT_EQ(t.error(), "upstream said 429");
+  // An ordinary failure carries neither.
+  const v1::FailRequest::Item& f = fails[0].items(1);
+  EXPECT_FALSE(f.throttled());
+  EXPECT_FALSE(f.has_retry_after());
+  EXPECT_EQ(reporter.stats().delivered, 2u);
+}
+
+TEST(ReporterTest, AThrottleWithoutADelayLeavesRetryAfterUnset) {
+  FakeClock clock;
+  FakeBrokerRpc rpc;
+  Reporter reporter(&rpc, Options(), &clock);
+  reporter.Add(Throttle("t", absl::ZeroDuration()));
+  reporter.Add(Throttle("neg", absl::Seconds(-1)));
+  reporter.SendOnce();
+  const std::vector<v1::FailRequest> fails = rpc.fails();
+  ASSERT_EQ(fails.size(), 1u);
+  ASSERT_EQ(fails[0].items_size(), 2);
+  for (const v1::FailRequest::Item& item : fails[0].items()) {
+    EXPECT_TRUE(item.throttled()) << item.id();
+    EXPECT_FALSE(item.has_retry_after()) << item.id();  // the broker's default, 1 s
+  }
+  EXPECT_EQ(reporter.stats().delivered, 2u);
+}
+
+TEST(ReporterTest, AThrottleDelayOverAnHourIsClampedSoTheBrokerTakesIt) {
+  FakeClock clock;
+  FakeBrokerRpc rpc;
+  Reporter reporter(&rpc, Options(), &clock);
+  reporter.Add(Throttle("long", absl::Hours(3)));
+  EXPECT_EQ(reporter.SendOnce(), absl::InfiniteFuture());
+  const std::vector<v1::FailRequest> fails = rpc.fails();
+  ASSERT_EQ(fails.size(), 1u);  // accepted at once, not retried
+  const v1::FailRequest::Item& item = fails[0].items(0);
+  EXPECT_TRUE(item.throttled());
+  EXPECT_EQ(item.retry_after().seconds(), 3600);
+  EXPECT_EQ(item.retry_after().nanos(), 0);
+  EXPECT_EQ(reporter.stats().delivered, 1u);
+  EXPECT_EQ(reporter.pending(), 0u);
 }
 
 TEST(ReporterTest, FailureTextIsMadeValidUtf8) {
