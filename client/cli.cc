@@ -316,14 +316,25 @@ int RunQueueUpdate(const Invocation& inv, Client& client) {
   }
   absl::StatusOr<v1::Queue> queue;
   if (has_settings) {
-    v1::RetryPolicy current_retry;
-    if (HasRetryFlags(inv)) {
-      // UpdateQueue replaces the whole retry policy: start from the current one.
+    // Bad values are usage errors (64) before any call, whatever the queue:
+    // checked on settings that have a rate, so that only --burst without a
+    // rate to change is left to the build on the real settings.
+    v1::QueueConfig current_config;
+    current_config.mutable_limits()->mutable_rate()->set_per_second(1);
+    if (absl::StatusOr<v1::UpdateQueueRequest> checked =
+            BuildUpdateQueueRequest(inv, current_config);
+        !checked.ok()) {
+      return UsageFailed(inv.topic, absl::StrCat("queue update: ", checked.status().message()));
+    }
+    current_config.Clear();
+    if (NeedsCurrentConfig(inv)) {
+      // UpdateQueue replaces a whole retry policy or rate: start from the
+      // current one.
       absl::StatusOr<v1::Queue> current = client.GetQueue(name);
       if (!current.ok()) return CallFailed(inv, current.status());
-      current_retry = current->config().retry();
+      current_config = current->config();
     }
-    absl::StatusOr<v1::UpdateQueueRequest> request = BuildUpdateQueueRequest(inv, current_retry);
+    absl::StatusOr<v1::UpdateQueueRequest> request = BuildUpdateQueueRequest(inv, current_config);
     if (!request.ok()) {
       return UsageFailed(inv.topic, absl::StrCat("queue update: ", request.status().message()));
     }

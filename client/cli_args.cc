@@ -18,8 +18,9 @@ namespace {
 
 constexpr absl::string_view kGroups[] = {"queue", "dead"};
 
-std::vector<FlagSpec> QueueConfigFlags() {
-  return {
+// `update`: the help says how 0 removes a limit.
+std::vector<FlagSpec> QueueConfigFlags(bool update) {
+  std::vector<FlagSpec> flags = {
       {"capacity", FlagType::kUint, "N", "unfinished tasks the queue holds (default 100000)"},
       {"full-policy", FlagType::kString, "reject|wait",
        "when full: reject with RESOURCE_EXHAUSTED, or wait for room"},
@@ -35,6 +36,39 @@ std::vector<FlagSpec> QueueConfigFlags() {
       {"retained", FlagType::kUint, "N", "at most this many ended tasks are kept"},
       {"paused", FlagType::kBool, "", "pause the queue (--paused=false resumes it)"},
   };
+  // Limits, enforced by the broker across every worker.
+  const std::vector<FlagSpec> limits = {
+      {"rate", FlagType::kString, "RATE",
+       update ? "the queue's start rate, e.g. 50/s, 100/m, 0.5 (per second); 0 removes it; "
+                "keeps the current burst unless --burst is given"
+              : "the queue's start rate, e.g. 50/s, 100/m, 0.5 (per second)"},
+      {"burst", FlagType::kUint, "N",
+       "starts allowed at once after a quiet spell, for --rate (default: a tenth of a "
+       "second's worth, at least 1)"},
+      {"max-running", FlagType::kUint, "N",
+       update ? "tasks RUNNING at once in the queue; 0 removes the limit"
+              : "tasks RUNNING at once in the queue"},
+      {"key-rate", FlagType::kString, "RATE",
+       update ? "start rate of each rate key (submit --rate-key) without its own; 0 removes it"
+              : "start rate of each rate key (submit --rate-key) without its own"},
+      {"key-rate-for", FlagType::kString, "KEY=RATE",
+       update ? "rate key KEY's own start rate; repeatable; KEY=0 removes it"
+              : "rate key KEY's own start rate; repeatable",
+       /*repeated=*/true},
+      {"key-max-running", FlagType::kUint, "N",
+       update ? "tasks RUNNING at once per concurrency key (submit --concurrency-key) "
+                "without a pool; 0 removes the limit"
+              : "tasks RUNNING at once per concurrency key (submit --concurrency-key) "
+                "without a pool"},
+      {"pool", FlagType::kString, "KEY=N",
+       update ? "a named pool: at most N tasks holding concurrency key KEY run at once; "
+                "repeatable; KEY=0 removes it"
+              : "a named pool: at most N tasks holding concurrency key KEY run at once; "
+                "repeatable",
+       /*repeated=*/true},
+  };
+  flags.insert(flags.end(), limits.begin(), limits.end());
+  return flags;
 }
 
 std::vector<CommandSpec> BuildCommands() {
@@ -62,9 +96,18 @@ std::vector<CommandSpec> BuildCommands() {
             "deduplication key (default: a random one per invocation)"},
            {"header", FlagType::kString, "K=V", "a header; repeatable", /*repeated=*/true},
            {"expires-in", FlagType::kDuration, "DUR", "ends EXPIRED if not leased within DUR"},
+           {"rate-key", FlagType::kString, "K",
+            "share rate key K's start rate (queue --key-rate, --key-rate-for), e.g. a "
+            "customer id"},
+           {"concurrency-key", FlagType::kString, "K",
+            "hold a slot of concurrency key K's pool while running (queue --pool, "
+            "--key-max-running), e.g. db"},
            {"wait", FlagType::kBool, "", "wait for the task to end and print its result"},
        }},
-      {"get", "ID", "Show a task.", "", 1, 1, {}},
+      {"get", "ID", "Show a task.",
+       "A SCHEDULED or READY task shows why it waits (\"waiting:\" in text, \"waiting\" in "
+       "json): paused, rate_limited, concurrency_full, not_due, no_worker, or none.",
+       1, 1, {}},
       {"watch",
        "ID",
        "Follow a task until it ends.",
@@ -96,12 +139,17 @@ std::vector<CommandSpec> BuildCommands() {
        }},
       {"queue list", "", "List queues with their live counts.", "", 0, 0, {}},
       {"queue get", "NAME", "Show a queue's settings and counts.", "", 1, 1, {}},
-      {"queue create", "NAME", "Create a queue.", "Unset settings take the broker defaults.", 1, 1,
-       QueueConfigFlags()},
+      {"queue create", "NAME", "Create a queue.",
+       "Unset settings take the broker defaults; a queue has no limits unless given. A RATE "
+       "is N/s, N/m or N/h (N alone: per second; fractions allowed). A limit of 0 is no limit.",
+       1, 1, QueueConfigFlags(/*update=*/false)},
       {"queue update", "NAME", "Change a queue's settings.",
        "Only the settings given change (the retry flags are merged into the current "
-       "policy); --paused=true|false pauses or resumes the queue.",
-       1, 1, QueueConfigFlags()},
+       "policy, --rate keeps the current burst, --burst alone keeps the current rate); "
+       "limits apply at once, also to tasks already queued; a limit of 0 removes it; "
+       "--paused=true|false pauses or resumes the queue. A RATE is N/s, N/m or N/h "
+       "(N alone: per second).",
+       1, 1, QueueConfigFlags(/*update=*/true)},
       {"queue pause", "NAME", "Pause a queue (submits accepted, nothing leased).", "", 1, 1, {}},
       {"queue resume", "NAME", "Resume a paused queue.", "", 1, 1, {}},
       {"queue purge",
@@ -631,8 +679,160 @@ absl::StatusOr<v1::TaskSpec> BuildTaskSpec(const Invocation& inv, std::string pa
   if (std::optional<absl::Duration> d = inv.Duration("expires-in")) {
     ToProto(now + *d, spec.mutable_expires_at());
   }
+  if (std::optional<std::string> key = inv.String("rate-key")) spec.set_rate_key(*key);
+  if (std::optional<std::string> key = inv.String("concurrency-key")) {
+    spec.set_concurrency_key(*key);
+  }
   return spec;
 }
+
+absl::StatusOr<double> ParseRate(absl::string_view text) {
+  auto bad = [&] {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "not a rate: \"", text, "\" (use N/s, N/m or N/h, e.g. 50/s, 100/m, 0.5)"));
+  };
+  absl::string_view number = text;
+  double per = 1;
+  if (size_t slash = text.find('/'); slash != absl::string_view::npos) {
+    number = text.substr(0, slash);
+    const absl::string_view unit = text.substr(slash + 1);
+    if (unit == "s") {
+      per = 1;
+    } else if (unit == "m") {
+      per = 60;
+    } else if (unit == "h") {
+      per = 3600;
+    } else {
+      return bad();
+    }
+  }
+  double n;
+  if (number.empty() || absl::StripAsciiWhitespace(number) != number ||
+      !absl::SimpleAtod(number, &n) || !std::isfinite(n)) {
+    return bad();
+  }
+  if (n < 0) return absl::InvalidArgumentError(absl::StrCat("negative rate: \"", text, "\""));
+  return n / per;
+}
+
+absl::Status ParseKeyed(absl::string_view flag, absl::string_view text, std::string* key,
+                        std::string* value) {
+  const size_t eq = text.find('=');
+  if (eq == absl::string_view::npos || eq == 0 || eq + 1 == text.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--", flag, " must be KEY=VALUE with a non-empty key and value, got \"", text, "\""));
+  }
+  *key = std::string(text.substr(0, eq));
+  *value = std::string(text.substr(eq + 1));
+  return absl::OkStatus();
+}
+
+namespace {
+
+// A rate flag's value, per second; the error names the flag.
+absl::StatusOr<double> RateFlag(absl::string_view flag, absl::string_view text) {
+  absl::StatusOr<double> rate = ParseRate(text);
+  if (!rate.ok()) return absl::InvalidArgumentError(absl::StrCat("--", flag, ": ", rate.status().message()));
+  return rate;
+}
+
+absl::StatusOr<uint32_t> Uint32Flag(const Invocation& inv, absl::string_view flag) {
+  std::optional<uint64_t> n = inv.Uint(flag);
+  if (!n.has_value()) return 0u;
+  if (absl::Status s = CheckUint32(flag, *n); !s.ok()) return s;
+  return static_cast<uint32_t>(*n);
+}
+
+// Fills Limits (create) or LimitsUpdate (update) from the limit flags. On
+// create a 0 is no limit and is left out; on update it is sent, and removes
+// the limit. `current` (update only) is the queue's limits: a rate given
+// without --burst keeps the current burst, --burst alone the current rate.
+template <typename LimitsMessage>
+absl::Status ApplyLimitFlags(const Invocation& inv, bool update, const v1::Limits& current,
+                             LimitsMessage* out) {
+  // The queue's rate and burst.
+  std::optional<double> rate;
+  if (std::optional<std::string> text = inv.String("rate")) {
+    absl::StatusOr<double> r = RateFlag("rate", *text);
+    if (!r.ok()) return r.status();
+    rate = *r;
+  }
+  absl::StatusOr<uint32_t> burst = Uint32Flag(inv, "burst");
+  if (!burst.ok()) return burst.status();
+  if (inv.Has("burst")) {
+    if (rate.has_value() && *rate == 0) {
+      return absl::InvalidArgumentError("--burst cannot go with --rate 0, which removes the rate");
+    }
+    if (!rate.has_value()) {
+      if (!update) return absl::InvalidArgumentError("--burst needs --rate");
+      if (!current.has_rate()) {
+        return absl::InvalidArgumentError(
+            "--burst needs --rate: the queue has no rate whose burst could change");
+      }
+      rate = current.rate().per_second();
+    }
+  }
+  if (rate.has_value() && (update || *rate > 0)) {
+    v1::RateLimit* r = out->mutable_rate();
+    r->set_per_second(*rate);
+    if (*rate > 0) {
+      r->set_burst(inv.Has("burst") ? *burst : current.rate().burst());
+    }
+  }
+
+  absl::StatusOr<uint32_t> max_running = Uint32Flag(inv, "max-running");
+  if (!max_running.ok()) return max_running.status();
+  if (inv.Has("max-running")) out->set_max_running(*max_running);
+  absl::StatusOr<uint32_t> key_max_running = Uint32Flag(inv, "key-max-running");
+  if (!key_max_running.ok()) return key_max_running.status();
+  if (inv.Has("key-max-running")) out->set_key_max_running(*key_max_running);
+
+  // Key rates keep the burst they have: the CLI has no flag for it.
+  if (std::optional<std::string> text = inv.String("key-rate")) {
+    absl::StatusOr<double> r = RateFlag("key-rate", *text);
+    if (!r.ok()) return r.status();
+    if (update || *r > 0) {
+      out->mutable_key_rate()->set_per_second(*r);
+      if (*r > 0) out->mutable_key_rate()->set_burst(current.key_rate().burst());
+    }
+  }
+  for (const std::string& entry : inv.Strings("key-rate-for")) {
+    std::string key, value;
+    if (absl::Status s = ParseKeyed("key-rate-for", entry, &key, &value); !s.ok()) return s;
+    absl::StatusOr<double> r = RateFlag(absl::StrCat("key-rate-for ", key), value);
+    if (!r.ok()) return r.status();
+    if (!update && *r == 0) continue;
+    v1::RateLimit& limit = (*out->mutable_key_rates())[key];
+    limit.set_per_second(*r);
+    if (*r > 0) {
+      auto it = current.key_rates().find(key);
+      if (it != current.key_rates().end()) limit.set_burst(it->second.burst());
+    }
+  }
+  for (const std::string& entry : inv.Strings("pool")) {
+    std::string key, value;
+    if (absl::Status s = ParseKeyed("pool", entry, &key, &value); !s.ok()) return s;
+    uint32_t size;
+    if (value[0] == '-' || !absl::SimpleAtoi(value, &size)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--pool ", key, ": size must be a non-negative integer below 2^32, got \"", value,
+          "\""));
+    }
+    if (!update && size == 0) continue;
+    (*out->mutable_pools())[key] = size;
+  }
+  return absl::OkStatus();
+}
+
+bool HasLimitFlags(const Invocation& inv) {
+  for (absl::string_view flag : {"rate", "burst", "max-running", "key-rate", "key-rate-for",
+                                 "key-max-running", "pool"}) {
+    if (inv.Has(flag)) return true;
+  }
+  return false;
+}
+
+}  // namespace
 
 absl::StatusOr<v1::CreateQueueRequest> BuildCreateQueueRequest(const Invocation& inv) {
   if (inv.args.empty()) return absl::InvalidArgumentError("expected NAME");
@@ -656,6 +856,13 @@ absl::StatusOr<v1::CreateQueueRequest> BuildCreateQueueRequest(const Invocation&
   }
   SetDuration(inv, "result-ttl", [&] { return config->mutable_result_ttl(); });
   if (std::optional<uint64_t> n = inv.Uint("retained")) config->set_retained(*n);
+  if (HasLimitFlags(inv)) {
+    if (absl::Status s = ApplyLimitFlags(inv, /*update=*/false, v1::Limits(),
+                                         config->mutable_limits());
+        !s.ok()) {
+      return s;
+    }
+  }
   request.set_paused(inv.Bool("paused"));
   return request;
 }
@@ -668,8 +875,15 @@ bool HasRetryFlags(const Invocation& inv) {
   return false;
 }
 
-absl::StatusOr<v1::UpdateQueueRequest> BuildUpdateQueueRequest(
-    const Invocation& inv, const v1::RetryPolicy& current_retry) {
+bool NeedsCurrentConfig(const Invocation& inv) {
+  for (absl::string_view flag : {"rate", "burst", "key-rate", "key-rate-for"}) {
+    if (inv.Has(flag)) return true;
+  }
+  return HasRetryFlags(inv);
+}
+
+absl::StatusOr<v1::UpdateQueueRequest> BuildUpdateQueueRequest(const Invocation& inv,
+                                                               const v1::QueueConfig& current) {
   if (inv.args.empty()) return absl::InvalidArgumentError("expected NAME");
   v1::UpdateQueueRequest request;
   request.set_name(inv.args[0]);
@@ -680,7 +894,7 @@ absl::StatusOr<v1::UpdateQueueRequest> BuildUpdateQueueRequest(
     request.set_full_policy(*p);
   }
   if (HasRetryFlags(inv)) {
-    *request.mutable_retry() = current_retry;
+    *request.mutable_retry() = current.retry();
     if (absl::Status s = ApplyRetryFlags(inv, request.mutable_retry()); !s.ok()) return s;
   }
   SetDuration(inv, "default-timeout", [&] { return request.mutable_default_timeout(); });
@@ -691,6 +905,13 @@ absl::StatusOr<v1::UpdateQueueRequest> BuildUpdateQueueRequest(
   }
   SetDuration(inv, "result-ttl", [&] { return request.mutable_result_ttl(); });
   if (std::optional<uint64_t> n = inv.Uint("retained")) request.set_retained(*n);
+  if (HasLimitFlags(inv)) {
+    if (absl::Status s = ApplyLimitFlags(inv, /*update=*/true, current.limits(),
+                                         request.mutable_limits());
+        !s.ok()) {
+      return s;
+    }
+  }
   return request;
 }
 

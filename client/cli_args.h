@@ -121,19 +121,35 @@ absl::StatusOr<v1::FullPolicy> ParseFullPolicy(absl::string_view text);
 // "key=value"; the key must not be empty.
 absl::Status ParseHeader(absl::string_view text, std::string* key, std::string* value);
 
+// A rate as tasks per second: "50/s", "100/m" (per minute), "3600/h", or a
+// bare number (per second); fractions allowed, 0 too (no limit / remove),
+// negative numbers not.
+absl::StatusOr<double> ParseRate(absl::string_view text);
+// "KEY=VALUE" of a keyed flag (--key-rate-for, --pool): key and value not
+// empty; the message names `flag`.
+absl::Status ParseKeyed(absl::string_view flag, absl::string_view text, std::string* key,
+                        std::string* value);
+
 // The TaskSpec of `conveyor submit`: --queue and --type are required,
 // --priority must be 0-9, --expires-in counts from `now`.
 absl::StatusOr<v1::TaskSpec> BuildTaskSpec(const Invocation& inv, std::string payload,
                                            absl::Time now);
-// `conveyor queue create NAME [flags]`.
+// `conveyor queue create NAME [flags]`. Limit flags of 0 mean no limit and
+// are left out; --burst needs --rate.
 absl::StatusOr<v1::CreateQueueRequest> BuildCreateQueueRequest(const Invocation& inv);
-// True if any retry flag was given (UpdateQueue replaces the whole policy,
-// so the CLI reads the current one first and passes it below).
+// True if any retry flag was given.
 bool HasRetryFlags(const Invocation& inv);
-// `conveyor queue update NAME [flags]`: only the fields given are set;
-// retry flags are applied on top of `current_retry`.
-absl::StatusOr<v1::UpdateQueueRequest> BuildUpdateQueueRequest(
-    const Invocation& inv, const v1::RetryPolicy& current_retry);
+// True if the update is built on the queue's current settings, so the CLI
+// reads them first (GetQueue) and passes them below: UpdateQueue replaces
+// the whole retry policy, and a whole rate (per_second and burst) at once.
+bool NeedsCurrentConfig(const Invocation& inv);
+// `conveyor queue update NAME [flags]`: only the fields given are set; retry
+// flags are applied on top of `current.retry()`; --rate keeps the current
+// burst, --burst alone the current rate (none: an error), --key-rate and
+// --key-rate-for keep their key's current burst; a limit of 0 is sent and
+// removes that limit. `current` matters only when NeedsCurrentConfig().
+absl::StatusOr<v1::UpdateQueueRequest> BuildUpdateQueueRequest(const Invocation& inv,
+                                                               const v1::QueueConfig& current);
 
 }  // namespace conveyor::client
 

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -72,6 +73,21 @@ std::string Truncate(std::string text, size_t max_chars) {
 std::string OneLine(absl::string_view text, size_t max_chars) {
   return Truncate(EscapeControls(text), max_chars);
 }
+
+bool IsWhole(double x) { return std::fabs(x - std::round(x)) < 1e-6 * std::max(1.0, x); }
+
+// "paused" for WAIT_REASON_PAUSED: the names of the blocked metric.
+std::string WaitReasonLabel(v1::WaitReason reason) {
+  std::string name = v1::WaitReason_Name(reason);
+  constexpr absl::string_view kPrefix = "WAIT_REASON_";
+  if (absl::StartsWith(name, kPrefix)) name.erase(0, kPrefix.size());
+  if (name.empty()) return absl::StrCat(static_cast<int>(reason));
+  return absl::AsciiStrToLower(name);
+}
+
+// The reasons of QueueStats.blocked in the order shown.
+constexpr absl::string_view kBlockedOrder[] = {"paused", "rate_limited", "concurrency_full",
+                                               "not_due", "no_worker"};
 
 }  // namespace
 
@@ -184,6 +200,12 @@ std::string FormatTask(const v1::Task& task) {
   }
   if (task.has_timeout()) line("timeout", FormatDuration(task.timeout()));
   if (!task.idempotency_key().empty()) line("idempotency_key", task.idempotency_key());
+  if (!task.rate_key().empty()) line("rate_key", OneLine(task.rate_key(), 128));
+  if (!task.concurrency_key().empty()) line("concurrency_key", OneLine(task.concurrency_key(), 128));
+  if ((task.state() == v1::TASK_STATE_SCHEDULED || task.state() == v1::TASK_STATE_READY) &&
+      task.has_waiting() && task.waiting().reason() != v1::WAIT_REASON_UNSPECIFIED) {
+    line("waiting", FormatWaiting(task.waiting()));
+  }
   if (!task.headers().empty()) {
     std::vector<std::string> headers;
     for (const auto& [key, value] : task.headers()) {
@@ -195,6 +217,58 @@ std::string FormatTask(const v1::Task& task) {
   line("payload", DisplayBytes(task.payload()));
   line("result", DisplayBytes(task.result(), 4096));
   line("error", OneLine(task.error(), 4096));
+  return out;
+}
+
+std::string FormatRate(const v1::RateLimit& rate) {
+  const double per_second = rate.per_second();
+  std::string out;
+  if (IsWhole(per_second * 1000) || per_second <= 0) {
+    out = absl::StrFormat("%g/s", per_second);
+  } else if (IsWhole(per_second * 60)) {
+    out = absl::StrFormat("%g/m", std::round(per_second * 60));
+  } else if (IsWhole(per_second * 3600)) {
+    out = absl::StrFormat("%g/h", std::round(per_second * 3600));
+  } else {
+    out = absl::StrFormat("%g/s", per_second);
+  }
+  if (rate.burst() > 0) absl::StrAppend(&out, " burst ", rate.burst());
+  return out;
+}
+
+std::string FormatWaiting(const v1::Waiting& waiting) {
+  std::string out = WaitReasonLabel(waiting.reason());
+  if (!waiting.key().empty()) absl::StrAppend(&out, " on key \"", OneLine(waiting.key(), 128), "\"");
+  if (waiting.has_until()) absl::StrAppend(&out, " until ", FormatTimestamp(waiting.until()));
+  if (!waiting.detail().empty()) absl::StrAppend(&out, " (", OneLine(waiting.detail(), 512), ")");
+  return out;
+}
+
+std::string FormatLimits(const v1::Limits& limits) {
+  std::string out;
+  auto line = [&out](absl::string_view key, absl::string_view value) {
+    absl::StrAppend(&out, key, ": ", value, "\n");
+  };
+  // Map entries sorted by key: protobuf maps have no order.
+  auto sorted = [](const auto& map, auto format) {
+    std::vector<std::string> entries;
+    for (const auto& [key, value] : map) {
+      entries.push_back(absl::StrCat(OneLine(key, 128), "=", format(value)));
+    }
+    std::sort(entries.begin(), entries.end());
+    return absl::StrJoin(entries, ", ");
+  };
+  if (limits.has_rate()) line("rate", FormatRate(limits.rate()));
+  if (limits.max_running() > 0) line("max_running", absl::StrCat(limits.max_running()));
+  if (limits.has_key_rate()) line("key_rate", FormatRate(limits.key_rate()));
+  if (!limits.key_rates().empty()) {
+    line("key_rates", sorted(limits.key_rates(), [](const v1::RateLimit& r) { return FormatRate(r); }));
+  }
+  if (limits.key_max_running() > 0) line("key_max_running", absl::StrCat(limits.key_max_running()));
+  if (!limits.pools().empty()) {
+    line("pools", sorted(limits.pools(), [](uint32_t n) { return absl::StrCat(n); }));
+  }
+  if (out.empty()) line("limits", "none");
   return out;
 }
 
@@ -249,6 +323,7 @@ std::string FormatQueue(const v1::Queue& queue) {
   line("max_crashes", absl::StrCat(c.max_crashes()));
   line("result_ttl", FormatDuration(c.result_ttl()));
   line("retained", absl::StrCat(c.retained()));
+  absl::StrAppend(&out, FormatLimits(c.limits()));
   line("scheduled", absl::StrCat(s.scheduled()));
   line("ready", absl::StrCat(s.ready()));
   line("running", absl::StrCat(s.running()));
@@ -259,6 +334,24 @@ std::string FormatQueue(const v1::Queue& queue) {
   line("fallback", absl::StrCat(s.fallback()));
   line("oldest_ready_age", FormatDuration(s.oldest_ready_age()));
   line("waiting_workers", absl::StrCat(s.waiting_workers()));
+  // Known reasons in a fixed order, then any newer ones by name.
+  std::vector<std::string> blocked;
+  for (absl::string_view reason : kBlockedOrder) {
+    auto it = s.blocked().find(std::string(reason));
+    if (it != s.blocked().end() && it->second > 0) {
+      blocked.push_back(absl::StrCat(reason, "=", it->second));
+    }
+  }
+  std::vector<std::string> others;
+  for (const auto& [reason, count] : s.blocked()) {
+    if (count > 0 && std::find(std::begin(kBlockedOrder), std::end(kBlockedOrder), reason) ==
+                         std::end(kBlockedOrder)) {
+      others.push_back(absl::StrCat(OneLine(reason, 64), "=", count));
+    }
+  }
+  std::sort(others.begin(), others.end());
+  blocked.insert(blocked.end(), others.begin(), others.end());
+  line("blocked", blocked.empty() ? "none" : absl::StrJoin(blocked, ", "));
   return out;
 }
 

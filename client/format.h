@@ -33,11 +33,22 @@ std::string DisplayBytes(absl::string_view bytes, size_t max_chars = 256);
 absl::StatusOr<std::string> ToJson(const google::protobuf::Message& message);
 
 // "key: value" lines (id, queue, type, state, priority, attempts, progress,
-// result, error always; the rest when set), each ending in '\n'.
+// result, error always; the rest when set, with "waiting" for a SCHEDULED or
+// READY task the broker says why it waits), each ending in '\n'.
 std::string FormatTask(const v1::Task& task);
+// "50/s", "100/m", "0.5/s", with " burst N" when a burst is set. Per second
+// when that is short, else per minute or hour when that is whole.
+std::string FormatRate(const v1::RateLimit& rate);
+// Why a task waits, one line: `rate_limited on key "acme" until
+// 2026-11-30T18:00:01Z (rate key "acme" (10/s burst 1) has no token)`.
+std::string FormatWaiting(const v1::Waiting& waiting);
+// A queue's limits, one "key: value" line each that is set; "limits: none"
+// when none is.
+std::string FormatLimits(const v1::Limits& limits);
 // A table with a header row: ID STATE TYPE PRI ATTEMPTS CREATED ERROR.
 std::string FormatTaskTable(const std::vector<v1::Task>& tasks);
-// A queue's settings and live counts as "key: value" lines.
+// A queue's settings, limits and live counts (blocked tasks by reason) as
+// "key: value" lines.
 std::string FormatQueue(const v1::Queue& queue);
 // NAME PAUSED CAPACITY SCHEDULED READY RUNNING SUCCEEDED DEAD ... per queue.
 std::string FormatQueueTable(const std::vector<v1::Queue>& queues);

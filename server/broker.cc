@@ -242,7 +242,7 @@ WaitInfo Broker::WaitOf(const Task& task, absl::Time now) const {
     } else {
       w.until = task.not_before();
       w.detail = absl::StrCat(task.failures > 0 ? "retry backoff" : "not before",
-                              " until ", absl::FormatTime(w.until));
+                              " until ", FormatMillis(w.until));
     }
     return w;
   }
@@ -638,9 +638,15 @@ void Broker::Schedule(Task* task, absl::Time when) {
 LeasedTask Broker::Grant(Task* task, absl::string_view worker_id, Deferred& after) {
   const absl::Time now = clock_->Now();
   Queue* queue = task->queue();
-  // A keyed lane goes behind every task ready by now (round-robin).
-  queue->TakeReady(*task, now,
-                   std::max<uint64_t>(next_seq_, static_cast<uint64_t>(absl::ToUnixMicros(now))));
+  // A keyed lane goes behind every task ready by now (round-robin): its turn
+  // is a fresh seq, so lanes served at the same instant still take turns.
+  uint64_t turn = 0;
+  if (task->extra() != nullptr &&
+      (!task->extra()->rate_key.empty() || !task->extra()->concurrency_key.empty())) {
+    next_seq_ = std::max<uint64_t>(next_seq_ + 1, absl::ToUnixMicros(now));
+    turn = next_seq_;
+  }
+  queue->TakeReady(*task, now, turn);
   SetState(task, TaskState::kRunning);
   // Tokens of an earlier epoch (before a restart) are all smaller than any
   // of this one, so none is ever issued twice.

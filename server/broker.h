@@ -34,7 +34,9 @@
 //    queue's bucket and one of its rate key's;
 //  - a running slot (queue or pool) is taken at the grant and freed when the
 //    task leaves RUNNING for any reason (complete, fail, timeout, cancel,
-//    lease expiry, throttle, release, drain);
+//    lease expiry, throttle, release, drain); a heartbeat that takes back a
+//    lapsed lease (see Heartbeat) is let past a full limit, since the task
+//    never stopped running on that worker;
 //  - buckets start full (the burst may be spent at once) and refill
 //    continuously; an idle key's bucket is forgotten once full again;
 //  - order: best priority first; within a priority, tasks with a rate or

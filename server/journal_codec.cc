@@ -20,6 +20,38 @@ void RetryToRecord(const RetryPolicy& r, pb::RetryRecord* out) {
   out->set_jitter(r.jitter);
 }
 
+void RateToRecord(const RateLimit& r, pb::RateRecord* out) {
+  out->set_per_second(r.per_second);
+  out->set_burst(r.burst);
+}
+
+RateLimit RateFromRecord(const pb::RateRecord& r) {
+  RateLimit rate;
+  rate.per_second = r.per_second();
+  rate.burst = r.burst();
+  return rate;
+}
+
+void LimitsToRecord(const QueueLimits& l, pb::LimitsRecord* out) {
+  if (l.rate) RateToRecord(*l.rate, out->mutable_rate());
+  out->set_max_running(l.max_running);
+  if (l.key_rate) RateToRecord(*l.key_rate, out->mutable_key_rate());
+  for (const auto& [key, rate] : l.key_rates) RateToRecord(rate, &(*out->mutable_key_rates())[key]);
+  out->set_key_max_running(l.key_max_running);
+  for (const auto& [key, size] : l.pools) (*out->mutable_pools())[key] = size;
+}
+
+QueueLimits LimitsFromRecord(const pb::LimitsRecord& r) {
+  QueueLimits l;
+  if (r.has_rate()) l.rate = RateFromRecord(r.rate());
+  l.max_running = r.max_running();
+  if (r.has_key_rate()) l.key_rate = RateFromRecord(r.key_rate());
+  for (const auto& [key, rate] : r.key_rates()) l.key_rates[key] = RateFromRecord(rate);
+  l.key_max_running = r.key_max_running();
+  for (const auto& [key, size] : r.pools()) l.pools[key] = size;
+  return l;
+}
+
 std::string Serialize(const pb::JournalEntry& entry) {
   std::string out;
   entry.SerializeToString(&out);
@@ -51,6 +83,8 @@ QueueConfig QueueConfigFromRecord(const pb::QueueState& q) {
   c.max_crashes = q.max_crashes();
   c.result_ttl = absl::Microseconds(q.result_ttl_us());
   c.retained = q.retained();
+  // Journals written before limits existed have no record: no limits.
+  if (q.has_limits()) c.limits = LimitsFromRecord(q.limits());
   return c;
 }
 
@@ -80,6 +114,8 @@ std::string EncodeQueue(const QueueConfig& c, bool paused) {
   q->set_result_ttl_us(Us(c.result_ttl));
   q->set_retained(c.retained);
   q->set_paused(paused);
+  // Left out when there are none, so queues without limits cost nothing.
+  if (!c.limits.empty()) LimitsToRecord(c.limits, q->mutable_limits());
   return Serialize(e);
 }
 

@@ -5,7 +5,9 @@
 // then its mutable persistent fields (state, attempts, crashes, token, times,
 // result, error, cancel flag) in full at each change, so the latest record
 // of a task is its state. RUNNING is never written: the durable view of a
-// leased task is READY.
+// leased task is READY. A queue record carries the queue's whole config,
+// its limits included (a throttle or a bucket's tokens are not persistent:
+// a restart starts every bucket full and forgets throttles).
 //
 // Stateless functions; thread-compatible.
 #ifndef CONVEYOR_SERVER_JOURNAL_CODEC_H_

@@ -125,6 +125,10 @@ std::string FormatRate(const RateLimit& r) {
   return absl::StrFormat("%g/s burst %g", r.per_second, r.EffectiveBurst());
 }
 
+std::string FormatMillis(absl::Time t) {
+  return absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", t, absl::UTCTimeZone());
+}
+
 TokenBucket::TokenBucket(const RateLimit& rate, absl::Time now)
     : rate_(rate), burst_(rate.EffectiveBurst()), tokens_(burst_), last_(now) {}
 
@@ -140,7 +144,8 @@ absl::Time TokenBucket::ReadyAt(absl::Time now) const {
   // Rounded up to the microsecond so that at the returned time the token is
   // really there.
   const double wait_s = (1.0 - tokens_) / rate_.per_second;
-  return last_ + absl::Microseconds(std::ceil(wait_s * 1e6));
+  // (less a tolerance, so floating-point noise never adds a microsecond).
+  return last_ + absl::Microseconds(std::ceil(wait_s * 1e6 - 1e-3));
 }
 
 void TokenBucket::Take(absl::Time now) {

@@ -76,6 +76,8 @@ absl::Status ValidateLimits(const QueueLimits& limits);
 void ApplyLimitsUpdate(const LimitsUpdate& update, QueueLimits& limits);
 // "50/s burst 5", for messages.
 std::string FormatRate(const RateLimit& rate);
+// "2026-11-30T18:06:03.859Z": a time in messages, to the millisecond.
+std::string FormatMillis(absl::Time t);
 
 // A token bucket: starts full; tokens accrue continuously at per_second up to
 // the burst; Take() spends one.

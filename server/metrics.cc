@@ -81,6 +81,11 @@ class QueueGauges final : public prometheus::Collectable {
                                     prometheus::MetricType::Gauge, {}};
     prometheus::MetricFamily paused{"conveyor_queue_paused", "1 if the queue is paused.",
                                     prometheus::MetricType::Gauge, {}};
+    prometheus::MetricFamily blocked{
+        "conveyor_tasks_blocked",
+        "SCHEDULED and READY tasks held back, by reason: paused, rate_limited, "
+        "concurrency_full, not_due, no_worker.",
+        prometheus::MetricType::Gauge, {}};
     prometheus::MetricFamily workers{"conveyor_workers_connected",
                                      "Workers with a Lease call parked on the queue.",
                                      prometheus::MetricType::Gauge, {}};
@@ -98,12 +103,18 @@ class QueueGauges final : public prometheus::Collectable {
       paused.metric.push_back(GaugeValue({{"queue", name}}, q.paused ? 1 : 0));
       workers.metric.push_back(
           GaugeValue({{"queue", name}}, static_cast<double>(q.stats.waiting_workers)));
+      // Every reason, zeros included, so that a series never disappears.
+      for (size_t i = 0; i < kBlockedReasons.size(); ++i) {
+        blocked.metric.push_back(
+            GaugeValue({{"queue", name}, {"reason", WaitReasonName(kBlockedReasons[i])}},
+                       static_cast<double>(q.stats.blocked[i])));
+      }
     }
     prometheus::MetricFamily build{"conveyor_build_info",
                                    "Build information; the value is always 1.",
                                    prometheus::MetricType::Gauge, {}};
     build.metric.push_back(GaugeValue({{"version", "0.1.0"}, {"component", "broker"}}, 1));
-    return {tasks, capacity, oldest, paused, workers, build};
+    return {tasks, capacity, oldest, paused, blocked, workers, build};
   }
 
  private:

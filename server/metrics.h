@@ -3,7 +3,7 @@
 // BrokerMetrics is a BrokerListener: counters move on each transition (the
 // broker calls it under its lock, so per-queue handles are cached in a map
 // touched only there). Gauges (tasks per state, capacity, oldest ready age,
-// paused) are read from the broker at scrape time by a Collectable, so
+// paused, blocked tasks by reason) are read from the broker at scrape time by a Collectable, so
 // nothing on the hot path computes them. RPC outcomes are counted under the
 // standard names grpc_server_handled_total and grpc_server_handling_seconds;
 // long-polls and watches stay out of the latency histogram.

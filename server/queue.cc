@@ -570,7 +570,7 @@ bool Queue::Open(absl::Time now, WaitReason* why, absl::Time* until, std::string
   if (impl_->throttled_until > now) {
     return closed(WaitReason::kRateLimited, impl_->throttled_until,
                   absl::StrCat("a handler throttled the queue until ",
-                               absl::FormatTime(impl_->throttled_until)));
+                               FormatMillis(impl_->throttled_until)));
   }
   if (config_.limits.rate) {
     if (!impl_->bucket) impl_->bucket.emplace(*config_.limits.rate, now);
@@ -578,7 +578,7 @@ bool Queue::Open(absl::Time now, WaitReason* why, absl::Time* until, std::string
     if (at > now) {
       return closed(WaitReason::kRateLimited, at,
                     absl::StrCat("the queue's rate (", FormatRate(*config_.limits.rate),
-                                 ") has no token until ", absl::FormatTime(at)));
+                                 ") has no token until ", FormatMillis(at)));
     }
   }
   if (config_.limits.max_running > 0 && count(TaskState::kRunning) >= config_.limits.max_running) {
@@ -623,11 +623,11 @@ WaitReason Queue::KeyWait(const Task& task, absl::Time now, absl::Time* until,
       const RateKey& state = impl_->rate_keys[rk];
       if (state.throttled_until >= at) {
         *detail = absl::StrCat("a handler throttled rate key ", Quote(rk), " until ",
-                               absl::FormatTime(at));
+                               FormatMillis(at));
       } else {
         *detail = absl::StrCat("rate key ", Quote(rk), " (",
                                FormatRate(*config_.limits.RateOf(rk)),
-                               ") has no token until ", absl::FormatTime(at));
+                               ") has no token until ", FormatMillis(at));
       }
       return WaitReason::kRateLimited;
     }

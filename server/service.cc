@@ -123,6 +123,66 @@ absl::StatusOr<FullPolicy> FullPolicyFromProto(v1::FullPolicy p) {
   return Invalid("full_policy", absl::StrCat("is ", static_cast<int>(p), ", not a policy"));
 }
 
+RateLimit RateFromProto(const v1::RateLimit& p) {
+  RateLimit r;
+  r.per_second = p.per_second();
+  r.burst = p.burst();
+  return r;
+}
+
+void RateToProto(const RateLimit& r, v1::RateLimit* out) {
+  out->set_per_second(r.per_second);
+  out->set_burst(r.burst);
+}
+
+// Only mapped: the broker validates limits (ValidateLimits), so that the
+// rules and their messages live in one place.
+QueueLimits LimitsFromProto(const v1::Limits& p) {
+  QueueLimits l;
+  if (p.has_rate()) l.rate = RateFromProto(p.rate());
+  l.max_running = p.max_running();
+  if (p.has_key_rate()) l.key_rate = RateFromProto(p.key_rate());
+  for (const auto& [key, rate] : p.key_rates()) l.key_rates[key] = RateFromProto(rate);
+  l.key_max_running = p.key_max_running();
+  for (const auto& [key, size] : p.pools()) l.pools[key] = size;
+  return l;
+}
+
+void LimitsToProto(const QueueLimits& l, v1::Limits* out) {
+  if (l.rate) RateToProto(*l.rate, out->mutable_rate());
+  out->set_max_running(l.max_running);
+  if (l.key_rate) RateToProto(*l.key_rate, out->mutable_key_rate());
+  for (const auto& [key, rate] : l.key_rates) RateToProto(rate, &(*out->mutable_key_rates())[key]);
+  out->set_key_max_running(l.key_max_running);
+  for (const auto& [key, size] : l.pools) (*out->mutable_pools())[key] = size;
+}
+
+// A message field present sets (per_second 0 removes), an optional scalar
+// present sets (0 removes), map entries are merged (0 removes that entry).
+LimitsUpdate LimitsUpdateFromProto(const v1::LimitsUpdate& p) {
+  LimitsUpdate u;
+  if (p.has_rate()) u.rate = RateFromProto(p.rate());
+  if (p.has_max_running()) u.max_running = p.max_running();
+  if (p.has_key_rate()) u.key_rate = RateFromProto(p.key_rate());
+  for (const auto& [key, rate] : p.key_rates()) u.key_rates[key] = RateFromProto(rate);
+  if (p.has_key_max_running()) u.key_max_running = p.key_max_running();
+  for (const auto& [key, size] : p.pools()) u.pools[key] = size;
+  return u;
+}
+
+v1::WaitReason WaitReasonToProto(WaitReason r) {
+  switch (r) {
+    case WaitReason::kNotWaiting: return v1::WAIT_REASON_UNSPECIFIED;
+    case WaitReason::kNone: return v1::WAIT_REASON_NONE;
+    case WaitReason::kPaused: return v1::WAIT_REASON_PAUSED;
+    case WaitReason::kRateLimited: return v1::WAIT_REASON_RATE_LIMITED;
+    case WaitReason::kConcurrencyFull: return v1::WAIT_REASON_CONCURRENCY_FULL;
+    case WaitReason::kNotDue: return v1::WAIT_REASON_NOT_DUE;
+    case WaitReason::kNoWorker: return v1::WAIT_REASON_NO_WORKER;
+  }
+  return v1::WAIT_REASON_UNSPECIFIED;
+}
+
 // Times an RPC and reports its outcome when it finishes.
 class RpcTimer {
  public:
@@ -313,6 +373,17 @@ void TaskToProto(const TaskInfo& t, v1::Task* out) {
   out->set_cancel_requested(t.cancel_requested);
   out->set_idempotency_key(t.idempotency_key);
   ToProto(t.timeout, out->mutable_timeout());
+  out->set_rate_key(t.rate_key);
+  out->set_concurrency_key(t.concurrency_key);
+  if (t.waiting.reason != WaitReason::kNotWaiting) {
+    v1::Waiting* w = out->mutable_waiting();
+    w->set_reason(WaitReasonToProto(t.waiting.reason));
+    w->set_key(t.waiting.key);
+    if (t.waiting.until != absl::InfinitePast() && t.waiting.until != absl::InfiniteFuture()) {
+      ToProto(t.waiting.until, w->mutable_until());
+    }
+    w->set_detail(t.waiting.detail);
+  }
 }
 
 absl::StatusOr<QueueConfig> QueueConfigFromProto(const v1::QueueConfig& p,
@@ -345,6 +416,7 @@ absl::StatusOr<QueueConfig> QueueConfigFromProto(const v1::QueueConfig& p,
     c.result_ttl = *d;
   }
   if (p.retained() != 0) c.retained = p.retained();
+  if (p.has_limits()) c.limits = LimitsFromProto(p.limits());
   return c;
 }
 
@@ -360,6 +432,7 @@ void QueueToProto(const QueueInfo& q, v1::Queue* out) {
   c->set_max_crashes(q.config.max_crashes);
   ToProto(q.config.result_ttl, c->mutable_result_ttl());
   c->set_retained(q.config.retained);
+  LimitsToProto(q.config.limits, c->mutable_limits());
   out->set_paused(q.paused);
   v1::QueueStats* s = out->mutable_stats();
   s->set_scheduled(q.stats.count(TaskState::kScheduled));
@@ -372,6 +445,11 @@ void QueueToProto(const QueueInfo& q, v1::Queue* out) {
   s->set_fallback(q.stats.count(TaskState::kFallback));
   ToProto(q.stats.oldest_ready_age, s->mutable_oldest_ready_age());
   s->set_waiting_workers(q.stats.waiting_workers);
+  for (size_t i = 0; i < kBlockedReasons.size(); ++i) {
+    if (q.stats.blocked[i] != 0) {
+      (*s->mutable_blocked())[WaitReasonName(kBlockedReasons[i])] = q.stats.blocked[i];
+    }
+  }
 }
 
 // ───────────────────────────── WatchTask ─────────────────────────────
@@ -831,6 +909,7 @@ class BrokerService::QueueServiceImpl final : public v1::QueueService::CallbackS
       u.result_ttl = *d;
     }
     if (p.has_retained()) u.retained = p.retained();
+    if (p.has_limits()) u.limits = LimitsUpdateFromProto(p.limits());
     return u;
   }
 
@@ -938,7 +1017,10 @@ class BrokerService::WorkerServiceImpl final : public v1::WorkerService::Callbac
     RpcTimer timer(s_->metrics_, kService, "Complete", false);
     return Report<CompleteItem>(
         ctx, timer, req->items(), resp->mutable_items(),
-        [](const v1::CompleteRequest::Item& in, CompleteItem& out) { out.result = in.result(); },
+        [](const v1::CompleteRequest::Item& in, CompleteItem& out) {
+          out.result = in.result();
+          return absl::OkStatus();
+        },
         [this](const std::vector<CompleteItem>& v, Ticket* t) {
           return s_->broker_->Complete(v, t);
         });
@@ -953,6 +1035,19 @@ class BrokerService::WorkerServiceImpl final : public v1::WorkerService::Callbac
           out.error = in.error();
           out.retryable = in.retryable();
           out.reason = in.reason();
+          out.throttled = in.throttled();
+          // retry_after means something only for a throttled report; the
+          // broker checks its upper bound (BrokerOptions::max_throttle).
+          if (in.throttled() && in.has_retry_after()) {
+            absl::StatusOr<absl::Duration> d = DurationField(in.retry_after(), "retry_after");
+            if (!d.ok()) return d.status();
+            if (*d < absl::ZeroDuration()) {
+              return Invalid("retry_after",
+                             absl::StrCat("is ", absl::FormatDuration(*d), "; must not be negative"));
+            }
+            out.retry_after = *d;
+          }
+          return absl::OkStatus();
         },
         [this](const std::vector<FailItem>& v, Ticket* t) { return s_->broker_->Fail(v, t); });
   }
@@ -963,7 +1058,7 @@ class BrokerService::WorkerServiceImpl final : public v1::WorkerService::Callbac
     RpcTimer timer(s_->metrics_, kService, "Release", false);
     return Report<ReleaseItem>(
         ctx, timer, req->items(), resp->mutable_items(),
-        [](const v1::ReleaseRequest::Item&, ReleaseItem&) {},
+        [](const v1::ReleaseRequest::Item&, ReleaseItem&) { return absl::OkStatus(); },
         [this](const std::vector<ReleaseItem>& v, Ticket* t) {
           return s_->broker_->Release(v, t);
         });
@@ -986,8 +1081,9 @@ class BrokerService::WorkerServiceImpl final : public v1::WorkerService::Callbac
     conveyor::ToProto(t.timeout, out->mutable_timeout());
   }
 
-  // Decodes ids and tokens, runs the broker call, writes per-item statuses
-  // in request order.
+  // Decodes ids and tokens (and, through `fill`, the rest of each item: an
+  // error there is that item's status), runs the broker call, writes
+  // per-item statuses in request order.
   template <typename Item, typename ProtoItems, typename Fill, typename Call>
   grpc::ServerUnaryReactor* Report(grpc::CallbackServerContext* ctx, const RpcTimer& timer,
                                    const ProtoItems& in,
@@ -1005,7 +1101,10 @@ class BrokerService::WorkerServiceImpl final : public v1::WorkerService::Callbac
       Item item;
       item.id = *id;
       item.token = in.Get(i).token();
-      fill(in.Get(i), item);
+      if (absl::Status s = fill(in.Get(i), item); !s.ok()) {
+        decode[i] = std::move(s);
+        continue;
+      }
       items.push_back(std::move(item));
     }
     Ticket ticket = 0;

@@ -283,7 +283,7 @@ TEST(CliArgsTest, QueueCreateRejectsUnknownFullPolicy) {
 
 TEST(CliArgsTest, QueueUpdateSetsOnlyTheFieldsGiven) {
   Invocation inv = MustParse({"queue", "update", "jobs", "--capacity", "10"});
-  absl::StatusOr<v1::UpdateQueueRequest> request = BuildUpdateQueueRequest(inv, v1::RetryPolicy());
+  absl::StatusOr<v1::UpdateQueueRequest> request = BuildUpdateQueueRequest(inv, v1::QueueConfig());
   ASSERT_TRUE(request.ok()) << request.status();
   EXPECT_EQ(request->name(), "jobs");
   ASSERT_TRUE(request->has_capacity());
@@ -296,13 +296,14 @@ TEST(CliArgsTest, QueueUpdateSetsOnlyTheFieldsGiven) {
 }
 
 TEST(CliArgsTest, QueueUpdateMergesRetryFlagsIntoTheCurrentPolicy) {
-  v1::RetryPolicy current;
-  current.set_max_attempts(3);
-  current.set_multiplier(2.0);
-  current.set_jitter(0.1);
-  ToProto(absl::Seconds(1), current.mutable_initial_backoff());
+  v1::QueueConfig current;
+  current.mutable_retry()->set_max_attempts(3);
+  current.mutable_retry()->set_multiplier(2.0);
+  current.mutable_retry()->set_jitter(0.1);
+  ToProto(absl::Seconds(1), current.mutable_retry()->mutable_initial_backoff());
   Invocation inv = MustParse({"queue", "update", "jobs", "--max-attempts", "9"});
   ASSERT_TRUE(HasRetryFlags(inv));
+  ASSERT_TRUE(NeedsCurrentConfig(inv));
   absl::StatusOr<v1::UpdateQueueRequest> request = BuildUpdateQueueRequest(inv, current);
   ASSERT_TRUE(request.ok()) << request.status();
   EXPECT_EQ(request->retry().max_attempts(), 9u);
@@ -313,6 +314,7 @@ TEST(CliArgsTest, QueueUpdateMergesRetryFlagsIntoTheCurrentPolicy) {
 
 TEST(CliArgsTest, QueueUpdateWithoutRetryFlagsNeedsNoCurrentPolicy) {
   EXPECT_FALSE(HasRetryFlags(MustParse({"queue", "update", "jobs", "--retained", "5"})));
+  EXPECT_FALSE(NeedsCurrentConfig(MustParse({"queue", "update", "jobs", "--retained", "5"})));
 }
 
 TEST(CliArgsTest, ValuesTooLargeForTheirFieldAreRejected) {
@@ -320,6 +322,239 @@ TEST(CliArgsTest, ValuesTooLargeForTheirFieldAreRejected) {
   EXPECT_FALSE(BuildCreateQueueRequest(inv).ok());
   Invocation huge;
   EXPECT_FALSE(Parse({"list", "--limit", "99999999999999999999999"}, &huge).ok());
+}
+
+// ─── limits ───
+
+// The message of a builder's usage error for `args`, or "" if it succeeded.
+template <typename Build>
+std::string BuildError(const std::vector<std::string>& args, Build build) {
+  Invocation inv;
+  absl::Status parsed = Parse(args, &inv);
+  if (!parsed.ok()) return std::string(parsed.message());
+  absl::Status built = build(inv);
+  EXPECT_TRUE(built.ok() || built.code() == absl::StatusCode::kInvalidArgument) << built;
+  return std::string(built.message());
+}
+
+std::string CreateError(const std::vector<std::string>& flags) {
+  std::vector<std::string> args = {"queue", "create", "q"};
+  args.insert(args.end(), flags.begin(), flags.end());
+  return BuildError(args, [](const Invocation& inv) { return BuildCreateQueueRequest(inv).status(); });
+}
+
+std::string UpdateError(const std::vector<std::string>& flags,
+                        const v1::QueueConfig& current = v1::QueueConfig()) {
+  std::vector<std::string> args = {"queue", "update", "q"};
+  args.insert(args.end(), flags.begin(), flags.end());
+  return BuildError(args, [&](const Invocation& inv) {
+    return BuildUpdateQueueRequest(inv, current).status();
+  });
+}
+
+TEST(CliArgsTest, RateTakesPerSecondPerMinutePerHourOrABareNumber) {
+  EXPECT_EQ(*ParseRate("50/s"), 50.0);
+  EXPECT_EQ(*ParseRate("50"), 50.0);
+  EXPECT_EQ(*ParseRate("0.5/s"), 0.5);
+  EXPECT_DOUBLE_EQ(*ParseRate("100/m"), 100.0 / 60);
+  EXPECT_DOUBLE_EQ(*ParseRate("7200/h"), 2.0);
+  EXPECT_EQ(*ParseRate("0"), 0.0);
+}
+
+TEST(CliArgsTest, RateRejectsNegativesUnknownUnitsAndNonNumbers) {
+  for (const char* bad : {"-1/s", "-0.5", "10/d", "10/", "/s", "ten/s", "", "inf", "nan/s",
+                          "1e999", "50/s/s", "5 /s"}) {
+    absl::StatusOr<double> rate = ParseRate(bad);
+    ASSERT_FALSE(rate.ok()) << "\"" << bad << "\" parsed as " << *rate;
+    EXPECT_TRUE(absl::StrContains(rate.status().message(), bad)) << rate.status();
+  }
+}
+
+TEST(CliArgsTest, QueueCreateSetsEveryLimitGiven) {
+  Invocation inv = MustParse({"queue", "create", "api", "--rate", "50/s", "--burst", "5",
+                              "--max-running", "20", "--key-rate", "100/m", "--key-rate-for",
+                              "acme=5/s", "--key-rate-for", "globex=0.5", "--key-max-running",
+                              "2", "--pool", "db=5", "--pool", "s3=64"});
+  absl::StatusOr<v1::CreateQueueRequest> request = BuildCreateQueueRequest(inv);
+  ASSERT_TRUE(request.ok()) << request.status();
+  ASSERT_TRUE(request->config().has_limits());
+  const v1::Limits& l = request->config().limits();
+  ASSERT_TRUE(l.has_rate());
+  EXPECT_EQ(l.rate().per_second(), 50.0);
+  EXPECT_EQ(l.rate().burst(), 5u);
+  EXPECT_EQ(l.max_running(), 20u);
+  ASSERT_TRUE(l.has_key_rate());
+  EXPECT_DOUBLE_EQ(l.key_rate().per_second(), 100.0 / 60);
+  EXPECT_EQ(l.key_rate().burst(), 0u);
+  ASSERT_EQ(l.key_rates().size(), 2u);
+  EXPECT_EQ(l.key_rates().at("acme").per_second(), 5.0);
+  EXPECT_EQ(l.key_rates().at("globex").per_second(), 0.5);
+  EXPECT_EQ(l.key_max_running(), 2u);
+  ASSERT_EQ(l.pools().size(), 2u);
+  EXPECT_EQ(l.pools().at("db"), 5u);
+  EXPECT_EQ(l.pools().at("s3"), 64u);
+}
+
+TEST(CliArgsTest, QueueCreateWithoutLimitFlagsSendsNoLimits) {
+  absl::StatusOr<v1::CreateQueueRequest> request =
+      BuildCreateQueueRequest(MustParse({"queue", "create", "api", "--capacity", "5"}));
+  ASSERT_TRUE(request.ok()) << request.status();
+  EXPECT_FALSE(request->config().has_limits());
+}
+
+TEST(CliArgsTest, QueueCreateLeavesOutLimitsOfZero) {
+  absl::StatusOr<v1::CreateQueueRequest> request = BuildCreateQueueRequest(
+      MustParse({"queue", "create", "api", "--rate", "0", "--key-rate", "0/s", "--pool", "db=0",
+                 "--key-rate-for", "acme=0", "--pool", "s3=2"}));
+  ASSERT_TRUE(request.ok()) << request.status();
+  const v1::Limits& l = request->config().limits();
+  EXPECT_FALSE(l.has_rate());
+  EXPECT_FALSE(l.has_key_rate());
+  EXPECT_TRUE(l.key_rates().empty());
+  ASSERT_EQ(l.pools().size(), 1u);
+  EXPECT_EQ(l.pools().at("s3"), 2u);
+}
+
+TEST(CliArgsTest, BadLimitValuesAreUsageErrorsNamingTheFlag) {
+  // Rejected while parsing (not integers).
+  EXPECT_TRUE(absl::StrContains(CreateError({"--max-running", "-1"}), "--max-running"));
+  EXPECT_TRUE(absl::StrContains(CreateError({"--burst", "two"}), "--burst"));
+  EXPECT_TRUE(absl::StrContains(CreateError({"--key-max-running", "1.5"}), "--key-max-running"));
+  // Rejected by the builders.
+  EXPECT_TRUE(absl::StrContains(CreateError({"--rate", "fast"}), "--rate: not a rate: \"fast\""));
+  EXPECT_TRUE(absl::StrContains(CreateError({"--rate", "-5/s"}), "--rate: negative rate"));
+  EXPECT_TRUE(absl::StrContains(CreateError({"--key-rate", "10/d"}), "--key-rate: not a rate"));
+  EXPECT_TRUE(absl::StrContains(CreateError({"--key-rate-for", "acme"}), "--key-rate-for must be KEY=VALUE"));
+  EXPECT_TRUE(absl::StrContains(CreateError({"--key-rate-for", "=5/s"}), "--key-rate-for must be KEY=VALUE"));
+  EXPECT_TRUE(absl::StrContains(CreateError({"--key-rate-for", "acme=x"}), "--key-rate-for acme: not a rate"));
+  EXPECT_TRUE(absl::StrContains(CreateError({"--pool", "db"}), "--pool must be KEY=VALUE"));
+  EXPECT_TRUE(absl::StrContains(CreateError({"--pool", "db=-1"}), "--pool db: size"));
+  EXPECT_TRUE(absl::StrContains(CreateError({"--pool", "db=4294967296"}), "--pool db: size"));
+  EXPECT_TRUE(absl::StrContains(CreateError({"--max-running", "4294967296"}), "--max-running is too large"));
+  EXPECT_TRUE(absl::StrContains(CreateError({"--burst", "3"}), "--burst needs --rate"));
+  EXPECT_TRUE(absl::StrContains(UpdateError({"--rate", "0", "--burst", "3"}), "--burst cannot go with --rate 0"));
+  EXPECT_TRUE(absl::StrContains(UpdateError({"--burst", "3"}), "--burst needs --rate"));
+  EXPECT_TRUE(absl::StrContains(UpdateError({"--pool", "db=x"}), "--pool db"));
+}
+
+TEST(CliArgsTest, QueueUpdateSendsZeroToRemoveALimit) {
+  Invocation inv = MustParse({"queue", "update", "api", "--rate", "0", "--max-running", "0",
+                              "--key-rate", "0", "--key-rate-for", "acme=0", "--key-max-running",
+                              "0", "--pool", "db=0"});
+  ASSERT_TRUE(NeedsCurrentConfig(inv));
+  absl::StatusOr<v1::UpdateQueueRequest> request = BuildUpdateQueueRequest(inv, v1::QueueConfig());
+  ASSERT_TRUE(request.ok()) << request.status();
+  ASSERT_TRUE(request->has_limits());
+  const v1::LimitsUpdate& u = request->limits();
+  ASSERT_TRUE(u.has_rate());
+  EXPECT_EQ(u.rate().per_second(), 0.0);
+  ASSERT_TRUE(u.has_max_running());
+  EXPECT_EQ(u.max_running(), 0u);
+  ASSERT_TRUE(u.has_key_rate());
+  EXPECT_EQ(u.key_rate().per_second(), 0.0);
+  ASSERT_EQ(u.key_rates().count("acme"), 1u);
+  EXPECT_EQ(u.key_rates().at("acme").per_second(), 0.0);
+  ASSERT_TRUE(u.has_key_max_running());
+  EXPECT_EQ(u.key_max_running(), 0u);
+  ASSERT_EQ(u.pools().count("db"), 1u);
+  EXPECT_EQ(u.pools().at("db"), 0u);
+}
+
+TEST(CliArgsTest, QueueUpdateSetsOnlyTheLimitsGiven) {
+  Invocation inv = MustParse({"queue", "update", "api", "--pool", "db=5"});
+  EXPECT_FALSE(NeedsCurrentConfig(inv));
+  absl::StatusOr<v1::UpdateQueueRequest> request = BuildUpdateQueueRequest(inv, v1::QueueConfig());
+  ASSERT_TRUE(request.ok()) << request.status();
+  const v1::LimitsUpdate& u = request->limits();
+  EXPECT_FALSE(u.has_rate());
+  EXPECT_FALSE(u.has_max_running());
+  EXPECT_FALSE(u.has_key_rate());
+  EXPECT_FALSE(u.has_key_max_running());
+  EXPECT_TRUE(u.key_rates().empty());
+  ASSERT_EQ(u.pools().size(), 1u);
+  EXPECT_EQ(u.pools().at("db"), 5u);
+
+  request = BuildUpdateQueueRequest(MustParse({"queue", "update", "api", "--capacity", "9"}),
+                                    v1::QueueConfig());
+  ASSERT_TRUE(request.ok()) << request.status();
+  EXPECT_FALSE(request->has_limits());
+}
+
+TEST(CliArgsTest, QueueUpdateKeepsTheBurstOrTheRateNotGiven) {
+  v1::QueueConfig current;
+  current.mutable_limits()->mutable_rate()->set_per_second(50);
+  current.mutable_limits()->mutable_rate()->set_burst(5);
+  current.mutable_limits()->mutable_key_rate()->set_per_second(10);
+  current.mutable_limits()->mutable_key_rate()->set_burst(3);
+  (*current.mutable_limits()->mutable_key_rates())["acme"].set_per_second(1);
+  (*current.mutable_limits()->mutable_key_rates())["acme"].set_burst(7);
+
+  // A new rate keeps the burst; so do key rates.
+  Invocation inv = MustParse({"queue", "update", "api", "--rate", "100/s", "--key-rate", "20",
+                              "--key-rate-for", "acme=2/s", "--key-rate-for", "new=4/s"});
+  absl::StatusOr<v1::UpdateQueueRequest> request = BuildUpdateQueueRequest(inv, current);
+  ASSERT_TRUE(request.ok()) << request.status();
+  EXPECT_EQ(request->limits().rate().per_second(), 100.0);
+  EXPECT_EQ(request->limits().rate().burst(), 5u);
+  EXPECT_EQ(request->limits().key_rate().per_second(), 20.0);
+  EXPECT_EQ(request->limits().key_rate().burst(), 3u);
+  EXPECT_EQ(request->limits().key_rates().at("acme").per_second(), 2.0);
+  EXPECT_EQ(request->limits().key_rates().at("acme").burst(), 7u);
+  EXPECT_EQ(request->limits().key_rates().at("new").burst(), 0u);
+
+  // A new burst keeps the rate.
+  inv = MustParse({"queue", "update", "api", "--burst", "9"});
+  ASSERT_TRUE(NeedsCurrentConfig(inv));
+  request = BuildUpdateQueueRequest(inv, current);
+  ASSERT_TRUE(request.ok()) << request.status();
+  EXPECT_EQ(request->limits().rate().per_second(), 50.0);
+  EXPECT_EQ(request->limits().rate().burst(), 9u);
+
+  // Both given: both taken.
+  request = BuildUpdateQueueRequest(
+      MustParse({"queue", "update", "api", "--rate", "1/s", "--burst", "1"}), current);
+  ASSERT_TRUE(request.ok()) << request.status();
+  EXPECT_EQ(request->limits().rate().per_second(), 1.0);
+  EXPECT_EQ(request->limits().rate().burst(), 1u);
+}
+
+TEST(CliArgsTest, SubmitTakesRateAndConcurrencyKeys) {
+  Invocation inv = MustParse(
+      {"submit", "--queue", "q", "--type", "t", "--rate-key", "acme", "--concurrency-key", "db"});
+  absl::StatusOr<v1::TaskSpec> spec = BuildTaskSpec(inv, "", kNow);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->rate_key(), "acme");
+  EXPECT_EQ(spec->concurrency_key(), "db");
+  spec = BuildTaskSpec(MustParse({"submit", "--queue", "q", "--type", "t"}), "", kNow);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_TRUE(spec->rate_key().empty());
+  EXPECT_TRUE(spec->concurrency_key().empty());
+}
+
+TEST(CliArgsTest, QueueHelpDescribesTheLimitFlagsAndUpdateSaysZeroRemoves) {
+  const std::string create = Usage("queue create");
+  const std::string update = Usage("queue update");
+  for (const char* flag : {"--rate RATE", "--burst N", "--max-running N", "--key-rate RATE",
+                           "--key-rate-for KEY=RATE", "--key-max-running N", "--pool KEY=N"}) {
+    EXPECT_TRUE(absl::StrContains(create, flag)) << flag;
+    EXPECT_TRUE(absl::StrContains(update, flag)) << flag;
+  }
+  // On update, each limit's help says how to remove it; on create none does.
+  auto help_of = [](const char* command, absl::string_view name) -> std::string {
+    for (const FlagSpec& flag : FindCommand(command)->flags) {
+      if (name == flag.name) return flag.help;
+    }
+    return "";
+  };
+  for (const char* flag :
+       {"rate", "max-running", "key-rate", "key-rate-for", "key-max-running", "pool"}) {
+    EXPECT_TRUE(absl::StrContains(help_of("queue update", flag), "0 removes")) << flag;
+    const std::string create_help = help_of("queue create", flag);
+    EXPECT_FALSE(create_help.empty()) << flag;
+    EXPECT_FALSE(absl::StrContains(create_help, "removes")) << flag;
+  }
+  EXPECT_TRUE(absl::StrContains(Usage("submit"), "--rate-key K"));
+  EXPECT_TRUE(absl::StrContains(Usage("submit"), "--concurrency-key K"));
 }
 
 }  // namespace

@@ -153,5 +153,102 @@ TEST(FormatTest, ProgressBarFillsInProportionAndIsFullOnSuccess) {
   EXPECT_EQ(FormatProgressBar(task, 4), "[####] 100% SUCCEEDED");
 }
 
+TEST(FormatTest, RateIsShownPerSecondOrPerMinuteWhicheverIsExact) {
+  v1::RateLimit rate;
+  rate.set_per_second(50);
+  EXPECT_EQ(FormatRate(rate), "50/s");
+  rate.set_per_second(0.5);
+  EXPECT_EQ(FormatRate(rate), "0.5/s");
+  rate.set_per_second(100.0 / 60);
+  EXPECT_EQ(FormatRate(rate), "100/m");
+  rate.set_per_second(1.0 / 3600);
+  EXPECT_EQ(FormatRate(rate), "1/h");
+  rate.set_per_second(10);
+  rate.set_burst(20);
+  EXPECT_EQ(FormatRate(rate), "10/s burst 20");
+}
+
+TEST(FormatTest, WaitingTaskShowsReasonKeyUntilAndDetail) {
+  v1::Task task = SampleTask();
+  task.set_state(v1::TASK_STATE_READY);
+  task.set_rate_key("acme");
+  task.set_concurrency_key("db");
+  v1::Waiting* w = task.mutable_waiting();
+  w->set_reason(v1::WAIT_REASON_RATE_LIMITED);
+  w->set_key("acme");
+  ToProto(absl::FromUnixSeconds(1'796'061'601), w->mutable_until());  // 2026-11-30T18:00:01Z
+  w->set_detail("rate key \"acme\" (10/s burst 1) has no token");
+  const std::string text = FormatTask(task);
+  EXPECT_TRUE(absl::StrContains(text, "rate_key: acme\n")) << text;
+  EXPECT_TRUE(absl::StrContains(text, "concurrency_key: db\n")) << text;
+  EXPECT_TRUE(absl::StrContains(
+      text,
+      "waiting: rate_limited on key \"acme\" until 2026-11-30T18:00:01Z (rate key \"acme\" "
+      "(10/s burst 1) has no token)\n"))
+      << text;
+}
+
+TEST(FormatTest, WaitingWithoutKeyOrTimeShowsReasonAndDetailOnly) {
+  v1::Waiting w;
+  w.set_reason(v1::WAIT_REASON_PAUSED);
+  w.set_detail("queue \"jobs\" is paused");
+  EXPECT_EQ(FormatWaiting(w), "paused (queue \"jobs\" is paused)");
+  w.Clear();
+  w.set_reason(v1::WAIT_REASON_CONCURRENCY_FULL);
+  w.set_key("db");
+  EXPECT_EQ(FormatWaiting(w), "concurrency_full on key \"db\"");
+  w.set_reason(v1::WAIT_REASON_NO_WORKER);
+  w.clear_key();
+  EXPECT_EQ(FormatWaiting(w), "no_worker");
+}
+
+TEST(FormatTest, WaitingIsShownOnlyForScheduledAndReadyTasks) {
+  v1::Task task = SampleTask();  // RUNNING
+  task.mutable_waiting()->set_reason(v1::WAIT_REASON_PAUSED);
+  EXPECT_FALSE(absl::StrContains(FormatTask(task), "waiting:"));
+  task.set_state(v1::TASK_STATE_SCHEDULED);
+  EXPECT_TRUE(absl::StrContains(FormatTask(task), "waiting: paused\n"));
+  task.clear_waiting();
+  EXPECT_FALSE(absl::StrContains(FormatTask(task), "waiting:"));
+  EXPECT_FALSE(absl::StrContains(FormatTask(task), "rate_key:"));
+}
+
+TEST(FormatTest, QueueTextShowsLimitsAndBlockedCounts) {
+  v1::Queue queue;
+  queue.mutable_config()->set_name("api");
+  v1::Limits* l = queue.mutable_config()->mutable_limits();
+  l->mutable_rate()->set_per_second(50);
+  l->mutable_rate()->set_burst(5);
+  l->set_max_running(20);
+  l->mutable_key_rate()->set_per_second(10);
+  (*l->mutable_key_rates())["globex"].set_per_second(100.0 / 60);
+  (*l->mutable_key_rates())["acme"].set_per_second(5);
+  l->set_key_max_running(2);
+  (*l->mutable_pools())["s3"] = 64;
+  (*l->mutable_pools())["db"] = 5;
+  (*queue.mutable_stats()->mutable_blocked())["rate_limited"] = 7;
+  (*queue.mutable_stats()->mutable_blocked())["paused"] = 0;
+  (*queue.mutable_stats()->mutable_blocked())["concurrency_full"] = 2;
+  const std::string text = FormatQueue(queue);
+  EXPECT_TRUE(absl::StrContains(text, "rate: 50/s burst 5\n")) << text;
+  EXPECT_TRUE(absl::StrContains(text, "max_running: 20\n")) << text;
+  EXPECT_TRUE(absl::StrContains(text, "key_rate: 10/s\n")) << text;
+  EXPECT_TRUE(absl::StrContains(text, "key_rates: acme=5/s, globex=100/m\n")) << text;
+  EXPECT_TRUE(absl::StrContains(text, "key_max_running: 2\n")) << text;
+  EXPECT_TRUE(absl::StrContains(text, "pools: db=5, s3=64\n")) << text;
+  EXPECT_TRUE(absl::StrContains(text, "blocked: rate_limited=7, concurrency_full=2\n")) << text;
+  EXPECT_FALSE(absl::StrContains(text, "limits: none")) << text;
+}
+
+TEST(FormatTest, QueueWithoutLimitsOrBlockedTasksSaysNone) {
+  v1::Queue queue;
+  queue.mutable_config()->set_name("plain");
+  queue.mutable_config()->mutable_limits();
+  const std::string text = FormatQueue(queue);
+  EXPECT_TRUE(absl::StrContains(text, "limits: none\n")) << text;
+  EXPECT_TRUE(absl::StrContains(text, "blocked: none\n")) << text;
+  EXPECT_FALSE(absl::StrContains(text, "pools:")) << text;
+}
+
 }  // namespace
 }  // namespace conveyor::client

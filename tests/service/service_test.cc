@@ -4,6 +4,7 @@
 // drain of parked calls.
 #include <chrono>
 #include <future>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
@@ -15,6 +16,9 @@
 #include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "common/clock.h"
+#include "prometheus/metric_family.h"
+#include "server/metrics.h"
 #include "server/server.h"
 
 namespace conveyor::server {
@@ -450,6 +454,316 @@ TEST_F(ServiceTest, ShutdownEndsParkedLongPollsAndWatches) {
   while (reader->Read(&update)) {
   }
   EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::UNAVAILABLE);
+}
+
+// ─── limits ───
+
+v1::Limits SomeLimits() {
+  v1::Limits l;
+  l.mutable_rate()->set_per_second(50);
+  l.mutable_rate()->set_burst(5);
+  l.set_max_running(20);
+  l.mutable_key_rate()->set_per_second(0.5);
+  (*l.mutable_key_rates())["acme"].set_per_second(10);
+  (*l.mutable_key_rates())["acme"].set_burst(1);
+  l.set_key_max_running(2);
+  (*l.mutable_pools())["db"] = 5;
+  return l;
+}
+
+TEST_F(ServiceTest, CreateQueueWithLimitsRoundTripsThroughGetQueue) {
+  v1::CreateQueueRequest create;
+  create.mutable_config()->set_name("api");
+  *create.mutable_config()->mutable_limits() = SomeLimits();
+  v1::Queue created;
+  grpc::Status s = queues_->CreateQueue(Ctx().get(), create, &created);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+
+  v1::GetQueueRequest get;
+  get.set_name("api");
+  v1::Queue q;
+  ASSERT_TRUE(queues_->GetQueue(Ctx().get(), get, &q).ok());
+  const v1::Limits& l = q.config().limits();
+  ASSERT_TRUE(l.has_rate());
+  EXPECT_EQ(l.rate().per_second(), 50.0);
+  EXPECT_EQ(l.rate().burst(), 5u);
+  EXPECT_EQ(l.max_running(), 20u);
+  ASSERT_TRUE(l.has_key_rate());
+  EXPECT_EQ(l.key_rate().per_second(), 0.5);
+  ASSERT_EQ(l.key_rates().size(), 1u);
+  EXPECT_EQ(l.key_rates().at("acme").per_second(), 10.0);
+  EXPECT_EQ(l.key_rates().at("acme").burst(), 1u);
+  EXPECT_EQ(l.key_max_running(), 2u);
+  ASSERT_EQ(l.pools().size(), 1u);
+  EXPECT_EQ(l.pools().at("db"), 5u);
+
+  // A queue created without limits has none.
+  create.mutable_config()->set_name("plain");
+  create.mutable_config()->clear_limits();
+  ASSERT_TRUE(queues_->CreateQueue(Ctx().get(), create, &created).ok());
+  EXPECT_FALSE(created.config().limits().has_rate());
+  EXPECT_EQ(created.config().limits().max_running(), 0u);
+  EXPECT_TRUE(created.config().limits().pools().empty());
+}
+
+TEST_F(ServiceTest, UpdateQueueMergesLimitsAndZeroRemoves) {
+  v1::CreateQueueRequest create;
+  create.mutable_config()->set_name("api");
+  *create.mutable_config()->mutable_limits() = SomeLimits();
+  v1::Queue q;
+  ASSERT_TRUE(queues_->CreateQueue(Ctx().get(), create, &q).ok());
+
+  // Adds a pool and changes max_running; the rest is kept.
+  v1::UpdateQueueRequest update;
+  update.set_name("api");
+  (*update.mutable_limits()->mutable_pools())["s3"] = 3;
+  update.mutable_limits()->set_max_running(4);
+  grpc::Status s = queues_->UpdateQueue(Ctx().get(), update, &q);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(q.config().limits().pools().size(), 2u);
+  EXPECT_EQ(q.config().limits().pools().at("s3"), 3u);
+  EXPECT_EQ(q.config().limits().pools().at("db"), 5u);
+  EXPECT_EQ(q.config().limits().max_running(), 4u);
+  EXPECT_EQ(q.config().limits().key_max_running(), 2u);
+  EXPECT_EQ(q.config().limits().rate().per_second(), 50.0);
+  EXPECT_EQ(q.config().limits().key_rates().size(), 1u);
+
+  // Zeros remove: a pool, an override, the queue's rate and max_running.
+  update.Clear();
+  update.set_name("api");
+  (*update.mutable_limits()->mutable_pools())["db"] = 0;
+  (*update.mutable_limits()->mutable_key_rates())["acme"].set_per_second(0);
+  update.mutable_limits()->mutable_rate()->set_per_second(0);
+  update.mutable_limits()->set_max_running(0);
+  s = queues_->UpdateQueue(Ctx().get(), update, &q);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+
+  v1::GetQueueRequest get;
+  get.set_name("api");
+  ASSERT_TRUE(queues_->GetQueue(Ctx().get(), get, &q).ok());
+  const v1::Limits& l = q.config().limits();
+  ASSERT_EQ(l.pools().size(), 1u);
+  EXPECT_EQ(l.pools().count("db"), 0u);
+  EXPECT_EQ(l.pools().at("s3"), 3u);
+  EXPECT_TRUE(l.key_rates().empty());
+  EXPECT_FALSE(l.has_rate());
+  EXPECT_EQ(l.max_running(), 0u);
+  // Not named in the update: unchanged.
+  EXPECT_EQ(l.key_max_running(), 2u);
+  ASSERT_TRUE(l.has_key_rate());
+  EXPECT_EQ(l.key_rate().per_second(), 0.5);
+
+  // An update without limits leaves them alone.
+  update.Clear();
+  update.set_name("api");
+  update.set_capacity(77);
+  ASSERT_TRUE(queues_->UpdateQueue(Ctx().get(), update, &q).ok());
+  EXPECT_EQ(q.config().capacity(), 77u);
+  EXPECT_EQ(q.config().limits().pools().at("s3"), 3u);
+  EXPECT_EQ(q.config().limits().key_max_running(), 2u);
+}
+
+TEST_F(ServiceTest, InvalidLimitsGetInvalidArgumentNamingTheField) {
+  v1::CreateQueueRequest create;
+  create.mutable_config()->set_name("api");
+  (*create.mutable_config()->mutable_limits()->mutable_key_rates())["acme"].set_per_second(-1);
+  v1::Queue q;
+  grpc::Status s = queues_->CreateQueue(Ctx().get(), create, &q);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("limits.key_rates[\"acme\"].per_second"));
+  EXPECT_THAT(s.error_message(), HasSubstr("-1"));
+
+  create.mutable_config()->clear_limits();
+  create.mutable_config()->mutable_limits()->mutable_rate()->set_per_second(0);
+  s = queues_->CreateQueue(Ctx().get(), create, &q);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("limits.rate.per_second"));
+
+  // Nothing was created by the failed calls.
+  v1::GetQueueRequest get;
+  get.set_name("api");
+  EXPECT_EQ(queues_->GetQueue(Ctx().get(), get, &q).error_code(), grpc::StatusCode::NOT_FOUND);
+
+  create.mutable_config()->clear_limits();
+  ASSERT_TRUE(queues_->CreateQueue(Ctx().get(), create, &q).ok());
+  v1::UpdateQueueRequest update;
+  update.set_name("api");
+  update.mutable_limits()->mutable_rate()->set_per_second(5e6);
+  s = queues_->UpdateQueue(Ctx().get(), update, &q);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("limits.rate.per_second"));
+
+  update.clear_limits();
+  update.mutable_limits()->mutable_key_rate()->set_per_second(1);
+  update.mutable_limits()->mutable_key_rate()->set_burst(2'000'000);
+  s = queues_->UpdateQueue(Ctx().get(), update, &q);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("limits.key_rate.burst"));
+
+  update.clear_limits();
+  (*update.mutable_limits()->mutable_pools())[std::string(200, 'k')] = 1;
+  s = queues_->UpdateQueue(Ctx().get(), update, &q);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("limits.pools"));
+
+  // The failed updates changed nothing.
+  ASSERT_TRUE(queues_->GetQueue(Ctx().get(), get, &q).ok());
+  EXPECT_FALSE(q.config().limits().has_rate());
+  EXPECT_FALSE(q.config().limits().has_key_rate());
+  EXPECT_TRUE(q.config().limits().pools().empty());
+}
+
+TEST_F(ServiceTest, TasksCarryTheirRateAndConcurrencyKeys) {
+  v1::SubmitRequest req;
+  req.mutable_task()->set_queue("api");
+  req.mutable_task()->set_type("echo");
+  req.mutable_task()->set_rate_key("acme");
+  req.mutable_task()->set_concurrency_key("db");
+  v1::SubmitResponse submitted;
+  ASSERT_TRUE(tasks_->Submit(Ctx().get(), req, &submitted).ok());
+  v1::GetTaskRequest get;
+  get.set_id(submitted.task().id());
+  v1::Task task;
+  ASSERT_TRUE(tasks_->GetTask(Ctx().get(), get, &task).ok());
+  EXPECT_EQ(task.rate_key(), "acme");
+  EXPECT_EQ(task.concurrency_key(), "db");
+}
+
+TEST_F(ServiceTest, ReadyTaskInAPausedQueueWaitsBecausePaused) {
+  v1::CreateQueueRequest create;
+  create.mutable_config()->set_name("held");
+  create.set_paused(true);
+  v1::Queue q;
+  ASSERT_TRUE(queues_->CreateQueue(Ctx().get(), create, &q).ok());
+  v1::SubmitResponse r1, r2;
+  ASSERT_TRUE(Submit("held", "a", &r1).ok());
+  ASSERT_TRUE(Submit("held", "b", &r2).ok());
+
+  v1::GetTaskRequest get;
+  get.set_id(r1.task().id());
+  v1::Task task;
+  ASSERT_TRUE(tasks_->GetTask(Ctx().get(), get, &task).ok());
+  EXPECT_EQ(task.state(), v1::TASK_STATE_READY);
+  ASSERT_TRUE(task.has_waiting());
+  EXPECT_EQ(task.waiting().reason(), v1::WAIT_REASON_PAUSED);
+  EXPECT_TRUE(task.waiting().key().empty());
+  EXPECT_FALSE(task.waiting().detail().empty());
+
+  // ListTasks says the same; the queue counts both as blocked by the pause.
+  v1::ListTasksRequest list;
+  list.set_queue("held");
+  v1::ListTasksResponse listed;
+  ASSERT_TRUE(tasks_->ListTasks(Ctx().get(), list, &listed).ok());
+  ASSERT_EQ(listed.tasks_size(), 2);
+  for (const v1::Task& t : listed.tasks()) {
+    EXPECT_EQ(t.waiting().reason(), v1::WAIT_REASON_PAUSED) << t.id();
+  }
+  v1::GetQueueRequest get_queue;
+  get_queue.set_name("held");
+  ASSERT_TRUE(queues_->GetQueue(Ctx().get(), get_queue, &q).ok());
+  ASSERT_EQ(q.stats().blocked().count("paused"), 1u);
+  EXPECT_EQ(q.stats().blocked().at("paused"), 2u);
+  // Only non-zero reasons are sent.
+  for (const auto& [reason, count] : q.stats().blocked()) EXPECT_GT(count, 0u) << reason;
+
+  // A submit answer is not a GetTask: no waiting there.
+  EXPECT_FALSE(r1.task().has_waiting());
+}
+
+TEST_F(ServiceTest, ThrottledFailChecksRetryAfterPerItem) {
+  v1::SubmitResponse r;
+  for (int i = 0; i < 4; ++i) ASSERT_TRUE(Submit("api", absl::StrCat(i), &r).ok());
+  v1::LeaseResponse leased = Lease("api", 4, absl::ZeroDuration());
+  ASSERT_EQ(leased.tasks_size(), 4);
+
+  v1::FailRequest fail;
+  auto add = [&](int i) {
+    auto* item = fail.add_items();
+    item->set_id(leased.tasks(i).id());
+    item->set_token(leased.tasks(i).token());
+    item->set_error("429 from upstream");
+    item->set_throttled(true);
+    return item;
+  };
+  add(0)->mutable_retry_after()->set_seconds(2 * 3600);  // over the 1 h maximum
+  add(1)->mutable_retry_after()->set_seconds(-5);        // negative
+  auto* malformed = add(2);
+  malformed->mutable_retry_after()->set_seconds(1);
+  malformed->mutable_retry_after()->set_nanos(-5);  // signs disagree
+  add(3)->mutable_retry_after()->set_seconds(1);       // fine
+  v1::FailResponse resp;
+  ASSERT_TRUE(workers_->Fail(Ctx().get(), fail, &resp).ok());
+  ASSERT_EQ(resp.items_size(), 4);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(resp.items(i).code(), static_cast<int>(grpc::StatusCode::INVALID_ARGUMENT)) << i;
+    EXPECT_THAT(resp.items(i).message(), HasSubstr("retry_after")) << i;
+  }
+  EXPECT_EQ(resp.items(3).code(), static_cast<int>(grpc::StatusCode::OK))
+      << resp.items(3).message();
+
+  // The rejected reports changed nothing: their tasks still run.
+  v1::GetTaskRequest get;
+  v1::Task task;
+  for (int i = 0; i < 3; ++i) {
+    get.set_id(leased.tasks(i).id());
+    ASSERT_TRUE(tasks_->GetTask(Ctx().get(), get, &task).ok());
+    EXPECT_EQ(task.state(), v1::TASK_STATE_RUNNING) << i;
+  }
+  // The accepted one is READY again, spent no attempt, and waits for its
+  // queue's throttle (it has no rate key) to end.
+  get.set_id(leased.tasks(3).id());
+  ASSERT_TRUE(tasks_->GetTask(Ctx().get(), get, &task).ok());
+  EXPECT_EQ(task.state(), v1::TASK_STATE_READY);
+  EXPECT_EQ(task.attempts(), 0u);
+  EXPECT_EQ(task.waiting().reason(), v1::WAIT_REASON_RATE_LIMITED);
+  EXPECT_TRUE(task.waiting().has_until());
+}
+
+// The gauge conveyor_tasks_blocked{queue,reason}, read at scrape time.
+TEST(ServiceMetricsTest, BlockedGaugeExportsEveryReasonPerQueue) {
+  FakeClock clock;
+  BrokerMetrics metrics;
+  Broker broker(BrokerOptions(), &clock, &metrics);
+  metrics.AttachBroker(&broker);
+  QueueConfig held;
+  held.name = "held";
+  ASSERT_TRUE(broker.CreateQueue(held, /*paused=*/true).ok());
+  QueueConfig open;
+  open.name = "open";
+  ASSERT_TRUE(broker.CreateQueue(open, /*paused=*/false).ok());
+  for (int i = 0; i < 3; ++i) {
+    TaskSpec spec;
+    spec.queue = "held";
+    spec.type = "t";
+    ASSERT_TRUE(broker.SubmitNow(spec).ok());
+  }
+
+  std::map<std::pair<std::string, std::string>, double> blocked;
+  std::string help;
+  for (const prometheus::MetricFamily& family : metrics.gauges()->Collect()) {
+    if (family.name != "conveyor_tasks_blocked") continue;
+    help = family.help;
+    EXPECT_EQ(family.type, prometheus::MetricType::Gauge);
+    for (const prometheus::ClientMetric& m : family.metric) {
+      std::string queue, reason;
+      for (const prometheus::ClientMetric::Label& l : m.label) {
+        if (l.name == "queue") queue = l.value;
+        if (l.name == "reason") reason = l.value;
+      }
+      blocked[{queue, reason}] = m.gauge.value;
+    }
+  }
+  EXPECT_FALSE(help.empty());
+  EXPECT_EQ(blocked.size(), 10u);  // 2 queues x 5 reasons, zeros included
+  for (const char* queue : {"held", "open"}) {
+    for (const char* reason :
+         {"paused", "rate_limited", "concurrency_full", "not_due", "no_worker"}) {
+      EXPECT_EQ(blocked.count({queue, reason}), 1u) << queue << " " << reason;
+    }
+  }
+  EXPECT_EQ((blocked[{"held", "paused"}]), 3.0);
+  EXPECT_EQ((blocked[{"open", "paused"}]), 0.0);
+  EXPECT_EQ((blocked[{"held", "rate_limited"}]), 0.0);
 }
 
 }  // namespace
