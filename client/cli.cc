@@ -454,9 +454,13 @@ int Main(const std::vector<std::string>& args, absl::string_view env_addr) {
     Diagnose(absl::StrCat(inv.command->name, ": not implemented"));
     return EX_SOFTWARE;
   }
+  absl::StatusOr<ClientSecurity> security = ResolveClientSecurity(inv.globals.security);
+  if (!security.ok()) return UsageFailed(inv.topic, security.status().message());
   ClientOptions options;
   options.address = inv.globals.addr;
   options.timeout = inv.globals.timeout;
+  options.credentials = ChannelCredentialsFor(*security);
+  options.token = security->token;
   Client client(options);
   int code = run(inv, client);
   if (std::fflush(stdout) != 0 || std::ferror(stdout)) {

@@ -268,7 +268,20 @@ absl::StatusOr<bool> ParseGlobal(absl::string_view name, std::optional<std::stri
                                  const std::vector<std::string>& args, size_t* next,
                                  Invocation* out) {
   const bool is_help = name == "help" || name == "h";
-  const bool is_value_flag = name == "addr" || name == "timeout" || name == "output" || name == "o";
+  if (name == "tls") {
+    bool on = true;
+    if (value.has_value()) {
+      absl::StatusOr<bool> b = ParseBool(*value);
+      if (!b.ok()) return UsageError(out->topic, absl::StrCat("--tls: ", b.status().message()));
+      on = *b;
+    }
+    out->globals.security.tls = on;
+    return true;
+  }
+  const bool is_security_flag = name == "tls-ca" || name == "tls-cert" || name == "tls-key" ||
+                                name == "token" || name == "token-file";
+  const bool is_value_flag = name == "addr" || name == "timeout" || name == "output" ||
+                             name == "o" || is_security_flag;
   if (!is_help && !is_value_flag) return false;
   if (is_help) {
     if (value.has_value()) {
@@ -286,6 +299,17 @@ absl::StatusOr<bool> ParseGlobal(absl::string_view name, std::optional<std::stri
       return UsageError(out->topic, absl::StrCat(shown, " needs a value"));
     }
     value = args[(*next)++];
+  }
+  if (is_security_flag) {
+    if (value->empty()) return UsageError(out->topic, absl::StrCat(shown, " must not be empty"));
+    ClientSecurityFlags& sec = out->globals.security;
+    std::string* field = name == "tls-ca"     ? &sec.tls_ca
+                         : name == "tls-cert" ? &sec.tls_cert
+                         : name == "tls-key"  ? &sec.tls_key
+                         : name == "token"    ? &sec.token
+                                              : &sec.token_file;
+    *field = *value;
+    return true;
   }
   if (name == "addr") {
     if (value->empty()) return UsageError(out->topic, "--addr must not be empty");
@@ -387,6 +411,16 @@ constexpr char kGlobalUsage[] =
     "                             (default 10s; submits and reads retry UNAVAILABLE)\n"
     "  -o, --output text|json     output format (default text); json: one protobuf JSON\n"
     "                             document per result (per line for watch)\n"
+    "  --tls                      connect with TLS, trusting the system's CA roots\n"
+    "                             (env CONVEYOR_TLS=1)\n"
+    "  --tls-ca FILE              CA bundle (PEM) that signed the broker's certificate;\n"
+    "                             implies --tls (env CONVEYOR_TLS_CA)\n"
+    "  --tls-cert FILE            client certificate (PEM) for mTLS, with --tls-key\n"
+    "                             (env CONVEYOR_TLS_CERT)\n"
+    "  --tls-key FILE             its private key (env CONVEYOR_TLS_KEY)\n"
+    "  --token TOKEN              bearer token for a broker with --auth-tokens\n"
+    "                             (env CONVEYOR_TOKEN; visible in ps: prefer --token-file)\n"
+    "  --token-file FILE          read the token from FILE (env CONVEYOR_TOKEN_FILE)\n"
     "  -h, --help                 show help\n";
 
 constexpr char kExitCodes[] =

@@ -3,7 +3,8 @@
 // the builders that turn parsed flags into API requests.
 //
 // Grammar: conveyor [GLOBALS] COMMAND [SUBCOMMAND] [FLAGS] [ARGS]
-//   - Globals (--addr, --timeout, -o/--output, -h/--help) may appear anywhere.
+//   - Globals (--addr, --timeout, -o/--output, -h/--help, TLS and token
+//     flags) may appear anywhere.
 //   - Flags take `--flag=value` or `--flag value`; boolean flags take no
 //     value (or `--flag=true|false`). Non-repeatable flags: the last wins.
 //   - `--` ends flags; a lone `-` is an argument (stdin).
@@ -25,6 +26,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "common/security.h"
 #include "conveyor/v1/conveyor.pb.h"
 
 namespace conveyor::client {
@@ -40,6 +42,9 @@ struct GlobalOptions {
   absl::Duration timeout = absl::Seconds(10);
   // -o / --output.
   OutputFormat output = OutputFormat::kText;
+  // --tls, --tls-ca, --tls-cert, --tls-key, --token, --token-file (the
+  // environment fills what is not given; see common/security.h).
+  ClientSecurityFlags security;
 };
 
 enum class FlagType {

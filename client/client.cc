@@ -9,6 +9,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/notification.h"
 #include "common/grpc_util.h"
+#include "common/security.h"
 #include "grpcpp/client_context.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/support/byte_buffer.h"
@@ -162,6 +163,7 @@ absl::StatusOr<Resp> Client::Unary(int attempts, bool (*retryable)(absl::StatusC
   absl::Status status = Retry(attempts, retryable, [&](absl::Time deadline) {
     grpc::ClientContext context;
     SetDeadline(&context, deadline);
+    AttachToken(&context, options_.token);
     response.Clear();
     return FromGrpcStatus(rpc(&context, &response));
   });
@@ -215,6 +217,7 @@ absl::StatusOr<v1::Task> Client::WatchTask(absl::string_view id,
   request.set_id(std::string(id));
   grpc::ClientContext context;
   if (deadline != absl::InfiniteDuration()) SetDeadline(&context, absl::Now() + deadline);
+  AttachToken(&context, options_.token);
   std::unique_ptr<grpc::ClientReader<v1::Task>> reader = tasks_->WatchTask(&context, request);
   v1::Task task;
   v1::Task last;
@@ -348,6 +351,7 @@ absl::StatusOr<v1::LeaseResponse> Client::Lease(const v1::LeaseRequest& request)
   const absl::Time deadline = absl::Now() + FromProto(request.wait()) + options_.timeout;
   grpc::ClientContext context;
   SetDeadline(&context, deadline);
+  AttachToken(&context, options_.token);
   v1::LeaseResponse response;
   absl::Status status = FromGrpcStatus(workers_->Lease(&context, request, &response));
   if (!status.ok()) return status;
@@ -388,6 +392,7 @@ absl::StatusOr<ServingStatus> Client::Health(absl::string_view service) {
   absl::Status status = Retry(options_.read_attempts, IsUnavailable, [&](absl::Time deadline) {
     grpc::ClientContext context;
     SetDeadline(&context, deadline);
+    AttachToken(&context, options_.token);
     grpc::Slice slice(encoded);
     grpc::ByteBuffer request(&slice, 1);
     grpc::ByteBuffer response;

@@ -65,8 +65,12 @@ struct ClientOptions {
   absl::Duration timeout = absl::Seconds(10);
   // Extra gRPC channel arguments (keepalive, message sizes, ...).
   grpc::ChannelArguments channel_args;
-  // Null: plaintext (grpc::InsecureChannelCredentials()).
+  // Null: plaintext (grpc::InsecureChannelCredentials()). See
+  // common/security.h ChannelCredentialsFor for TLS.
   std::shared_ptr<grpc::ChannelCredentials> credentials;
+  // Bearer token sent with every call (`authorization: Bearer ...`); empty:
+  // none. The broker's --auth-tokens file gives it its roles.
+  std::string token;
   // Attempts in all for Submit / SubmitBatch (at least 1).
   int submit_attempts = 3;
   // Attempts in all for reads that failed with UNAVAILABLE (at least 1).

@@ -5,6 +5,7 @@
 
 #include "absl/time/clock.h"
 #include "common/grpc_util.h"
+#include "common/security.h"
 #include "common/log.h"
 
 namespace conveyor::worker {
@@ -75,6 +76,7 @@ void LeaseLoop::ThreadMain() {
     ToProto(options_.wait, request.mutable_wait());
     grpc::ClientContext context;
     context.set_deadline(ToChrono(absl::Now() + options_.wait + options_.rpc_timeout));
+    AttachToken(&context, options_.token);
     {
       absl::MutexLock lock(&mu_);
       if (stopping_) {

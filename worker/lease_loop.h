@@ -49,6 +49,8 @@ struct LeaseLoopOptions {
   absl::Duration initial_backoff = absl::Milliseconds(100);
   absl::Duration max_backoff = absl::Seconds(5);
   absl::Duration drain_recheck = absl::Seconds(5);
+  // Bearer token sent with each Lease call; empty: none.
+  std::string token;
 };
 
 class LeaseLoop {

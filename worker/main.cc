@@ -24,6 +24,7 @@
 #include "absl/strings/str_split.h"
 #include "common/flags.h"
 #include "common/log.h"
+#include "common/security.h"
 #include "common/signals.h"
 #include "worker/builtin_handlers.h"
 #include "worker/exec_handler.h"
@@ -83,6 +84,20 @@ ABSL_FLAG(std::string, metrics_addr, "127.0.0.1:9465",
 ABSL_FLAG(std::string, metrics_port_file, "",
           "If set, write the bound metrics port to this file once listening.");
 ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error.");
+ABSL_FLAG(bool, tls, false,
+          "Connect to the brokers with TLS, trusting the system's CA roots (env CONVEYOR_TLS=1).");
+ABSL_FLAG(std::string, tls_ca, "",
+          "CA bundle (PEM) that signed the brokers' certificates; implies --tls (env "
+          "CONVEYOR_TLS_CA). Re-read every minute.");
+ABSL_FLAG(std::string, tls_cert, "",
+          "Client certificate (PEM) for mTLS, with --tls-key (env CONVEYOR_TLS_CERT). Re-read "
+          "every minute, so a rotated certificate needs no restart.");
+ABSL_FLAG(std::string, tls_key, "", "Private key of --tls-cert (env CONVEYOR_TLS_KEY).");
+ABSL_FLAG(std::string, token, "",
+          "Bearer token with the `work` role, for brokers with --auth-tokens (env "
+          "CONVEYOR_TOKEN; visible in ps: prefer --token-file).");
+ABSL_FLAG(std::string, token_file, "",
+          "Read the token from this file (env CONVEYOR_TOKEN_FILE).");
 
 namespace {
 
@@ -208,6 +223,17 @@ int main(int argc, char** argv) {
   options.rpc_timeout = absl::GetFlag(FLAGS_rpc_timeout);
   options.max_pending_reports = absl::GetFlag(FLAGS_max_pending_reports);
   options.metrics_addr = absl::GetFlag(FLAGS_metrics_addr);
+  conveyor::ClientSecurityFlags security_flags;
+  security_flags.tls = absl::GetFlag(FLAGS_tls);
+  security_flags.tls_ca = absl::GetFlag(FLAGS_tls_ca);
+  security_flags.tls_cert = absl::GetFlag(FLAGS_tls_cert);
+  security_flags.tls_key = absl::GetFlag(FLAGS_tls_key);
+  security_flags.token = absl::GetFlag(FLAGS_token);
+  security_flags.token_file = absl::GetFlag(FLAGS_token_file);
+  absl::StatusOr<conveyor::ClientSecurity> security =
+      conveyor::ResolveClientSecurity(security_flags);
+  if (!security.ok()) return Usage(std::string(security.status().message()));
+  options.security = *security;
   cw::ExecHandlerOptions exec_options;
   exec_options.kill_grace = absl::GetFlag(FLAGS_exec_kill_grace);
   exec_options.max_output_bytes = absl::GetFlag(FLAGS_max_output_bytes);

@@ -312,10 +312,11 @@ void Worker::Impl::StartSession(int index, const std::string& address,
   WorkerMetrics* metrics = metrics_.get();
   s->index = index;
   s->address = address;
-  s->channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+  s->channel = grpc::CreateChannel(address, ChannelCredentialsFor(options_.security));
   client::ClientOptions copts;
   copts.address = address;
   copts.timeout = options_.rpc_timeout;
+  copts.token = options_.security.token;
   s->client = std::make_unique<client::Client>(s->channel, copts);
   s->rpc = std::make_unique<ClientBrokerRpc>(s->client.get());
   auto connected = [metrics, index](bool ok) { metrics->Connected(index, ok); };
@@ -348,6 +349,7 @@ void Worker::Impl::StartSession(int index, const std::string& address,
                : options_.brokers.size() > 1             ? absl::Seconds(2)
                                                          : absl::Seconds(20);
   lopts.rpc_timeout = options_.rpc_timeout;
+  lopts.token = options_.security.token;
   s->lease_loop = std::make_unique<LeaseLoop>(
       s->channel, executor_.get(), lopts,
       [this, raw](std::vector<v1::LeasedTask> tasks, bool stopping) {

@@ -59,6 +59,7 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "common/security.h"
 #include "worker/handler.h"
 #include "worker/rate_limiter.h"
 
@@ -99,6 +100,8 @@ struct WorkerOptions {
   // host:port of the Prometheus /metrics endpoint (port 0 picks one); empty:
   // no endpoint.
   std::string metrics_addr;
+  // TLS and the bearer token for every broker (common/security.h).
+  ClientSecurity security;
 };
 
 class Worker {
