@@ -387,6 +387,36 @@ absl::StatusOr<Queue*> Broker::QueueForSubmit(absl::string_view name) {
   return raw;
 }
 
+namespace {
+
+// The rejection reason of a refused submit, from its status.
+const char* RejectionReason(const absl::Status& s, bool queue_exists) {
+  switch (s.code()) {
+    case absl::StatusCode::kInvalidArgument: return "invalid";
+    case absl::StatusCode::kNotFound: return "unknown_queue";
+    case absl::StatusCode::kUnavailable: return "draining";
+    case absl::StatusCode::kDeadlineExceeded: return "full";  // waited for room in vain
+    case absl::StatusCode::kResourceExhausted:
+      return queue_exists ? "full" : "too_many_queues";
+    default: return "journal";
+  }
+}
+
+}  // namespace
+
+void Broker::Rejected(absl::string_view queue, const absl::Status& status,
+                      uint64_t count) const {
+  if (listener_ == nullptr || status.ok()) return;
+  const bool exists = queues_.contains(queue);
+  listener_->OnRejected(exists ? queue : absl::string_view(), RejectionReason(status, exists),
+                        count);
+}
+
+void Broker::RejectedUnlocked(const absl::Status& status, uint64_t count) const {
+  if (listener_ == nullptr || status.ok()) return;
+  listener_->OnRejected("", RejectionReason(status, false), count);
+}
+
 absl::StatusOr<SubmitResult> Broker::SubmitLocked(TaskSpec& spec, Queue* queue,
                                                   bool allow_wait, bool* must_wait,
                                                   Deferred& after) {
@@ -470,6 +500,7 @@ void Broker::Activate(Task* task, Deferred& after) {
 
 WaitId Broker::Submit(TaskSpec spec, absl::Time deadline, SubmitCallback done) {
   if (absl::Status s = ValidateSpec(spec, clock_->Now()); !s.ok()) {
+    RejectedUnlocked(s);
     done(s);
     return 0;
   }
@@ -501,11 +532,15 @@ WaitId Broker::Submit(TaskSpec spec, absl::Time deadline, SubmitCallback done) {
     }
     if (wait_id == 0) {
       if (result.ok()) {
-        OnCommit([done = std::move(done), result = std::move(result)](absl::Status s) mutable {
-          if (!s.ok()) result = s;
+        OnCommit([this, done = std::move(done), result = std::move(result)](absl::Status s) mutable {
+          if (!s.ok()) {
+            if (listener_ != nullptr) listener_->OnRejected(result->task.queue, "journal", 1);
+            result = s;
+          }
           done(std::move(result));
         });
       } else {
+        Rejected(spec.queue, result.status());
         after.push_back([done = std::move(done), result = std::move(result)]() mutable {
           done(std::move(result));
         });
@@ -518,15 +553,20 @@ WaitId Broker::Submit(TaskSpec spec, absl::Time deadline, SubmitCallback done) {
 }
 
 absl::StatusOr<SubmitResult> Broker::SubmitNow(TaskSpec spec) {
-  if (absl::Status s = ValidateSpec(spec, clock_->Now()); !s.ok()) return s;
+  if (absl::Status s = ValidateSpec(spec, clock_->Now()); !s.ok()) {
+    RejectedUnlocked(s);
+    return s;
+  }
   absl::Notification done;
   absl::StatusOr<SubmitResult> result;
   Deferred after;
   {
     absl::MutexLock lock(&mu_);
     if (draining_) {
-      return absl::UnavailableError(
+      absl::Status s = absl::UnavailableError(
           "the broker is draining; submit to another broker or retry later");
+      Rejected(spec.queue, s);
+      return s;
     }
     absl::StatusOr<Queue*> queue = QueueForSubmit(spec.queue);
     if (!queue.ok()) {
@@ -536,11 +576,15 @@ absl::StatusOr<SubmitResult> Broker::SubmitNow(TaskSpec spec) {
       result = SubmitLocked(spec, *queue, /*allow_wait=*/false, &must_wait, after);
     }
     if (result.ok()) {
-      OnCommit([&result, &done](absl::Status s) {
-        if (!s.ok()) result = s;
+      OnCommit([this, &result, &done](absl::Status s) {
+        if (!s.ok()) {
+          if (listener_ != nullptr) listener_->OnRejected(result->task.queue, "journal", 1);
+          result = s;
+        }
         done.Notify();
       });
     } else {
+      Rejected(spec.queue, result.status());
       done.Notify();
     }
     Commit(after);
@@ -565,6 +609,7 @@ absl::StatusOr<std::vector<absl::StatusOr<SubmitResult>>> Broker::SubmitBatch(
 
 void Broker::SubmitBatch(std::vector<TaskSpec> specs, BatchCallback done) {
   if (specs.size() > options_.max_batch_count) {
+    RejectedUnlocked(absl::InvalidArgumentError(""), specs.size());
     done(Invalid("tasks", absl::StrCat("holds ", specs.size(), " tasks; the limit is ",
                                        options_.max_batch_count, " (--max-batch-count)")));
     return;
@@ -572,6 +617,7 @@ void Broker::SubmitBatch(std::vector<TaskSpec> specs, BatchCallback done) {
   size_t bytes = 0;
   for (const TaskSpec& s : specs) bytes += s.payload.size();
   if (bytes > options_.max_batch_bytes) {
+    RejectedUnlocked(absl::InvalidArgumentError(""), specs.size());
     done(Invalid("tasks", absl::StrCat("carry ", bytes, " payload bytes; the limit is ",
                                        options_.max_batch_bytes, " (--max-batch-bytes)")));
     return;
@@ -602,11 +648,17 @@ void Broker::SubmitBatch(std::vector<TaskSpec> specs, BatchCallback done) {
       bool must_wait = false;
       out.push_back(SubmitLocked(specs[i], *queue, /*allow_wait=*/false, &must_wait, after));
     }
+    for (size_t i = 0; i < specs.size(); ++i) {
+      if (!out[i].ok()) Rejected(specs[i].queue, out[i].status());
+    }
     // One journal write for the whole batch; the answer waits for it.
-    OnCommit([done = std::move(done), out = std::move(out)](absl::Status s) mutable {
+    OnCommit([this, done = std::move(done), out = std::move(out)](absl::Status s) mutable {
       if (!s.ok()) {
         for (auto& item : out) {
-          if (item.ok()) item = s;
+          if (item.ok()) {
+            if (listener_ != nullptr) listener_->OnRejected(item->task.queue, "journal", 1);
+            item = s;
+          }
         }
       }
       done(std::move(out));
@@ -2160,6 +2212,7 @@ void Broker::FireTimer(const Timer& timer, absl::Time now, Deferred& after) {
         submit_waiters_.erase(it);
         auto& ids = w->queue->submit_waiters();
         ids.erase(std::remove(ids.begin(), ids.end(), timer.key), ids.end());
+        if (listener_ != nullptr) listener_->OnRejected(w->queue->name(), "full", 1);
         after.push_back([done = std::move(w->done), name = w->queue->name(),
                          cap = w->queue->config().capacity] {
           done(absl::DeadlineExceededError(absl::StrCat(

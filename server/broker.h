@@ -276,6 +276,14 @@ class BrokerListener {
   virtual void OnEnded(const Queue& queue, const Task& task) = 0;
   virtual void OnDropped(const Queue& queue, const Task& task,
                          absl::string_view reason) = 0;
+  // `count` submitted tasks were refused (conveyor_tasks_rejected_total):
+  // reason "invalid", "unknown_queue", "too_many_queues", "full",
+  // "draining" or "journal" (their record could not be stored). `queue` is
+  // the queue's name if it exists, else "" (so a label never holds an
+  // arbitrary name); "" also for "invalid" (refused before any lookup). May be called with or without the broker's lock:
+  // implementations must be thread-safe.
+  virtual void OnRejected(absl::string_view /*queue*/, absl::string_view /*reason*/,
+                          uint64_t /*count*/) {}
 };
 
 using WatchId = uint64_t;
@@ -447,6 +455,11 @@ class Broker {
   absl::Status ValidateLease(const LeaseRequest& request) const;
   absl::StatusOr<Queue*> QueueForSubmit(absl::string_view name)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Tells the listener why a submit was refused (see OnRejected); `queue`
+  // is named only if it exists.
+  void Rejected(absl::string_view queue, const absl::Status& status, uint64_t count = 1)
+      const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RejectedUnlocked(const absl::Status& status, uint64_t count = 1) const;
   absl::StatusOr<Queue*> FindQueue(absl::string_view name) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
   Task* FindTask(TaskId id) const ABSL_SHARED_LOCKS_REQUIRED(mu_);

@@ -1,6 +1,9 @@
 #include "server/metrics.h"
 
+#include <sys/stat.h>
+
 #include <cstdio>
+#include <filesystem>
 
 #include "absl/strings/str_cat.h"
 #include "prometheus/client_metric.h"
@@ -67,7 +70,8 @@ prometheus::ClientMetric GaugeValue(std::vector<prometheus::ClientMetric::Label>
 // Reads queue gauges from the broker at scrape time.
 class QueueGauges final : public prometheus::Collectable {
  public:
-  explicit QueueGauges(const Broker* broker) : broker_(broker) {}
+  QueueGauges(const Broker* broker, std::string data_dir)
+      : broker_(broker), data_dir_(std::move(data_dir)) {}
 
   std::vector<prometheus::MetricFamily> Collect() const override {
     prometheus::MetricFamily tasks{"conveyor_queue_tasks",
@@ -114,11 +118,37 @@ class QueueGauges final : public prometheus::Collectable {
                                    "Build information; the value is always 1.",
                                    prometheus::MetricType::Gauge, {}};
     build.metric.push_back(GaugeValue({{"version", "0.1.0"}, {"component", "broker"}}, 1));
-    return {tasks, capacity, oldest, paused, blocked, workers, build};
+    std::vector<prometheus::MetricFamily> out = {tasks,   capacity, oldest, paused,
+                                                 blocked, workers,  build};
+    if (!data_dir_.empty()) {
+      prometheus::MetricFamily disk{
+          "conveyor_journal_bytes",
+          "Bytes the data directory holds on disk (journal segments, preallocated, and "
+          "snapshots).",
+          prometheus::MetricType::Gauge, {}};
+      disk.metric.push_back(GaugeValue({}, static_cast<double>(DirBytes(data_dir_))));
+      out.push_back(std::move(disk));
+    }
+    return out;
   }
 
  private:
+  // Allocated bytes of the files in `dir` (a few files: cheap at scrape).
+  static uint64_t DirBytes(const std::string& dir) {
+    uint64_t total = 0;
+    std::error_code ec;
+    for (const std::filesystem::directory_entry& e :
+         std::filesystem::directory_iterator(dir, ec)) {
+      struct stat st;
+      if (::stat(e.path().c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
+        total += static_cast<uint64_t>(st.st_blocks) * 512;
+      }
+    }
+    return total;
+  }
+
   const Broker* broker_;
+  const std::string data_dir_;
 };
 
 }  // namespace
@@ -181,6 +211,12 @@ BrokerMetrics::BrokerMetrics()
                          .Help("Time of each journal fdatasync.")
                          .Register(*registry_)
                          .Add({}, RpcBuckets())),
+      rejected_(prometheus::BuildCounter()
+                    .Name("conveyor_tasks_rejected_total")
+                    .Help("Submitted tasks refused, by reason: invalid, unknown_queue, "
+                          "too_many_queues, full, draining, journal (not stored). queue is "
+                          "empty for a queue that does not exist and for invalid requests.")
+                    .Register(*registry_)),
       journal_bytes_(prometheus::BuildCounter()
                          .Name("conveyor_journal_written_bytes_total")
                          .Help("Bytes written to the journal (records and headers).")
@@ -197,8 +233,21 @@ void BrokerMetrics::OnWrite(uint64_t bytes) {
 
 BrokerMetrics::~BrokerMetrics() = default;
 
+void BrokerMetrics::AttachDataDir(std::string dir) { data_dir_ = std::move(dir); }
+
 void BrokerMetrics::AttachBroker(const Broker* broker) {
-  gauges_ = std::make_shared<QueueGauges>(broker);
+  gauges_ = std::make_shared<QueueGauges>(broker, data_dir_);
+}
+
+void BrokerMetrics::OnRejected(absl::string_view queue, absl::string_view reason,
+                               uint64_t count) {
+  const std::string key = absl::StrCat(queue, std::string(1, '\0'), reason);
+  absl::MutexLock lock(&rejected_mu_);
+  prometheus::Counter*& c = rejected_counters_[key];
+  if (c == nullptr) {
+    c = &rejected_.Add({{"queue", std::string(queue)}, {"reason", std::string(reason)}});
+  }
+  c->Increment(static_cast<double>(count));
 }
 
 BrokerMetrics::QueueCounters& BrokerMetrics::For(const Queue& queue) {

@@ -61,6 +61,10 @@ class BrokerMetrics final : public BrokerListener,
   void OnLeaseExpired(const Queue& queue, const Task& task) override;
   void OnEnded(const Queue& queue, const Task& task) override;
   void OnDropped(const Queue& queue, const Task& task, absl::string_view reason) override;
+  void OnRejected(absl::string_view queue, absl::string_view reason, uint64_t count) override;
+  // The data directory whose size conveyor_journal_bytes reports at scrape
+  // time (unset: the gauge is absent).
+  void AttachDataDir(std::string dir);
 
   // journal::JournalListener (on the journal's writer thread).
   void OnSync(absl::Duration latency) override;
@@ -96,7 +100,12 @@ class BrokerMetrics final : public BrokerListener,
       ABSL_GUARDED_BY(rpc_mu_);
   std::shared_ptr<prometheus::Collectable> gauges_;
   prometheus::Histogram& fsync_seconds_;
+  prometheus::Family<prometheus::Counter>& rejected_;
   prometheus::Counter& journal_bytes_;
+  absl::Mutex rejected_mu_;
+  absl::flat_hash_map<std::string, prometheus::Counter*> rejected_counters_
+      ABSL_GUARDED_BY(rejected_mu_);
+  std::string data_dir_;
 };
 
 }  // namespace conveyor::server

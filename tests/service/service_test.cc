@@ -766,5 +766,53 @@ TEST(ServiceMetricsTest, BlockedGaugeExportsEveryReasonPerQueue) {
   EXPECT_EQ((blocked[{"held", "rate_limited"}]), 0.0);
 }
 
+// conveyor_tasks_rejected_total{queue,reason} and conveyor_journal_bytes.
+TEST(ServiceMetricsTest, RejectedSubmitsAreCountedByReasonWithoutArbitraryQueueNames) {
+  FakeClock clock;
+  BrokerMetrics metrics;
+  BrokerOptions options;
+  options.auto_create_queues = false;
+  Broker broker(options, &clock, &metrics);
+  metrics.AttachBroker(&broker);
+  QueueConfig small;
+  small.name = "small";
+  small.capacity = 1;
+  ASSERT_TRUE(broker.CreateQueue(small, /*paused=*/false).ok());
+  TaskSpec ok;
+  ok.queue = "small";
+  ok.type = "t";
+  ASSERT_TRUE(broker.SubmitNow(ok).ok());
+  EXPECT_EQ(broker.SubmitNow(ok).status().code(), absl::StatusCode::kResourceExhausted);
+  TaskSpec bad = ok;
+  bad.type = "";  // no type
+  EXPECT_EQ(broker.SubmitNow(bad).status().code(), absl::StatusCode::kInvalidArgument);
+  TaskSpec unknown = ok;
+  unknown.queue = "made-up-by-a-client";
+  EXPECT_EQ(broker.SubmitNow(unknown).status().code(), absl::StatusCode::kNotFound);
+  absl::StatusOr<std::vector<absl::StatusOr<SubmitResult>>> batch =
+      broker.SubmitBatch({ok, ok});
+  ASSERT_TRUE(batch.ok());
+
+  std::map<std::pair<std::string, std::string>, double> rejected;
+  for (const prometheus::MetricFamily& family : metrics.registry()->Collect()) {
+    if (family.name != "conveyor_tasks_rejected_total") continue;
+    EXPECT_EQ(family.type, prometheus::MetricType::Counter);
+    for (const prometheus::ClientMetric& m : family.metric) {
+      std::string queue, reason;
+      for (const prometheus::ClientMetric::Label& l : m.label) {
+        if (l.name == "queue") queue = l.value;
+        if (l.name == "reason") reason = l.value;
+      }
+      rejected[{queue, reason}] = m.counter.value;
+    }
+  }
+  EXPECT_EQ((rejected[{"small", "full"}]), 3.0);  // one alone, two in the batch
+  EXPECT_EQ((rejected[{"", "invalid"}]), 1.0);  // refused before any queue lookup
+  EXPECT_EQ((rejected[{"", "unknown_queue"}]), 1.0);
+  for (const auto& [key, value] : rejected) {
+    EXPECT_NE(key.first, "made-up-by-a-client") << "a client-chosen name became a label";
+  }
+}
+
 }  // namespace
 }  // namespace conveyor::server
