@@ -19,13 +19,17 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "client/cli_args.h"
 #include "client/client.h"
 #include "client/format.h"
 #include "common/grpc_util.h"
+#include "common/log.h"
+#include "common/token.h"
 
 namespace conveyor::client {
 namespace {
@@ -411,6 +415,72 @@ int RunHealth(const Invocation& inv, Client& client) {
   return *status == ServingStatus::kServing ? EX_OK : EX_UNAVAILABLE;
 }
 
+// ─── token: local commands, no broker ───
+
+int RunTokenCreate(const Invocation& inv) {
+  absl::StatusOr<RoleSet> roles = TokenRoles(inv);
+  if (!roles.ok()) return UsageFailed(inv.topic, roles.status().message());
+  if (roles->empty()) {
+    return UsageFailed(inv.topic, "token create: give at least one --role (submit, work, admin)");
+  }
+  absl::StatusOr<std::string> token = NewToken();
+  if (!token.ok()) return CallFailed(inv, token.status());
+  const std::string line = TokenFileLine(
+      *token, *roles,
+      inv.String("comment").value_or(absl::StrCat(
+          "created ", absl::FormatTime("%Y-%m-%d", absl::Now(), absl::UTCTimeZone()))));
+  if (inv.globals.output == OutputFormat::kJson) {
+    Write(stdout, absl::StrCat("{\"token\":", LogValue::Quote(*token),
+                               ",\"line\":", LogValue::Quote(line), "}\n"));
+  } else {
+    Write(stdout, absl::StrCat(*token, "\n"));
+    Write(stderr, absl::StrCat(line, "\n"));
+  }
+  return EX_OK;
+}
+
+int RunTokenHash(const Invocation& inv) {
+  absl::StatusOr<RoleSet> roles = TokenRoles(inv);
+  if (!roles.ok()) return UsageFailed(inv.topic, roles.status().message());
+  if (roles->empty() && inv.Has("comment")) {
+    return UsageFailed(inv.topic, "token hash: --comment goes with --role");
+  }
+  absl::StatusOr<std::string> input = ReadAll(stdin, "stdin");
+  if (!input.ok()) return CallFailed(inv, input.status());
+  const absl::string_view token = absl::StripAsciiWhitespace(*input);
+  const bool one_word = std::none_of(token.begin(), token.end(), [](char c) {
+    return absl::ascii_isspace(static_cast<unsigned char>(c)) ||
+           absl::ascii_iscntrl(static_cast<unsigned char>(c));
+  });
+  if (token.empty() || !one_word) {
+    Diagnose(token.empty() ? "token hash: no token on stdin"
+                           : "token hash: stdin holds more than one word; a token is one");
+    return EX_DATAERR;
+  }
+  const std::string hash = TokenHashField(token);
+  const std::string line =
+      roles->empty() ? hash : TokenFileLine(token, *roles, inv.String("comment").value_or(""));
+  if (inv.globals.output == OutputFormat::kJson) {
+    Write(stdout, absl::StrCat("{\"hash\":", LogValue::Quote(hash),
+                               roles->empty() ? "" : ",\"line\":",
+                               roles->empty() ? "" : LogValue::Quote(line), "}\n"));
+  } else {
+    Write(stdout, absl::StrCat(line, "\n"));
+  }
+  return EX_OK;
+}
+
+// Commands that need no broker (and so no connection settings).
+struct LocalRoute {
+  const char* command;
+  int (*run)(const Invocation&);
+};
+
+constexpr LocalRoute kLocalRoutes[] = {
+    {"token create", RunTokenCreate},
+    {"token hash", RunTokenHash},
+};
+
 using Handler = int (*)(const Invocation&, Client&);
 
 struct Route {
@@ -445,6 +515,16 @@ int Main(const std::vector<std::string>& args, absl::string_view env_addr) {
   if (inv.help) {
     Write(stdout, Usage(inv.topic));
     return EX_OK;
+  }
+  for (const LocalRoute& route : kLocalRoutes) {
+    if (absl::string_view(route.command) == inv.command->name) {
+      int code = route.run(inv);
+      if (std::fflush(stdout) != 0 || std::ferror(stdout)) {
+        Diagnose(absl::StrCat("writing output: ", std::strerror(errno)));
+        if (code == EX_OK) code = EX_IOERR;
+      }
+      return code;
+    }
   }
   Handler run = nullptr;
   for (const Route& route : kRoutes) {

@@ -16,7 +16,7 @@
 namespace conveyor::client {
 namespace {
 
-constexpr absl::string_view kGroups[] = {"queue", "dead"};
+constexpr absl::string_view kGroups[] = {"queue", "dead", "token"};
 
 // `update`: the help says how 0 removes a limit.
 std::vector<FlagSpec> QueueConfigFlags(bool update) {
@@ -180,6 +180,40 @@ std::vector<CommandSpec> BuildCommands() {
        1,
        -1,
        {{"yes", FlagType::kBool, "", "confirm; required when no ids are given"}}},
+      {"token create",
+       "",
+       "Make a bearer token for a broker with --auth-tokens.",
+       "Needs no broker. Prints a fresh token (cvy_ and 32 bytes from /dev/urandom in "
+       "base64url) on stdout and the line to append to the broker's --auth-tokens file on "
+       "stderr, so `conveyor token create --role work >worker.token 2>>tokens` keeps each "
+       "where it belongs; with -o json both go to stdout as {\"token\",\"line\"}. The "
+       "broker stores only the token's SHA-256 and re-reads the file within a second. Keep "
+       "the token in a file only its user can read and pass it with --token-file. Roles: "
+       "submit (submit, get, watch, cancel, list tasks), work (lease and report tasks: "
+       "workers), admin (queues and dead letters); none implies another.",
+       0,
+       0,
+       {
+           {"role", FlagType::kString, "ROLE",
+            "submit, work or admin (or a comma-separated list); repeatable; at least one",
+            /*repeated=*/true},
+           {"comment", FlagType::kString, "TEXT",
+            "comment at the end of the line (default: \"created YYYY-MM-DD\")"},
+       }},
+      {"token hash",
+       "",
+       "Print the --auth-tokens line of a token read on stdin.",
+       "Needs no broker. Reads one token from stdin (surrounding whitespace ignored), so it "
+       "stays out of shell history and ps, and prints sha256:<hex>; with --role, the whole "
+       "line to append to the broker's --auth-tokens file. -o json: {\"hash\",\"line\"}. "
+       "Exits 65 if stdin holds no token or more than one word.",
+       0,
+       0,
+       {
+           {"role", FlagType::kString, "ROLE",
+            "submit, work or admin (or a comma-separated list); repeatable", /*repeated=*/true},
+           {"comment", FlagType::kString, "TEXT", "comment at the end of the line (with --role)"},
+       }},
       {"health",
        "",
        "Check the broker's health (grpc.health.v1).",
@@ -643,6 +677,18 @@ std::string ShortUsage(absl::string_view topic) {
                         command->name, " --help` for more.\n");
   }
   return TopLevelUsage(IsGroup(topic) ? topic : "", /*full=*/false);
+}
+
+absl::StatusOr<RoleSet> TokenRoles(const Invocation& inv) {
+  RoleSet roles;
+  for (const std::string& value : inv.Strings("role")) {
+    absl::StatusOr<RoleSet> parsed = ParseRoles(value);
+    if (!parsed.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("--role: ", parsed.status().message()));
+    }
+    roles.AddAll(*parsed);
+  }
+  return roles;
 }
 
 absl::StatusOr<v1::TaskState> ParseTaskState(absl::string_view text) {

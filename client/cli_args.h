@@ -27,6 +27,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "common/security.h"
+#include "common/token.h"
 #include "conveyor/v1/conveyor.pb.h"
 
 namespace conveyor::client {
@@ -118,6 +119,10 @@ std::string Usage(absl::string_view topic);
 std::string ShortUsage(absl::string_view topic);
 
 // ─── Request builders (INVALID_ARGUMENT: a usage error) ───
+
+// `conveyor token create|hash`: the union of every --role (each a name or a
+// comma-separated list); empty when none was given.
+absl::StatusOr<RoleSet> TokenRoles(const Invocation& inv);
 
 // "ready", "READY" or "TASK_STATE_READY" (any case).
 absl::StatusOr<v1::TaskState> ParseTaskState(absl::string_view text);

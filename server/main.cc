@@ -1,11 +1,15 @@
 // conveyord: the Conveyor broker. Parses flags, starts a BrokerServer, waits
 // for SIGTERM or SIGINT, drains, exits 0.
+#include <pthread.h>
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <iostream>
+#include <memory>
 #include <string>
 #include <thread>
 
@@ -15,19 +19,46 @@
 #include "absl/flags/usage_config.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/flags.h"
 #include "common/log.h"
 #include "common/signals.h"
+#include "server/auth.h"
+#include "server/exposure.h"
 #include "server/server.h"
 #include "server/verify.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:7400",
-          "host:port for the gRPC API. Loopback by default; port 0 picks a free port.");
+          "host:port for the gRPC API. Loopback by default; port 0 picks a free port. A "
+          "non-loopback address needs TLS and --auth-tokens, or --insecure.");
 ABSL_FLAG(std::string, port_file, "",
           "If set, write the bound gRPC port to this file once listening (for tests and "
           "scripts that listen on port 0).");
 ABSL_FLAG(std::string, metrics_addr, "127.0.0.1:9464",
           "host:port for the Prometheus /metrics endpoint; empty disables it.");
+// TLS (docs/security.md, "TLS and mTLS").
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM certificate chain (server certificate first) to serve the gRPC API over TLS; "
+          "needs --tls-key. Empty: plaintext.");
+ABSL_FLAG(std::string, tls_key, "",
+          "PEM private key (unencrypted) of --tls-cert.");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "PEM bundle of CA certificates: with it, every client must present a certificate "
+          "signed by one of them (mTLS). Needs --tls-cert and --tls-key.");
+ABSL_FLAG(absl::Duration, tls_reload_interval, absl::Seconds(60),
+          "How often the TLS files are re-read (whole seconds, 1s to 24h); new connections "
+          "use changed files without a restart. Replace a file by renaming a complete new "
+          "one over it.");
+// Tokens and roles, safe defaults (docs/security.md).
+ABSL_FLAG(std::string, auth_tokens, "",
+          "File of bearer tokens (stored as SHA-256) and client-certificate identities with "
+          "their roles, one a line: `sha256:<64 hex> ROLE[,ROLE]` or `cert:<identity> "
+          "ROLE[,ROLE]` (roles submit, work, admin; `conveyor token create` makes lines). With "
+          "it every API call needs a role; without it every call is allowed. Re-read within a "
+          "second of a change, and on SIGHUP; a bad new file keeps the old tokens.");
+ABSL_FLAG(bool, insecure, false,
+          "Allow serving the API on a non-loopback address without TLS (--tls-cert) and auth "
+          "(--auth-tokens). Without it conveyord refuses to start there (exit 78).");
 ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error.");
 ABSL_FLAG(std::string, data_dir, "",
           "Directory of the durable journal (created if missing; one broker per "
@@ -63,6 +94,31 @@ ABSL_FLAG(absl::Duration, default_result_ttl, absl::Hours(24),
           "How long queues created without settings keep ended tasks.");
 ABSL_FLAG(uint64_t, default_retained, 100000,
           "Most ended tasks kept per queue created without settings.");
+// gRPC transport limits (docs/security.md, "Abuse on the wire"). Defaults are
+// those of ServerOptions in server/server.h.
+ABSL_FLAG(int32_t, max_concurrent_streams, 1000,
+          "Most concurrent calls (HTTP/2 streams) on one client connection.");
+ABSL_FLAG(absl::Duration, keepalive_time, absl::Minutes(1),
+          "The broker pings a connection idle this long to check it is alive.");
+ABSL_FLAG(absl::Duration, keepalive_timeout, absl::Seconds(20),
+          "A connection whose keepalive ping gets no answer within this is closed.");
+ABSL_FLAG(absl::Duration, min_client_ping_interval, absl::Seconds(10),
+          "Clients may ping no more often than this while no call is active; a client "
+          "that does it twice more is disconnected (GOAWAY too_many_pings).");
+ABSL_FLAG(absl::Duration, max_connection_idle, absl::Minutes(10),
+          "A connection with no call for this long is closed (GOAWAY).");
+ABSL_FLAG(absl::Duration, max_connection_age, absl::Hours(2),
+          "Every connection is closed after this long (GOAWAY, then "
+          "--max-connection-age-grace for calls in flight), so clients reconnect and "
+          "spread over brokers and proxies.");
+ABSL_FLAG(absl::Duration, max_connection_age_grace, absl::Seconds(90),
+          "Time calls in flight get to finish when a connection reaches its maximum age.");
+ABSL_FLAG(absl::Duration, handshake_timeout, absl::Seconds(10),
+          "A new connection must finish its TLS handshake and send the HTTP/2 preface "
+          "and SETTINGS within this, or it is closed.");
+ABSL_FLAG(uint64_t, memory_quota_bytes, uint64_t{2} << 30,
+          "gRPC resource quota: memory its transports may use for buffers and calls.");
+ABSL_FLAG(int32_t, max_threads, 256, "gRPC resource quota: most threads gRPC may create.");
 ABSL_FLAG(std::string, verify, "",
           "Offline tool: check the data directory DIR and exit, without starting the broker "
           "and without its lock (works while a broker runs on DIR: a torn tail of the last "
@@ -107,7 +163,7 @@ int main(int argc, char** argv) {
       "Offline tools (exit when done; safe while a broker runs on the directory):\n"
       "  conveyord --verify=DIR [--dump]        check a data directory\n"
       "  conveyord --backup=DEST --data-dir=SRC  copy a data directory\n"
-      "Drains and exits 0 on SIGTERM or SIGINT.");
+      "Drains and exits 0 on SIGTERM or SIGINT; SIGHUP re-reads --auth-tokens.");
   std::vector<std::string> args = conveyor::NormalizeFlagNames(argc, argv);
   std::vector<char*> argv2 = conveyor::ArgvOf(args);
   absl::ParseCommandLine(static_cast<int>(args.size()), argv2.data());
@@ -145,15 +201,54 @@ int main(int argc, char** argv) {
 
   // Before any thread (gRPC's included): main alone takes the stop signals.
   const sigset_t stop_signals = conveyor::BlockStopSignals();
+  // SIGHUP re-reads --auth-tokens (a thread takes it below; without auth it
+  // is ignored); blocked here so that it never reaches another thread, whose
+  // default would end the process.
+  sigset_t hup_signal;
+  sigemptyset(&hup_signal);
+  sigaddset(&hup_signal, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &hup_signal, nullptr);
 
   conveyor::server::ServerOptions options;
   options.listen = absl::GetFlag(FLAGS_listen);
   options.metrics_addr = absl::GetFlag(FLAGS_metrics_addr);
+  options.tls_cert_file = absl::GetFlag(FLAGS_tls_cert);
+  options.tls_key_file = absl::GetFlag(FLAGS_tls_key);
+  options.tls_client_ca_file = absl::GetFlag(FLAGS_tls_client_ca);
+  options.tls_reload_interval = absl::GetFlag(FLAGS_tls_reload_interval);
   options.drain_grace = absl::GetFlag(FLAGS_drain_grace);
   options.data_dir = absl::GetFlag(FLAGS_data_dir);
   options.fsync = absl::GetFlag(FLAGS_fsync);
   options.snapshot_bytes = absl::GetFlag(FLAGS_snapshot_bytes);
   options.segment_bytes = absl::GetFlag(FLAGS_segment_bytes);
+  options.max_concurrent_streams = absl::GetFlag(FLAGS_max_concurrent_streams);
+  options.keepalive_time = absl::GetFlag(FLAGS_keepalive_time);
+  options.keepalive_timeout = absl::GetFlag(FLAGS_keepalive_timeout);
+  options.min_client_ping_interval = absl::GetFlag(FLAGS_min_client_ping_interval);
+  options.max_connection_idle = absl::GetFlag(FLAGS_max_connection_idle);
+  options.max_connection_age = absl::GetFlag(FLAGS_max_connection_age);
+  options.max_connection_age_grace = absl::GetFlag(FLAGS_max_connection_age_grace);
+  options.handshake_timeout = absl::GetFlag(FLAGS_handshake_timeout);
+  options.memory_quota_bytes =
+      static_cast<int64_t>(std::min<uint64_t>(absl::GetFlag(FLAGS_memory_quota_bytes),
+                                              uint64_t{1} << 62));
+  options.max_threads = absl::GetFlag(FLAGS_max_threads);
+  if (options.max_concurrent_streams < 1 || options.max_threads < 1 ||
+      options.memory_quota_bytes < (int64_t{1} << 20) ||
+      options.keepalive_time <= absl::ZeroDuration() ||
+      options.keepalive_timeout <= absl::ZeroDuration() ||
+      options.min_client_ping_interval < absl::ZeroDuration() ||
+      options.max_connection_idle <= absl::ZeroDuration() ||
+      options.max_connection_age <= absl::ZeroDuration() ||
+      options.max_connection_age_grace < absl::ZeroDuration() ||
+      options.handshake_timeout <= absl::ZeroDuration()) {
+    std::fprintf(stderr,
+                 "conveyord: --max-concurrent-streams and --max-threads must be at least 1, "
+                 "--memory-quota-bytes at least 1 MiB, the keepalive, connection and "
+                 "handshake durations positive (--min-client-ping-interval and "
+                 "--max-connection-age-grace may be 0)\n");
+    return 64;
+  }
   conveyor::server::BrokerOptions& b = options.broker;
   b.auto_create_queues = absl::GetFlag(FLAGS_auto_create_queues);
   b.max_queues = absl::GetFlag(FLAGS_max_queues);
@@ -179,6 +274,80 @@ int main(int argc, char** argv) {
     return 64;
   }
 
+  // TLS files are checked here so that a bad one is a configuration error
+  // (exit 78) that names the flag and the file; a bad flag combination is a
+  // usage error (64).
+  if (absl::StatusOr<conveyor::server::TlsSummary> tls =
+          conveyor::server::ValidateTlsOptions(options);
+      !tls.ok()) {
+    conveyor::LogError("cannot start: bad TLS configuration", {{"error", tls.status()}});
+    return tls.status().code() == absl::StatusCode::kInvalidArgument ? 64 : 78;
+  } else if (options.tls_enabled()) {
+    conveyor::LogInfo(options.mtls_enabled() ? "TLS on, client certificates required (mTLS)"
+                                             : "TLS on, client certificates not requested",
+                      {{"cert", options.tls_cert_file},
+                       {"key", options.tls_key_file},
+                       {"client_ca", options.tls_client_ca_file},
+                       {"client_cas", absl::StrJoin(tls->client_ca_subjects, "; ")},
+                       {"cert_subject", tls->cert_subject},
+                       {"cert_sha256", tls->cert_sha256},
+                       {"cert_not_after", absl::FormatTime(tls->cert_not_after)},
+                       {"reload_interval", absl::FormatDuration(options.tls_reload_interval)}});
+  } else {
+    conveyor::LogInfo("TLS off: the gRPC API is plaintext", {});
+  }
+
+  // Tokens and roles; then the safe-defaults rule, which needs to know
+  // whether TLS and auth are on. Both are configuration errors (exit 78).
+  if (const std::string tokens = absl::GetFlag(FLAGS_auth_tokens); !tokens.empty()) {
+    absl::StatusOr<std::shared_ptr<conveyor::server::Authorizer>> auth =
+        conveyor::server::Authorizer::Load(tokens);
+    if (!auth.ok()) {
+      conveyor::LogError("cannot start: bad --auth-tokens file", {{"error", auth.status()}});
+      return 78;
+    }
+    options.authorizer = *std::move(auth);
+    conveyor::LogInfo("auth on: every API call needs a token or a client certificate with a role",
+                      {{"path", tokens},
+                       {"tokens", static_cast<unsigned long long>(
+                                      options.authorizer->token_count())},
+                       {"certs", static_cast<unsigned long long>(
+                                     options.authorizer->cert_count())}});
+    // gRPC's own tracers can print request headers, bearer tokens among them.
+    if (const char* trace = std::getenv("GRPC_TRACE"); trace != nullptr && *trace != '\0') {
+      conveyor::LogWarning("GRPC_TRACE is ignored while auth is on: gRPC traces print "
+                           "request headers, bearer tokens among them",
+                           {{"GRPC_TRACE", trace}});
+      unsetenv("GRPC_TRACE");
+    }
+  } else {
+    conveyor::LogInfo("auth off: every API call is allowed (no --auth-tokens)", {});
+  }
+  options.insecure = absl::GetFlag(FLAGS_insecure);
+  if (absl::Status exposed = conveyor::server::CheckListenExposure(
+          options.listen, options.tls_enabled(), options.authorizer != nullptr,
+          options.insecure);
+      !exposed.ok()) {
+    conveyor::LogError("cannot start: unsafe listen address", {{"error", exposed}});
+    return 78;
+  }
+  if (const std::string missing = conveyor::server::MissingProtections(
+          options.tls_enabled(), options.authorizer != nullptr);
+      options.insecure && !missing.empty() &&
+      !conveyor::server::IsLoopbackListen(options.listen)) {
+    conveyor::LogWarning(
+        absl::StrCat("--insecure: serving the API on a non-loopback address without ", missing,
+                     "; anyone who reaches the port can use it"),
+        {{"addr", options.listen}, {"missing", missing}});
+  }
+  if (!options.metrics_addr.empty() &&
+      !conveyor::server::IsLoopbackListen(options.metrics_addr)) {
+    conveyor::LogWarning("/metrics is served on a non-loopback address, in plaintext and "
+                         "without auth: queue names and counts are visible to anyone who "
+                         "reaches it",
+                         {{"metrics_addr", options.metrics_addr}});
+  }
+
   auto server = conveyor::server::BrokerServer::Start(options);
   if (!server.ok()) {
     conveyor::LogError("cannot start", {{"error", server.status()}});
@@ -188,6 +357,22 @@ int main(int argc, char** argv) {
       case absl::StatusCode::kFailedPrecondition: return 75;
       default: return 69;
     }
+  }
+  if (options.authorizer != nullptr) {
+    options.authorizer->StartWatching(absl::Seconds(1));
+    // Detached (it waits in sigwait for good), so it holds only a weak
+    // reference: the authorizer and its watcher thread end with main.
+    std::thread([weak = std::weak_ptr<conveyor::server::Authorizer>(options.authorizer),
+                 hup_signal] {
+      for (;;) {
+        int sig = 0;
+        if (sigwait(&hup_signal, &sig) != 0) return;
+        std::shared_ptr<conveyor::server::Authorizer> auth = weak.lock();
+        if (auth == nullptr) return;
+        conveyor::LogInfo("SIGHUP: re-reading the auth tokens file", {{"path", auth->path()}});
+        (void)auth->Reload();  // logs the outcome; a bad file keeps the old tokens
+      }
+    }).detach();
   }
   conveyor::LogInfo("listening", {{"addr", options.listen},
                                   {"port", (*server)->port()},

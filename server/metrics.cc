@@ -261,6 +261,13 @@ BrokerMetrics::QueueCounters& BrokerMetrics::For(const Queue& queue) {
   c->expired = &expired_.Add(l);
   c->wait = &wait_seconds_.Add(l, TaskBuckets());
   c->run = &run_seconds_.Add(l, TaskBuckets());
+  // Every outcome from the start, at 0: rate() and increase() then see the
+  // first failure of a queue (a series born at its final value shows none).
+  for (TaskState s : {TaskState::kSucceeded, TaskState::kDead, TaskState::kCanceled,
+                      TaskState::kExpired, TaskState::kFallback}) {
+    c->finished.emplace(static_cast<int>(s),
+                        &finished_.Add({{"queue", queue.name()}, {"outcome", OutcomeName(s)}}));
+  }
   QueueCounters& ref = *c;
   queues_.emplace(queue.name(), std::move(c));
   return ref;
@@ -273,7 +280,11 @@ void BrokerMetrics::OnSubmitted(const Queue& queue, const Task&) {
 void BrokerMetrics::OnDispatched(const Queue& queue, const Task& task) {
   QueueCounters& c = For(queue);
   c.dispatched->Increment();
-  if (task.token == 1 && task.extra() != nullptr) {
+  // The first lease: lease count 1 within the epoch (tokens carry the
+  // broker's epoch in their high half), no attempt or crash spent yet. A task
+  // leased before a restart and leased again after it counts twice (rare).
+  if ((task.token & 0xffffffffu) == 1 && task.failures == 0 && task.crashes == 0 &&
+      task.extra() != nullptr) {
     c.wait->Observe(absl::ToDoubleSeconds(task.extra()->started_at - task.created_at()));
   }
 }

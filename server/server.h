@@ -12,6 +12,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
@@ -22,6 +23,7 @@
 
 namespace grpc {
 class Server;
+class ServerCredentials;
 }
 namespace prometheus {
 class Exposer;
@@ -32,6 +34,7 @@ namespace journal {
 class FileJournal;
 }
 
+class Authorizer;
 class BrokerMetrics;
 class BrokerService;
 
@@ -40,6 +43,24 @@ struct ServerOptions {
   std::string listen = "127.0.0.1:7400";
   // host:port for /metrics; empty disables.
   std::string metrics_addr = "127.0.0.1:9464";
+  // TLS (docs/security.md, "TLS and mTLS"). With tls_cert_file and
+  // tls_key_file (PEM) the API is served over TLS only; with
+  // tls_client_ca_file (PEM bundle) as well, every client must present a
+  // certificate that chains to one of those CAs (mTLS), and a call's
+  // auth_context() carries its x509_common_name and
+  // x509_subject_alternative_name. gRPC re-reads all three files every
+  // tls_reload_interval (whole seconds, 1s to 24h) and uses what changed for
+  // new connections.
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  std::string tls_client_ca_file;
+  absl::Duration tls_reload_interval = absl::Seconds(60);
+  // Tokens and roles (docs/security.md, "Tokens and roles"): checks every
+  // call of the API. Null: auth off, every call allowed.
+  std::shared_ptr<Authorizer> authorizer;
+  // Serve on a non-loopback address without TLS and auth (docs/security.md,
+  // "Safe defaults"); Start refuses that otherwise.
+  bool insecure = false;
   BrokerOptions broker;
   // gRPC transport limits.
   int max_concurrent_streams = 1000;
@@ -64,7 +85,41 @@ struct ServerOptions {
   // the last one, so disk use follows live state, not history. 0: twice the
   // size of the last snapshot, at least 4 MiB.
   uint64_t snapshot_bytes = 0;
+
+  // The API is served over TLS (tls_cert_file is set).
+  bool tls_enabled() const { return !tls_cert_file.empty(); }
+  // TLS that also requires and verifies client certificates.
+  bool mtls_enabled() const { return tls_enabled() && !tls_client_ca_file.empty(); }
 };
+
+// What ValidateTlsOptions read from the certificate files, for the logs.
+// Never holds key material.
+struct TlsSummary {
+  std::string cert_subject;  // the server certificate's subject, one line
+  absl::Time cert_not_after = absl::InfinitePast();
+  // SHA-256 of the server certificate, as `openssl x509 -fingerprint -sha256`
+  // prints it (AB:CD:...).
+  std::string cert_sha256;
+  // Subjects of the certificates in tls_client_ca_file; empty without mTLS.
+  std::vector<std::string> client_ca_subjects;
+
+  bool operator==(const TlsSummary&) const = default;
+};
+
+// Checks the TLS options before anything starts. INVALID_ARGUMENT for a bad
+// combination (a key without a certificate or the reverse, a client CA
+// without a certificate, a reload interval that is not whole seconds from 1s
+// to 24h); FAILED_PRECONDITION for a file that is missing, unreadable, not
+// PEM, an encrypted key, or a key that does not match the certificate. The
+// message names the flag and the path, never file contents. TLS off: OK with
+// an empty summary.
+absl::StatusOr<TlsSummary> ValidateTlsOptions(const ServerOptions& options);
+
+// The credentials the API listens with: insecure without TLS; otherwise
+// gRPC's TlsServerCredentials over a FileWatcherCertificateProvider on the
+// files, requiring and verifying client certificates with mTLS. Does not
+// validate: call ValidateTlsOptions first.
+std::shared_ptr<grpc::ServerCredentials> MakeServerCredentials(const ServerOptions& options);
 
 class BrokerServer {
  public:
@@ -88,6 +143,9 @@ class BrokerServer {
   BrokerServer(ServerOptions options, const Clock* clock);
   void TickLoop();
   void SnapshotLoop();
+  // With TLS: checks the files every reload interval and logs a change, a
+  // file gRPC cannot use, or a certificate close to expiry.
+  void TlsCheckLoop(TlsSummary at_start);
 
   const ServerOptions options_;
   const Clock* const clock_;
@@ -105,6 +163,7 @@ class BrokerServer {
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
   std::thread ticker_;
   std::thread snapshotter_;
+  std::thread tls_checker_;
 };
 
 }  // namespace conveyor::server

@@ -7,6 +7,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/grpc_util.h"
+#include "common/log.h"
+#include "common/security.h"
+#include "grpc/grpc_security_constants.h"
+#include "grpcpp/security/auth_context.h"
+#include "server/auth.h"
 #include "server/metrics.h"
 
 namespace conveyor::server {
@@ -631,6 +636,9 @@ class BrokerService::TaskServiceImpl final : public v1::TaskService::CallbackSer
                                    const v1::SubmitRequest* req,
                                    v1::SubmitResponse* resp) override {
     RpcTimer timer(s_->metrics_, kService, "Submit", /*long_lived=*/false);
+    if (absl::Status allowed = s_->Authorize(ctx, kService, "Submit"); !allowed.ok()) {
+      return FinishNow(ctx, timer, allowed);
+    }
     absl::StatusOr<TaskSpec> spec = SpecFromProto(req->task(), s_->clock_->Now());
     if (!spec.ok()) return FinishNow(ctx, timer, spec.status());
     auto* reactor = new ParkedReactor(s_->broker_, timer);
@@ -651,6 +659,9 @@ class BrokerService::TaskServiceImpl final : public v1::TaskService::CallbackSer
                                         const v1::SubmitBatchRequest* req,
                                         v1::SubmitBatchResponse* resp) override {
     RpcTimer timer(s_->metrics_, kService, "SubmitBatch", false);
+    if (absl::Status allowed = s_->Authorize(ctx, kService, "SubmitBatch"); !allowed.ok()) {
+      return FinishNow(ctx, timer, allowed);
+    }
     const absl::Time now = s_->clock_->Now();
     std::vector<TaskSpec> specs;
     std::vector<absl::Status> decode(req->tasks_size());
@@ -703,6 +714,9 @@ class BrokerService::TaskServiceImpl final : public v1::TaskService::CallbackSer
   grpc::ServerUnaryReactor* GetTask(grpc::CallbackServerContext* ctx,
                                     const v1::GetTaskRequest* req, v1::Task* resp) override {
     RpcTimer timer(s_->metrics_, kService, "GetTask", false);
+    if (absl::Status allowed = s_->Authorize(ctx, kService, "GetTask"); !allowed.ok()) {
+      return FinishNow(ctx, timer, allowed);
+    }
     absl::StatusOr<TaskId> id = TaskId::Parse(req->id());
     if (!id.ok()) return FinishNow(ctx, timer, id.status());
     absl::StatusOr<TaskInfo> info = s_->broker_->GetTask(*id);
@@ -710,12 +724,14 @@ class BrokerService::TaskServiceImpl final : public v1::TaskService::CallbackSer
     return FinishNow(ctx, timer, info.status());
   }
 
-  grpc::ServerWriteReactor<v1::Task>* WatchTask(grpc::CallbackServerContext*,
+  grpc::ServerWriteReactor<v1::Task>* WatchTask(grpc::CallbackServerContext* ctx,
                                                 const v1::WatchTaskRequest* req) override {
     auto* reactor = new WatchReactor(s_, s_->broker_,
                                      RpcTimer(s_->metrics_, kService, "WatchTask", true));
     absl::StatusOr<TaskId> id = TaskId::Parse(req->id());
-    if (!id.ok()) {
+    if (absl::Status allowed = s_->Authorize(ctx, kService, "WatchTask"); !allowed.ok()) {
+      reactor->FinishWith(allowed);
+    } else if (!id.ok()) {
       reactor->FinishWith(id.status());
     } else {
       reactor->Start(*id);
@@ -727,6 +743,9 @@ class BrokerService::TaskServiceImpl final : public v1::TaskService::CallbackSer
                                        const v1::CancelTaskRequest* req,
                                        v1::Task* resp) override {
     RpcTimer timer(s_->metrics_, kService, "CancelTask", false);
+    if (absl::Status allowed = s_->Authorize(ctx, kService, "CancelTask"); !allowed.ok()) {
+      return FinishNow(ctx, timer, allowed);
+    }
     absl::StatusOr<TaskId> id = TaskId::Parse(req->id());
     if (!id.ok()) return FinishNow(ctx, timer, id.status());
     Ticket ticket = 0;
@@ -739,6 +758,9 @@ class BrokerService::TaskServiceImpl final : public v1::TaskService::CallbackSer
                                       const v1::ListTasksRequest* req,
                                       v1::ListTasksResponse* resp) override {
     RpcTimer timer(s_->metrics_, kService, "ListTasks", false);
+    if (absl::Status allowed = s_->Authorize(ctx, kService, "ListTasks"); !allowed.ok()) {
+      return FinishNow(ctx, timer, allowed);
+    }
     absl::StatusOr<std::optional<TaskState>> state = StateFromProto(req->state());
     if (!state.ok()) return FinishNow(ctx, timer, state.status());
     absl::StatusOr<TaskPage> page =
@@ -765,6 +787,9 @@ class BrokerService::QueueServiceImpl final : public v1::QueueService::CallbackS
                                         const v1::CreateQueueRequest* req,
                                         v1::Queue* resp) override {
     RpcTimer timer(s_->metrics_, kService, "CreateQueue", false);
+    if (absl::Status allowed = s_->Authorize(ctx, kService, "CreateQueue"); !allowed.ok()) {
+      return FinishNow(ctx, timer, allowed);
+    }
     absl::StatusOr<QueueConfig> config =
         QueueConfigFromProto(req->config(), s_->broker_->options().queue_defaults);
     if (!config.ok()) return FinishNow(ctx, timer, config.status());
@@ -777,6 +802,9 @@ class BrokerService::QueueServiceImpl final : public v1::QueueService::CallbackS
                                         const v1::UpdateQueueRequest* req,
                                         v1::Queue* resp) override {
     RpcTimer timer(s_->metrics_, kService, "UpdateQueue", false);
+    if (absl::Status allowed = s_->Authorize(ctx, kService, "UpdateQueue"); !allowed.ok()) {
+      return FinishNow(ctx, timer, allowed);
+    }
     absl::StatusOr<QueueUpdate> update = UpdateFromProto(*req);
     if (!update.ok()) return FinishNow(ctx, timer, update.status());
     Ticket ticket = 0;
@@ -787,6 +815,9 @@ class BrokerService::QueueServiceImpl final : public v1::QueueService::CallbackS
   grpc::ServerUnaryReactor* GetQueue(grpc::CallbackServerContext* ctx,
                                      const v1::GetQueueRequest* req, v1::Queue* resp) override {
     RpcTimer timer(s_->metrics_, kService, "GetQueue", false);
+    if (absl::Status allowed = s_->Authorize(ctx, kService, "GetQueue"); !allowed.ok()) {
+      return FinishNow(ctx, timer, allowed);
+    }
     return Answer(ctx, timer, s_->broker_->GetQueue(req->name()), resp);
   }
 
@@ -794,32 +825,44 @@ class BrokerService::QueueServiceImpl final : public v1::QueueService::CallbackS
                                        const v1::ListQueuesRequest*,
                                        v1::ListQueuesResponse* resp) override {
     RpcTimer timer(s_->metrics_, kService, "ListQueues", false);
+    if (absl::Status allowed = s_->Authorize(ctx, kService, "ListQueues"); !allowed.ok()) {
+      return FinishNow(ctx, timer, allowed);
+    }
     for (const QueueInfo& q : s_->broker_->ListQueues()) QueueToProto(q, resp->add_queues());
     return FinishNow(ctx, timer, absl::OkStatus());
   }
 
-  grpc::ServerUnaryReactor* PauseQueue(grpc::CallbackServerContext* /*ctx*/,
+  grpc::ServerUnaryReactor* PauseQueue(grpc::CallbackServerContext* ctx,
                                        const v1::PauseQueueRequest* req,
                                        v1::Queue* resp) override {
     RpcTimer timer(s_->metrics_, kService, "PauseQueue", false);
+    if (absl::Status allowed = s_->Authorize(ctx, kService, "PauseQueue"); !allowed.ok()) {
+      return FinishNow(ctx, timer, allowed);
+    }
     Ticket ticket = 0;
     absl::StatusOr<QueueInfo> info = s_->broker_->PauseQueue(req->name(), &ticket);
     return Durable(timer, ticket, info, resp);
   }
 
-  grpc::ServerUnaryReactor* ResumeQueue(grpc::CallbackServerContext* /*ctx*/,
+  grpc::ServerUnaryReactor* ResumeQueue(grpc::CallbackServerContext* ctx,
                                         const v1::ResumeQueueRequest* req,
                                         v1::Queue* resp) override {
     RpcTimer timer(s_->metrics_, kService, "ResumeQueue", false);
+    if (absl::Status allowed = s_->Authorize(ctx, kService, "ResumeQueue"); !allowed.ok()) {
+      return FinishNow(ctx, timer, allowed);
+    }
     Ticket ticket = 0;
     absl::StatusOr<QueueInfo> info = s_->broker_->ResumeQueue(req->name(), &ticket);
     return Durable(timer, ticket, info, resp);
   }
 
-  grpc::ServerUnaryReactor* PurgeQueue(grpc::CallbackServerContext* /*ctx*/,
+  grpc::ServerUnaryReactor* PurgeQueue(grpc::CallbackServerContext* ctx,
                                        const v1::PurgeQueueRequest* req,
                                        v1::PurgeQueueResponse* resp) override {
     RpcTimer timer(s_->metrics_, kService, "PurgeQueue", false);
+    if (absl::Status allowed = s_->Authorize(ctx, kService, "PurgeQueue"); !allowed.ok()) {
+      return FinishNow(ctx, timer, allowed);
+    }
     Ticket ticket = 0;
     absl::StatusOr<uint64_t> n = s_->broker_->PurgeQueue(req->name(), &ticket);
     if (n.ok()) resp->set_purged(*n);
@@ -830,6 +873,9 @@ class BrokerService::QueueServiceImpl final : public v1::QueueService::CallbackS
                                             const v1::ListDeadLettersRequest* req,
                                             v1::ListDeadLettersResponse* resp) override {
     RpcTimer timer(s_->metrics_, kService, "ListDeadLetters", false);
+    if (absl::Status allowed = s_->Authorize(ctx, kService, "ListDeadLetters"); !allowed.ok()) {
+      return FinishNow(ctx, timer, allowed);
+    }
     absl::StatusOr<TaskPage> page =
         s_->broker_->ListDeadLetters(req->queue(), req->page_size(), req->page_token());
     if (page.ok()) {
@@ -843,6 +889,9 @@ class BrokerService::QueueServiceImpl final : public v1::QueueService::CallbackS
                                                const v1::RequeueDeadLettersRequest* req,
                                                v1::RequeueDeadLettersResponse* resp) override {
     RpcTimer timer(s_->metrics_, kService, "RequeueDeadLetters", false);
+    if (absl::Status allowed = s_->Authorize(ctx, kService, "RequeueDeadLetters"); !allowed.ok()) {
+      return FinishNow(ctx, timer, allowed);
+    }
     absl::StatusOr<std::vector<TaskId>> ids = ParseIds(req->ids());
     if (!ids.ok()) return FinishNow(ctx, timer, ids.status());
     Ticket ticket = 0;
@@ -855,6 +904,9 @@ class BrokerService::QueueServiceImpl final : public v1::QueueService::CallbackS
                                              const v1::PurgeDeadLettersRequest* req,
                                              v1::PurgeDeadLettersResponse* resp) override {
     RpcTimer timer(s_->metrics_, kService, "PurgeDeadLetters", false);
+    if (absl::Status allowed = s_->Authorize(ctx, kService, "PurgeDeadLetters"); !allowed.ok()) {
+      return FinishNow(ctx, timer, allowed);
+    }
     absl::StatusOr<std::vector<TaskId>> ids = ParseIds(req->ids());
     if (!ids.ok()) return FinishNow(ctx, timer, ids.status());
     Ticket ticket = 0;
@@ -927,6 +979,9 @@ class BrokerService::WorkerServiceImpl final : public v1::WorkerService::Callbac
     absl::StatusOr<absl::Duration> wait = DurationField(req->wait(), "wait");
     RpcTimer timer(s_->metrics_, kService, "Lease",
                    /*long_lived=*/wait.ok() && *wait > absl::ZeroDuration());
+    if (absl::Status allowed = s_->Authorize(ctx, kService, "Lease"); !allowed.ok()) {
+      return FinishNow(ctx, timer, allowed);
+    }
     if (!wait.ok()) return FinishNow(ctx, timer, wait.status());
     LeaseRequest request;
     request.worker_id = req->worker_id();
@@ -971,6 +1026,9 @@ class BrokerService::WorkerServiceImpl final : public v1::WorkerService::Callbac
                                       const v1::HeartbeatRequest* req,
                                       v1::HeartbeatResponse* resp) override {
     RpcTimer timer(s_->metrics_, kService, "Heartbeat", false);
+    if (absl::Status allowed = s_->Authorize(ctx, kService, "Heartbeat"); !allowed.ok()) {
+      return FinishNow(ctx, timer, allowed);
+    }
     std::vector<HeartbeatItem> items;
     std::vector<absl::Status> decode(req->items_size());
     items.reserve(req->items_size());
@@ -1015,6 +1073,9 @@ class BrokerService::WorkerServiceImpl final : public v1::WorkerService::Callbac
                                      const v1::CompleteRequest* req,
                                      v1::CompleteResponse* resp) override {
     RpcTimer timer(s_->metrics_, kService, "Complete", false);
+    if (absl::Status allowed = s_->Authorize(ctx, kService, "Complete"); !allowed.ok()) {
+      return FinishNow(ctx, timer, allowed);
+    }
     return Report<CompleteItem>(
         ctx, timer, req->items(), resp->mutable_items(),
         [](const v1::CompleteRequest::Item& in, CompleteItem& out) {
@@ -1029,6 +1090,9 @@ class BrokerService::WorkerServiceImpl final : public v1::WorkerService::Callbac
   grpc::ServerUnaryReactor* Fail(grpc::CallbackServerContext* ctx, const v1::FailRequest* req,
                                  v1::FailResponse* resp) override {
     RpcTimer timer(s_->metrics_, kService, "Fail", false);
+    if (absl::Status allowed = s_->Authorize(ctx, kService, "Fail"); !allowed.ok()) {
+      return FinishNow(ctx, timer, allowed);
+    }
     return Report<FailItem>(
         ctx, timer, req->items(), resp->mutable_items(),
         [](const v1::FailRequest::Item& in, FailItem& out) {
@@ -1056,6 +1120,9 @@ class BrokerService::WorkerServiceImpl final : public v1::WorkerService::Callbac
                                     const v1::ReleaseRequest* req,
                                     v1::ReleaseResponse* resp) override {
     RpcTimer timer(s_->metrics_, kService, "Release", false);
+    if (absl::Status allowed = s_->Authorize(ctx, kService, "Release"); !allowed.ok()) {
+      return FinishNow(ctx, timer, allowed);
+    }
     return Report<ReleaseItem>(
         ctx, timer, req->items(), resp->mutable_items(),
         [](const v1::ReleaseRequest::Item&, ReleaseItem&) { return absl::OkStatus(); },
@@ -1126,8 +1193,9 @@ class BrokerService::WorkerServiceImpl final : public v1::WorkerService::Callbac
 
 // ───────────────────────────── BrokerService ─────────────────────────────
 
-BrokerService::BrokerService(Broker* broker, const Clock* clock, RpcMetrics* metrics)
-    : broker_(broker), clock_(clock), metrics_(metrics),
+BrokerService::BrokerService(Broker* broker, const Clock* clock, RpcMetrics* metrics,
+                             const Authorizer* authorizer)
+    : broker_(broker), clock_(clock), metrics_(metrics), authorizer_(authorizer),
       task_service_(std::make_unique<TaskServiceImpl>(this)),
       queue_service_(std::make_unique<QueueServiceImpl>(this)),
       worker_service_(std::make_unique<WorkerServiceImpl>(this)) {}
@@ -1136,6 +1204,36 @@ BrokerService::~BrokerService() = default;
 
 std::vector<grpc::Service*> BrokerService::services() {
   return {task_service_.get(), queue_service_.get(), worker_service_.get()};
+}
+
+absl::Status BrokerService::Authorize(grpc::CallbackServerContext* ctx, const char* service,
+                                      const char* method) const {
+  if (authorizer_ == nullptr) return absl::OkStatus();
+  CallerCredentials caller;
+  // Views into the call's metadata, which outlives this check. The header's
+  // value is never logged or copied anywhere else.
+  const auto headers = ctx->client_metadata().equal_range(kAuthorizationHeader);
+  for (auto it = headers.first; it != headers.second; ++it) {
+    caller.authorization.emplace_back(it->second.data(), it->second.size());
+  }
+  // Over mTLS the handshake verified the client certificate; its names are
+  // the identities `cert:` lines map to roles.
+  const std::shared_ptr<const grpc::AuthContext> auth = ctx->auth_context();
+  if (auth != nullptr && auth->IsPeerAuthenticated()) {
+    for (const char* property : {GRPC_X509_CN_PROPERTY_NAME, GRPC_X509_SAN_PROPERTY_NAME}) {
+      for (const grpc::string_ref& name : auth->FindPropertyValues(property)) {
+        caller.cert_identities.emplace_back(name.data(), name.size());
+      }
+    }
+  }
+  absl::Status status = authorizer_->Check(caller, service, method);
+  if (!status.ok()) {
+    LogDebug("call refused", {{"service", service},
+                              {"method", method},
+                              {"peer", ctx->peer()},
+                              {"error", status}});
+  }
+  return status;
 }
 
 bool BrokerService::AddWatch(WatchReactor* reactor) {

@@ -7,6 +7,11 @@
 // reactor that the broker finishes through a callback; a client cancel
 // removes the parked call from the broker.
 //
+// With an Authorizer (--auth-tokens), every RPC of the three services first
+// checks the caller's bearer token or client certificate against the role it
+// needs (server/auth.h) and ends UNAUTHENTICATED or PERMISSION_DENIED before
+// touching the broker. Health and reflection are not ours and stay open.
+//
 // Thread-safe.
 #ifndef CONVEYOR_SERVER_SERVICE_H_
 #define CONVEYOR_SERVER_SERVICE_H_
@@ -23,6 +28,7 @@
 
 namespace conveyor::server {
 
+class Authorizer;
 class RpcMetrics;
 class WatchReactor;
 
@@ -38,7 +44,10 @@ void QueueToProto(const QueueInfo& info, conveyor::v1::Queue* out);
 class BrokerService {
  public:
   // `broker` and `clock` must outlive this. `metrics` may be null.
-  BrokerService(Broker* broker, const Clock* clock, RpcMetrics* metrics);
+  // `authorizer` (must outlive this) checks every call; null: auth off, every
+  // call allowed.
+  BrokerService(Broker* broker, const Clock* clock, RpcMetrics* metrics,
+                const Authorizer* authorizer = nullptr);
   ~BrokerService();
 
   // The services to register with a grpc::ServerBuilder.
@@ -57,12 +66,18 @@ class BrokerService {
   class WorkerServiceImpl;
   friend class WatchReactor;
 
+  // OK when auth is off or the caller may call service/method; else
+  // UNAUTHENTICATED or PERMISSION_DENIED (Authorizer::Check). In-memory only.
+  absl::Status Authorize(grpc::CallbackServerContext* ctx, const char* service,
+                         const char* method) const;
+
   bool AddWatch(WatchReactor* reactor);
   void RemoveWatch(WatchReactor* reactor);
 
   Broker* const broker_;
   const Clock* const clock_;
   RpcMetrics* const metrics_;
+  const Authorizer* const authorizer_;
   std::unique_ptr<TaskServiceImpl> task_service_;
   std::unique_ptr<QueueServiceImpl> queue_service_;
   std::unique_ptr<WorkerServiceImpl> worker_service_;

@@ -557,5 +557,31 @@ TEST(CliArgsTest, QueueHelpDescribesTheLimitFlagsAndUpdateSaysZeroRemoves) {
   EXPECT_TRUE(absl::StrContains(Usage("submit"), "--concurrency-key K"));
 }
 
+TEST(CliArgsTest, TokenCommandsTakeRepeatedAndCommaSeparatedRoles) {
+  Invocation inv = MustParse({"token", "create", "--role", "work", "--role=submit,admin"});
+  ASSERT_NE(inv.command, nullptr);
+  EXPECT_STREQ(inv.command->name, "token create");
+  absl::StatusOr<RoleSet> roles = TokenRoles(inv);
+  ASSERT_TRUE(roles.ok()) << roles.status();
+  EXPECT_EQ(roles->ToString(), "submit,work,admin");
+
+  Invocation none = MustParse({"token", "hash"});
+  ASSERT_TRUE(TokenRoles(none).ok());
+  EXPECT_TRUE(TokenRoles(none)->empty());
+
+  absl::StatusOr<RoleSet> bad = TokenRoles(MustParse({"token", "create", "--role", "root"}));
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("--role: unknown role \"root\""), std::string::npos);
+}
+
+TEST(CliArgsTest, TokenIsAGroupAndItsUsageListsItsCommands) {
+  Invocation inv;
+  EXPECT_FALSE(Parse({"token"}, &inv).ok());  // a group needs its subcommand
+  EXPECT_EQ(inv.topic, "token");
+  const std::string usage = Usage("token");
+  EXPECT_NE(usage.find("token create"), std::string::npos) << usage;
+  EXPECT_NE(usage.find("token hash"), std::string::npos) << usage;
+}
+
 }  // namespace
 }  // namespace conveyor::client
