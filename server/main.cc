@@ -36,6 +36,10 @@ ABSL_FLAG(std::string, port_file, "",
           "scripts that listen on port 0).");
 ABSL_FLAG(std::string, metrics_addr, "127.0.0.1:9464",
           "host:port for the Prometheus /metrics endpoint; empty disables it.");
+ABSL_FLAG(std::string, health_listen, "",
+          "host:port of a plaintext listener that serves only grpc.health.v1.Health (and "
+          "reflection), mirroring the API's status (NOT_SERVING while draining): for "
+          "Kubernetes' native gRPC probes, which cannot speak TLS. Empty: none.");
 // TLS (docs/security.md, "TLS and mTLS").
 ABSL_FLAG(std::string, tls_cert, "",
           "PEM certificate chain (server certificate first) to serve the gRPC API over TLS; "
@@ -116,8 +120,9 @@ ABSL_FLAG(absl::Duration, max_connection_age_grace, absl::Seconds(90),
 ABSL_FLAG(absl::Duration, handshake_timeout, absl::Seconds(10),
           "A new connection must finish its TLS handshake and send the HTTP/2 preface "
           "and SETTINGS within this, or it is closed.");
-ABSL_FLAG(uint64_t, memory_quota_bytes, uint64_t{2} << 30,
-          "gRPC resource quota: memory its transports may use for buffers and calls.");
+ABSL_FLAG(uint64_t, memory_quota_bytes, uint64_t{1} << 30,
+          "gRPC resource quota: memory its transports may use for buffers. Near it, gRPC "
+          "closes connections to free memory (clients see UNAVAILABLE).");
 ABSL_FLAG(int32_t, max_threads, 256, "gRPC resource quota: most threads gRPC may create.");
 ABSL_FLAG(std::string, verify, "",
           "Offline tool: check the data directory DIR and exit, without starting the broker "
@@ -212,6 +217,7 @@ int main(int argc, char** argv) {
   conveyor::server::ServerOptions options;
   options.listen = absl::GetFlag(FLAGS_listen);
   options.metrics_addr = absl::GetFlag(FLAGS_metrics_addr);
+  options.health_listen = absl::GetFlag(FLAGS_health_listen);
   options.tls_cert_file = absl::GetFlag(FLAGS_tls_cert);
   options.tls_key_file = absl::GetFlag(FLAGS_tls_key);
   options.tls_client_ca_file = absl::GetFlag(FLAGS_tls_client_ca);
@@ -376,7 +382,8 @@ int main(int argc, char** argv) {
   }
   conveyor::LogInfo("listening", {{"addr", options.listen},
                                   {"port", (*server)->port()},
-                                  {"metrics_port", (*server)->metrics_port()}});
+                                  {"metrics_port", (*server)->metrics_port()},
+                                  {"health_port", (*server)->health_port()}});
   const std::string port_file = absl::GetFlag(FLAGS_port_file);
   if (!port_file.empty() && !WritePortFile(port_file, (*server)->port())) {
     conveyor::LogError("cannot write the port file", {{"path", port_file}});

@@ -321,6 +321,24 @@ absl::StatusOr<std::unique_ptr<BrokerServer>> BrokerServer::Start(ServerOptions 
   }
   self->server_->GetHealthCheckService()->SetServingStatus(true);
 
+  if (!o.health_listen.empty()) {
+    // Health only: no API service is registered here, and requests are tiny.
+    grpc::ServerBuilder health;
+    health.AddListeningPort(o.health_listen, grpc::InsecureServerCredentials(),
+                            &self->health_port_);
+    health.SetMaxReceiveMessageSize(4096);
+    health.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, 16);
+    health.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS, Ms(absl::Minutes(1)));
+    health.AddChannelArgument(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS, Ms(o.handshake_timeout));
+    self->health_server_ = health.BuildAndStart();
+    if (self->health_server_ == nullptr || self->health_port_ == 0) {
+      self->server_->Shutdown();
+      return absl::UnavailableError(
+          absl::StrCat("cannot listen on ", o.health_listen, " (--health-listen)"));
+    }
+    self->health_server_->GetHealthCheckService()->SetServingStatus(true);
+  }
+
   if (!o.metrics_addr.empty()) {
     try {
       // prometheus-cpp reports bind failures by exception; it is caught here,
@@ -454,6 +472,7 @@ void BrokerServer::Shutdown() {
   }
   LogInfo("draining", {{"grace", absl::FormatDuration(options_.drain_grace)}});
   server_->GetHealthCheckService()->SetServingStatus(false);
+  if (health_server_ != nullptr) health_server_->GetHealthCheckService()->SetServingStatus(false);
   broker_->BeginDrain();
   service_->BeginDrain();
   // Let running tasks report (heartbeat answers tell their workers to stop).
@@ -467,6 +486,9 @@ void BrokerServer::Shutdown() {
                {{"running", static_cast<unsigned long long>(left)}});
   }
   server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  if (health_server_ != nullptr) {
+    health_server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+  }
   {
     absl::MutexLock lock(&mu_);
     stopping_ = true;

@@ -43,6 +43,10 @@ struct ServerOptions {
   std::string listen = "127.0.0.1:7400";
   // host:port for /metrics; empty disables.
   std::string metrics_addr = "127.0.0.1:9464";
+  // host:port of a plaintext listener serving only grpc.health.v1.Health
+  // (for Kubernetes' native gRPC probes, which cannot speak TLS); empty:
+  // none. It mirrors the API's serving status (NOT_SERVING while draining).
+  std::string health_listen;
   // TLS (docs/security.md, "TLS and mTLS"). With tls_cert_file and
   // tls_key_file (PEM) the API is served over TLS only; with
   // tls_client_ca_file (PEM bundle) as well, every client must present a
@@ -62,7 +66,8 @@ struct ServerOptions {
   // "Safe defaults"); Start refuses that otherwise.
   bool insecure = false;
   BrokerOptions broker;
-  // gRPC transport limits.
+  // gRPC transport limits (docs/security.md, "Abuse on the wire", says what
+  // each holds against under gRPC 1.51 and what it does not).
   int max_concurrent_streams = 1000;
   absl::Duration keepalive_time = absl::Minutes(1);
   absl::Duration keepalive_timeout = absl::Seconds(20);
@@ -71,7 +76,10 @@ struct ServerOptions {
   absl::Duration max_connection_age = absl::Hours(2);
   absl::Duration max_connection_age_grace = absl::Seconds(90);
   absl::Duration handshake_timeout = absl::Seconds(10);
-  int64_t memory_quota_bytes = int64_t{2} << 30;
+  // Bounds the buffers of gRPC's transports (not the calls it queues): a
+  // client holding half-sent messages takes the broker to about this plus
+  // 200 MiB, and gRPC then closes connections to free memory.
+  int64_t memory_quota_bytes = int64_t{1} << 30;
   int max_threads = 256;
   // How long Shutdown lets running tasks report before it stops serving.
   absl::Duration drain_grace = absl::Seconds(10);
@@ -132,6 +140,8 @@ class BrokerServer {
   int port() const { return port_; }
   // 0 when metrics are disabled.
   int metrics_port() const { return metrics_port_; }
+  // 0 without health_listen.
+  int health_port() const { return health_port_; }
   Broker* broker() { return broker_.get(); }
 
   // Drains: refuse new submits and leases, end parked calls and watches, let
@@ -154,6 +164,8 @@ class BrokerServer {
   std::unique_ptr<Broker> broker_;
   std::unique_ptr<BrokerService> service_;
   std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<grpc::Server> health_server_;  // health only, plaintext
+  int health_port_ = 0;
   std::unique_ptr<prometheus::Exposer> exposer_;
   int port_ = 0;
   int metrics_port_ = 0;

@@ -431,6 +431,31 @@ TEST_F(CliE2eTest, HealthIsServingUntilTheBrokerStopsThenUnavailable) {
   EXPECT_EQ(r.code, EX_UNAVAILABLE) << r;
 }
 
+TEST_F(CliE2eTest, AHealthOnlyListenerServesHealthAndNothingElse) {
+  ASSERT_EQ(StopBroker(), 0);
+  StartBroker({"--health-listen=127.0.0.1:0"});
+  // The "listening" log line names the health port.
+  int health_port = 0;
+  const std::string log = ReadFileOrEmpty(dir_.path() / "broker.err");
+  const size_t at = log.find("\"health_port\":");
+  ASSERT_NE(at, std::string::npos) << log;
+  ASSERT_TRUE(absl::SimpleAtoi(
+      log.substr(at + 14, log.find_first_of(",}", at + 14) - (at + 14)), &health_port))
+      << log;
+  ASSERT_GT(health_port, 0);
+  const std::string health_addr = absl::StrCat("--addr=127.0.0.1:", health_port);
+  CliResult r = Cli({health_addr, "health"}, "", {}, /*with_addr=*/false);
+  EXPECT_EQ(r.code, 0) << r;
+  EXPECT_EQ(r.out, "SERVING\n");
+  // No API there: a task call is UNIMPLEMENTED, whatever the API's security.
+  r = Cli({health_addr, "queue", "list"}, "", {}, /*with_addr=*/false);
+  EXPECT_NE(r.code, 0) << r;
+  EXPECT_TRUE(absl::StrContains(r.err, "UNIMPLEMENTED")) << r;
+  // The API itself is unchanged.
+  r = Cli({"health"});
+  EXPECT_EQ(r.code, 0) << r;
+}
+
 TEST_F(CliE2eTest, AddressComesFromTheEnvironment) {
   CliResult r = Cli({"health"}, "", {absl::StrCat("CONVEYOR_ADDR=", addr_)}, /*with_addr=*/false);
   EXPECT_EQ(r.code, 0) << r;
