@@ -56,6 +56,15 @@ absl::Status NotFoundTask(TaskId id) {
       absl::StrCat("task ", id.ToString(), " not found (unknown, or its result was dropped)"));
 }
 
+absl::Status AlreadyEnded(TaskId id, TaskState state) {
+  return absl::FailedPreconditionError(
+      absl::StrCat("task ", id.ToString(), " has already ended (", TaskStateName(state), ")"));
+}
+
+absl::Status NeverLeased(TaskId id) {
+  return absl::FailedPreconditionError(absl::StrCat("task ", id.ToString(), " was never leased"));
+}
+
 absl::Status NotFoundQueue(absl::string_view name) {
   return absl::NotFoundError(absl::StrCat("queue ", Quoted(name), " not found"));
 }
@@ -1166,14 +1175,11 @@ std::vector<absl::Status> Broker::Complete(const std::vector<CompleteItem>& item
             task->extra()->result == item.result) {
           continue;
         }
-        out[i] = absl::FailedPreconditionError(absl::StrCat(
-            "task ", item.id.ToString(), " has already ended (",
-            TaskStateName(task->state), ")"));
+        out[i] = AlreadyEnded(item.id, task->state);
         continue;
       }
       if (task->token == 0) {
-        out[i] = absl::FailedPreconditionError(
-            absl::StrCat("task ", item.id.ToString(), " was never leased"));
+        out[i] = NeverLeased(item.id);
         continue;
       }
       // RUNNING, or requeued after its lease expired with no newer lease:
@@ -1213,14 +1219,11 @@ std::vector<absl::Status> Broker::Fail(const std::vector<FailItem>& items, Ticke
           continue;
         }
         if (IsTerminal(task->state)) {
-          out[i] = absl::FailedPreconditionError(absl::StrCat(
-              "task ", item.id.ToString(), " has already ended (",
-              TaskStateName(task->state), ")"));
+          out[i] = AlreadyEnded(item.id, task->state);
           continue;
         }
         if (task->token == 0) {
-          out[i] = absl::FailedPreconditionError(
-              absl::StrCat("task ", item.id.ToString(), " was never leased"));
+          out[i] = NeverLeased(item.id);
           continue;
         }
         Throttle(task, item.retry_after > absl::ZeroDuration() ? item.retry_after
@@ -1233,14 +1236,11 @@ std::vector<absl::Status> Broker::Fail(const std::vector<FailItem>& items, Ticke
             task->state == TaskState::kCanceled) {
           continue;  // a repeated report: the failure was already applied
         }
-        out[i] = absl::FailedPreconditionError(absl::StrCat(
-            "task ", item.id.ToString(), " has already ended (",
-            TaskStateName(task->state), ")"));
+        out[i] = AlreadyEnded(item.id, task->state);
         continue;
       }
       if (task->token == 0) {
-        out[i] = absl::FailedPreconditionError(
-            absl::StrCat("task ", item.id.ToString(), " was never leased"));
+        out[i] = NeverLeased(item.id);
         continue;
       }
       if (task->state == TaskState::kRunning) {
@@ -1301,15 +1301,12 @@ std::vector<absl::Status> Broker::Release(const std::vector<ReleaseItem>& items,
       }
       Task* task = *found;
       if (task->token == 0) {
-        out[i] = absl::FailedPreconditionError(
-            absl::StrCat("task ", items[i].id.ToString(), " was never leased"));
+        out[i] = NeverLeased(items[i].id);
         continue;
       }
       if (task->state != TaskState::kRunning) {
         if (IsTerminal(task->state) && task->state != TaskState::kCanceled) {
-          out[i] = absl::FailedPreconditionError(absl::StrCat(
-              "task ", items[i].id.ToString(), " has already ended (",
-              TaskStateName(task->state), ")"));
+          out[i] = AlreadyEnded(items[i].id, task->state);
         }
         continue;  // already back in the queue: nothing to hand back
       }
