@@ -9,7 +9,7 @@
 # the Debian packages, scripts/build configures and builds with CMake and
 # Ninja), so the image holds the binaries CI tested. The runtime stage adds
 # only the shared libraries they load (deploy/runtime-packages, checked
-# against ldd by tests/deploy/runtime_libs_test.py), tini and CA roots.
+# against ldd by tests/deploy/deploy_config_test.py), tini and CA roots.
 
 FROM debian:12 AS build
 WORKDIR /src
@@ -39,8 +39,9 @@ COPY --from=build /src/build/server/conveyord /src/build/worker/conveyor-worker 
 USER 10001:10001
 WORKDIR /var/lib/conveyor
 VOLUME ["/var/lib/conveyor"]
-# 7400 gRPC API (conveyord), 9464 broker /metrics, 9465 worker /metrics.
-EXPOSE 7400 9464 9465
+# 7400 gRPC API (conveyord), 7401 its health-only listener (--health-listen),
+# 9464 broker /metrics, 9465 worker /metrics.
+EXPOSE 7400 7401 9464 9465
 # tini runs the command given (conveyord, conveyor-worker or conveyor) as its
 # child and passes SIGTERM on: both daemons drain and exit 0 (grace periods:
 # conveyord --drain-grace 10s, conveyor-worker --grace 25s).
