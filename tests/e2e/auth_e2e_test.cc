@@ -12,25 +12,17 @@
 // test time.
 //
 // No fixed ports; every wait is a bounded poll.
-#include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <functional>
 #include <memory>
 #include <optional>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include "absl/strings/match.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
@@ -40,8 +32,7 @@
 #include "common/grpc_util.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-
-extern char** environ;
+#include "tests/e2e/e2e_util.h"
 
 #ifndef CONVEYORD_PATH
 #error "CONVEYORD_PATH must name the conveyord binary"
@@ -58,6 +49,9 @@ namespace {
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
+using e2e::CommandResult;
+using e2e::Process;
+using e2e::WriteFile;
 
 constexpr absl::Duration kCommandTimeout = absl::Seconds(60);
 constexpr absl::Duration kStartTimeout = absl::Seconds(20);
@@ -65,21 +59,8 @@ constexpr absl::Duration kStopTimeout = absl::Seconds(30);
 // The broker notices a changed tokens file within a second; generous for a
 // loaded 2-core machine.
 constexpr absl::Duration kReloadTimeout = absl::Seconds(30);
-constexpr absl::Duration kPollInterval = absl::Milliseconds(20);
 constexpr int kExitNoPerm = 77;
 constexpr int kExitConfig = 78;
-
-std::string ReadFileOrEmpty(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  return buffer.str();
-}
-
-void WriteFile(const fs::path& path, absl::string_view data) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(data.data(), static_cast<std::streamsize>(data.size()));
-}
 
 // Writes a complete new file and renames it over `path` (what the docs
 // advise for rotating tokens).
@@ -89,119 +70,14 @@ void ReplaceFile(const fs::path& path, absl::string_view data) {
   fs::rename(tmp, path);
 }
 
-class TempDir {
- public:
-  TempDir() {
-    const char* base = std::getenv("TEST_TMPDIR");
-    std::string templ =
-        absl::StrCat(base != nullptr && *base != '\0' ? base : "/tmp", "/conveyor-auth-e2e-XXXXXX");
-    if (mkdtemp(templ.data()) != nullptr) path_ = templ;
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    if (!path_.empty()) fs::remove_all(path_, ignored);
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
-
-// A child process with stdin from a file and stdout, stderr to files;
-// killed and reaped on destruction if still running.
-class Process {
- public:
-  Process() = default;
-  Process(const Process&) = delete;
-  Process& operator=(const Process&) = delete;
-  ~Process() {
-    if (running()) {
-      kill(pid_, SIGKILL);
-      int status;
-      waitpid(pid_, &status, 0);
-    }
-  }
-
-  bool Start(const std::vector<std::string>& argv, const fs::path& in, const fs::path& out,
-             const fs::path& err, const std::vector<std::string>& extra_env = {}) {
-    std::vector<std::string> env;
-    for (char** e = environ; *e != nullptr; ++e) {
-      // The test decides about these, not the caller's shell.
-      if (!absl::StartsWith(*e, "CONVEYOR_") && !absl::StartsWith(*e, "GRPC_TRACE=")) {
-        env.push_back(*e);
-      }
-    }
-    env.insert(env.end(), extra_env.begin(), extra_env.end());
-    std::vector<char*> argv_c, env_c;
-    for (const std::string& a : argv) argv_c.push_back(const_cast<char*>(a.c_str()));
-    argv_c.push_back(nullptr);
-    for (const std::string& e : env) env_c.push_back(const_cast<char*>(e.c_str()));
-    env_c.push_back(nullptr);
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, in.c_str(), O_RDONLY, 0);
-    posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, out.c_str(),
-                                     O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, err.c_str(),
-                                     O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    // posix_spawnp: `openssl` is found on PATH; our binaries have full paths.
-    const int rc = posix_spawnp(&pid_, argv_c[0], &actions, nullptr, argv_c.data(), env_c.data());
-    posix_spawn_file_actions_destroy(&actions);
-    if (rc != 0) {
-      ADD_FAILURE() << "posix_spawn " << argv[0] << ": " << strerror(rc);
-      pid_ = -1;
-      return false;
-    }
-    return true;
-  }
-
-  bool running() const { return pid_ > 0 && !status_.has_value(); }
-
-  bool Poll() {
-    if (status_.has_value()) return true;
-    if (pid_ <= 0) return true;
-    int status;
-    if (waitpid(pid_, &status, WNOHANG) == pid_) status_ = status;
-    return status_.has_value();
-  }
-
-  // The exit code (128 + signal for a signal); -1 if still running after
-  // `timeout` (then killed).
-  int Wait(absl::Duration timeout) {
-    if (pid_ <= 0) return -1;
-    const absl::Time deadline = absl::Now() + timeout;
-    while (!Poll()) {
-      if (absl::Now() > deadline) {
-        kill(pid_, SIGKILL);
-        int status;
-        waitpid(pid_, &status, 0);
-        pid_ = -1;
-        return -1;
-      }
-      absl::SleepFor(kPollInterval);
-    }
-    if (WIFEXITED(*status_)) return WEXITSTATUS(*status_);
-    if (WIFSIGNALED(*status_)) return 128 + WTERMSIG(*status_);
-    return -1;
-  }
-
-  void Signal(int sig) {
-    if (running()) kill(pid_, sig);
-  }
-
- private:
-  pid_t pid_ = -1;
-  std::optional<int> status_;
-};
-
-struct Result {
-  int code = -1;
-  std::string out;
-  std::string err;
-};
-
-std::ostream& operator<<(std::ostream& os, const Result& r) {
-  return os << "exit " << r.code << "\n--- stdout ---\n" << r.out << "\n--- stderr ---\n" << r.err;
+// This suite's children: stdin from `in`, stdout and stderr to files only
+// the test's user can read (they may hold a token), and none of the shell's
+// CONVEYOR_* or GRPC_TRACE: the test decides about these.
+e2e::ProcessOptions SuiteProcess(const fs::path& in, const fs::path& out, const fs::path& err,
+                                 const std::vector<std::string>& extra_env = {}) {
+  return {.stdio = e2e::Stdio::Files(in, out, err, 0600),
+          .unset_env_prefixes = {"CONVEYOR_", "GRPC_TRACE="},
+          .extra_env = extra_env};
 }
 
 class AuthE2eTest : public ::testing::Test {
@@ -210,7 +86,7 @@ class AuthE2eTest : public ::testing::Test {
 
   void TearDown() override {
     workers_.clear();
-    if (broker_ != nullptr && broker_->running()) {
+    if (broker_ != nullptr && broker_->unreaped()) {
       EXPECT_EQ(StopBroker(), 0) << "conveyord must drain and exit 0 on SIGTERM";
     }
     // The broker's whole log (GRPC_TRACE=all included) never holds a token.
@@ -223,16 +99,13 @@ class AuthE2eTest : public ::testing::Test {
   }
 
   // Runs any command; stdin from `stdin_data`.
-  Result Run(const std::vector<std::string>& argv, absl::string_view stdin_data = "",
-             const std::vector<std::string>& env = {}) {
+  CommandResult Run(const std::vector<std::string>& argv, absl::string_view stdin_data = "",
+                    const std::vector<std::string>& env = {}) {
     const fs::path in = dir_.path() / "cmd.in";
     WriteFile(in, stdin_data);
-    Process p;
-    Result r;
-    if (!p.Start(argv, in, dir_.path() / "cmd.out", dir_.path() / "cmd.err", env)) return r;
-    r.code = p.Wait(kCommandTimeout);
-    r.out = ReadFileOrEmpty(dir_.path() / "cmd.out");
-    r.err = ReadFileOrEmpty(dir_.path() / "cmd.err");
+    Process p(SuiteProcess(in, dir_.path() / "cmd.out", dir_.path() / "cmd.err", env));
+    if (!p.Start(argv)) return CommandResult();
+    CommandResult r = p.Finish(kCommandTimeout);
     EXPECT_NE(r.code, -1) << absl::StrJoin(argv, " ") << " timed out";
     return r;
   }
@@ -245,7 +118,7 @@ class AuthE2eTest : public ::testing::Test {
     std::string line;
   };
   Token MakeToken(const std::string& roles) {
-    Result r = Run({CONVEYOR_CLI_PATH, "token", "create", "--role", roles});
+    CommandResult r = Run({CONVEYOR_CLI_PATH, "token", "create", "--role", roles});
     EXPECT_EQ(r.code, 0) << r;
     Token t;
     t.token = std::string(absl::StripAsciiWhitespace(r.out));
@@ -267,7 +140,7 @@ class AuthE2eTest : public ::testing::Test {
   }
 
   fs::path tokens_file() const { return dir_.path() / "tokens"; }
-  std::string BrokerLog() const { return ReadFileOrEmpty(dir_.path() / "broker.err"); }
+  std::string BrokerLog() const { return e2e::ReadFileOrEmpty(dir_.path() / "broker.err"); }
 
   // Starts conveyord with `flags` after --port-file and --metrics-addr=;
   // returns its exit code if it exited during start-up, nullopt once it
@@ -276,31 +149,25 @@ class AuthE2eTest : public ::testing::Test {
     const fs::path port_file = dir_.path() / "port";
     fs::remove(port_file);
     WriteFile(dir_.path() / "broker.in", "");
-    broker_ = std::make_unique<Process>();
+    broker_ = std::make_unique<Process>(SuiteProcess(
+        dir_.path() / "broker.in", dir_.path() / "broker.out", dir_.path() / "broker.err",
+        // gRPC's "all" tracer prints every request header: the broker must
+        // drop it while auth is on.
+        {"GRPC_TRACE=all"}));
     std::vector<std::string> argv = {CONVEYORD_PATH,
                                      absl::StrCat("--port-file=", port_file.string()),
                                      "--metrics-addr="};
     argv.insert(argv.end(), flags.begin(), flags.end());
-    // gRPC's "all" tracer prints every request header: the broker must drop
-    // it while auth is on.
-    EXPECT_TRUE(broker_->Start(argv, dir_.path() / "broker.in", dir_.path() / "broker.out",
-                               dir_.path() / "broker.err", {"GRPC_TRACE=all"}));
-    const absl::Time deadline = absl::Now() + kStartTimeout;
-    for (;;) {
-      std::string text(absl::StripAsciiWhitespace(ReadFileOrEmpty(port_file)));
-      int port = 0;
-      if (!text.empty() && absl::SimpleAtoi(text, &port) && port > 0) {
-        port_ = port;
-        addr_ = absl::StrCat("127.0.0.1:", port);
-        return std::nullopt;
-      }
-      if (broker_->Poll()) return broker_->Wait(absl::ZeroDuration());
-      if (absl::Now() > deadline) {
-        ADD_FAILURE() << "conveyord wrote no port within " << kStartTimeout;
-        return -1;
-      }
-      absl::SleepFor(kPollInterval);
+    EXPECT_TRUE(broker_->Start(argv));
+    const int port = e2e::WaitForPortFile(port_file, *broker_, kStartTimeout);
+    if (port > 0) {
+      port_ = port;
+      addr_ = e2e::LoopbackAddress(port);
+      return std::nullopt;
     }
+    if (broker_->Poll()) return broker_->Wait(absl::ZeroDuration());
+    ADD_FAILURE() << "conveyord wrote no port within " << kStartTimeout;
+    return -1;
   }
 
   void StartBroker(const std::vector<std::string>& extra = {}) {
@@ -313,11 +180,12 @@ class AuthE2eTest : public ::testing::Test {
 
   int StopBroker() {
     broker_->Signal(SIGTERM);
-    return broker_->Wait(kStopTimeout);
+    return broker_->WaitOrKill(kStopTimeout);
   }
 
   // `conveyor --addr=<broker> [--token-file=T] ARGS`.
-  Result Cli(const Token* token, std::vector<std::string> args, absl::string_view stdin_data = "") {
+  CommandResult Cli(const Token* token, std::vector<std::string> args,
+                    absl::string_view stdin_data = "") {
     std::vector<std::string> argv = {CONVEYOR_CLI_PATH, absl::StrCat("--addr=", addr_)};
     if (token != nullptr) argv.push_back(absl::StrCat("--token-file=", token->file.string()));
     argv.insert(argv.end(), args.begin(), args.end());
@@ -327,7 +195,7 @@ class AuthE2eTest : public ::testing::Test {
   // Submits with `token`; the new task's id.
   std::string Submit(const Token& token, const std::string& queue, const std::string& type,
                      const std::string& payload) {
-    Result r = Cli(&token, {"submit", "--queue", queue, "--type", type, payload});
+    CommandResult r = Cli(&token, {"submit", "--queue", queue, "--type", type, payload});
     EXPECT_EQ(r.code, 0) << r;
     return std::string(absl::StripAsciiWhitespace(r.out));
   }
@@ -350,15 +218,15 @@ class AuthE2eTest : public ::testing::Test {
                                      absl::StrCat("--worker-id=", name), "--lease-wait=1s"};
     argv.insert(argv.end(), flags.begin(), flags.end());
     WriteFile(dir_.path() / "worker.in", "");
-    workers_.push_back(std::make_unique<Process>());
+    workers_.push_back(std::make_unique<Process>(SuiteProcess(
+        dir_.path() / "worker.in", dir_.path() / (name + ".out"), dir_.path() / (name + ".log"))));
     Process* p = workers_.back().get();
-    EXPECT_TRUE(p->Start(argv, dir_.path() / "worker.in", dir_.path() / (name + ".out"),
-                         dir_.path() / (name + ".log")));
+    EXPECT_TRUE(p->Start(argv));
     return p;
   }
 
   std::string WorkerLog(const std::string& name) const {
-    return ReadFileOrEmpty(dir_.path() / (name + ".log"));
+    return e2e::ReadFileOrEmpty(dir_.path() / (name + ".log"));
   }
 
   // A client-library connection with `token`.
@@ -394,7 +262,7 @@ class AuthE2eTest : public ::testing::Test {
          d + "/client.ext"},
     };
     for (const std::vector<std::string>& step : steps) {
-      Result r = Run(step);
+      CommandResult r = Run(step);
       if (r.code != 0) {
         ADD_FAILURE() << absl::StrJoin(step, " ") << "\n" << r;
         return false;
@@ -403,7 +271,7 @@ class AuthE2eTest : public ::testing::Test {
     return true;
   }
 
-  TempDir dir_;
+  e2e::TempDir dir_{"conveyor-auth-e2e"};
   std::unique_ptr<Process> broker_;
   std::vector<std::unique_ptr<Process>> workers_;
   std::vector<std::string> tokens_made_;
@@ -411,7 +279,7 @@ class AuthE2eTest : public ::testing::Test {
   std::string addr_;
 };
 
-void ExpectDenied(const Result& r, absl::string_view code, absl::string_view detail) {
+void ExpectDenied(const CommandResult& r, absl::string_view code, absl::string_view detail) {
   EXPECT_EQ(r.code, kExitNoPerm) << r;
   EXPECT_THAT(r.err, HasSubstr(code)) << r;
   EXPECT_THAT(r.err, HasSubstr(detail)) << r;
@@ -431,7 +299,7 @@ TEST_F(AuthE2eTest, NoTokenOrAWrongTokenIsUnauthenticatedAndHealthStaysOpen) {
   ExpectDenied(Cli(&stranger, {"queue", "create", "q"}), "UNAUTHENTICATED", "bearer token");
 
   // Probes need no token.
-  Result health = Cli(nullptr, {"health"});
+  CommandResult health = Cli(nullptr, {"health"});
   EXPECT_EQ(health.code, 0) << health;
   EXPECT_EQ(health.out, "SERVING\n");
 }
@@ -443,13 +311,13 @@ TEST_F(AuthE2eTest, SubmitRoleSubmitsReadsAndCancelsButCannotLeaseOrAdminister) 
 
   const std::string id = Submit(submit, "jobs", "upper", "hello");
   ASSERT_EQ(id.size(), 16u);
-  Result get = Cli(&submit, {"get", id});
+  CommandResult get = Cli(&submit, {"get", id});
   EXPECT_EQ(get.code, 0) << get;
-  Result list = Cli(&submit, {"list", "--queue", "jobs"});
+  CommandResult list = Cli(&submit, {"list", "--queue", "jobs"});
   EXPECT_EQ(list.code, 0) << list;
   EXPECT_THAT(list.out, HasSubstr(id));
   // Queue settings and counts are open to every role.
-  Result queues = Cli(&submit, {"queue", "list"});
+  CommandResult queues = Cli(&submit, {"queue", "list"});
   EXPECT_EQ(queues.code, 0) << queues;
   EXPECT_EQ(Cli(&submit, {"queue", "get", "jobs"}).code, 0);
 
@@ -469,7 +337,7 @@ TEST_F(AuthE2eTest, SubmitRoleSubmitsReadsAndCancelsButCannotLeaseOrAdminister) 
   absl::StatusOr<v1::LeaseResponse> leased = LibraryClient(&submit)->Lease(lease);
   EXPECT_EQ(leased.status().code(), absl::StatusCode::kPermissionDenied) << leased.status();
   // The task was never leased.
-  Result still = Cli(&submit, {"get", id});
+  CommandResult still = Cli(&submit, {"get", id});
   EXPECT_THAT(still.out, HasSubstr("READY")) << still;
 
   // Administration needs the admin role.
@@ -482,9 +350,9 @@ TEST_F(AuthE2eTest, SubmitRoleSubmitsReadsAndCancelsButCannotLeaseOrAdminister) 
   ExpectDenied(Cli(&submit, {"dead", "list", "jobs"}), "PERMISSION_DENIED", "needs the admin role");
 
   // Cancel, then watch the ended task: both TaskService calls.
-  Result cancel = Cli(&submit, {"cancel", id});
+  CommandResult cancel = Cli(&submit, {"cancel", id});
   EXPECT_EQ(cancel.code, 0) << cancel;
-  Result watch = Cli(&submit, {"watch", id});
+  CommandResult watch = Cli(&submit, {"watch", id});
   EXPECT_EQ(watch.code, 1) << watch;  // ended CANCELED, not denied
   EXPECT_THAT(watch.err, HasSubstr("CANCELED")) << watch;
 }
@@ -497,7 +365,8 @@ TEST_F(AuthE2eTest, WorkRoleRunsTasksThroughTheRealWorkerAndNothingElse) {
 
   StartWorker("worker", "jobs", {"--exec=upper=tr a-z A-Z",
                                  absl::StrCat("--token-file=", work.file.string())});
-  Result waited = Cli(&submit, {"submit", "--queue", "jobs", "--type", "upper", "--wait", "hello"});
+  CommandResult waited =
+      Cli(&submit, {"submit", "--queue", "jobs", "--type", "upper", "--wait", "hello"});
   EXPECT_EQ(waited.code, 0) << waited;
   EXPECT_EQ(waited.out, "HELLO") << waited;
   const std::string id = Submit(submit, "jobs", "upper", "again");
@@ -535,7 +404,7 @@ TEST_F(AuthE2eTest, AdminRoleManagesQueuesAndDeadLettersButCannotSubmitOrRead) {
            {"dead", "requeue", "jobs"},
            {"dead", "purge", "jobs", "--yes"},
        }) {
-    Result r = Cli(&admin, args);
+    CommandResult r = Cli(&admin, args);
     EXPECT_EQ(r.code, 0) << absl::StrJoin(args, " ") << "\n" << r;
   }
   ExpectDenied(Cli(&admin, {"submit", "--queue", "jobs", "--type", "t", "x"}), "PERMISSION_DENIED",
@@ -600,13 +469,13 @@ TEST_F(AuthE2eTest, MalformedTokensFileStopsStartWithExit78NamingFileAndLine) {
 
 TEST_F(AuthE2eTest, TokenHashMatchesTheLineCreateGave) {
   const Token t = MakeToken("work,admin");
-  Result hash = Run({CONVEYOR_CLI_PATH, "token", "hash", "--role", "work", "--role", "admin"},
-                    t.token + "\n");
+  CommandResult hash = Run(
+      {CONVEYOR_CLI_PATH, "token", "hash", "--role", "work", "--role", "admin"}, t.token + "\n");
   EXPECT_EQ(hash.code, 0) << hash;
   // create's line carries a "# created ..." comment; the rest is the same.
   EXPECT_TRUE(absl::StartsWith(t.line, std::string(absl::StripAsciiWhitespace(hash.out))))
       << t.line << "\n" << hash;
-  Result bare = Run({CONVEYOR_CLI_PATH, "token", "hash"}, t.token);
+  CommandResult bare = Run({CONVEYOR_CLI_PATH, "token", "hash"}, t.token);
   EXPECT_EQ(bare.out, absl::StrCat(t.line.substr(0, 71), "\n")) << bare;
 }
 
@@ -635,7 +504,7 @@ TEST_F(AuthE2eTest, InsecureServesNonLoopbackWithAWarning) {
   ASSERT_FALSE(exited.has_value()) << "conveyord exited " << *exited << "\n" << BrokerLog();
   EXPECT_THAT(BrokerLog(), HasSubstr("\"level\":\"warning\",\"msg\":\"--insecure: serving the "
                                      "API on a non-loopback address without TLS"));
-  Result health = Cli(nullptr, {"health"});
+  CommandResult health = Cli(nullptr, {"health"});
   EXPECT_EQ(health.code, 0) << health;
   // No auth: every call is allowed, as without --auth-tokens on loopback.
   EXPECT_EQ(Cli(nullptr, {"queue", "list"}).code, 0);
@@ -655,7 +524,7 @@ TEST_F(AuthE2eTest, NonLoopbackWithTlsAndAuthStartsAndServesTokensOverTls) {
   ASSERT_FALSE(exited.has_value()) << "conveyord exited " << *exited << "\n" << BrokerLog();
   EXPECT_FALSE(absl::StrContains(BrokerLog(), "--insecure"));
 
-  Result ok =
+  CommandResult ok =
       Cli(&submit, {"--tls-ca", d + "/ca.pem", "submit", "--queue", "q", "--type", "t", "x"});
   EXPECT_EQ(ok.code, 0) << ok;
   ExpectDenied(Cli(nullptr, {"--tls-ca", d + "/ca.pem", "list", "--queue", "q"}),
@@ -682,7 +551,7 @@ TEST_F(AuthE2eTest, ClientCertificateMapsToARoleWithoutAToken) {
   for (const char* a : {"submit", "--queue", "jobs", "--type", "upper", "--wait", "mtls"}) {
     submit_args.push_back(a);
   }
-  Result waited = Cli(&submit, submit_args);
+  CommandResult waited = Cli(&submit, submit_args);
   EXPECT_EQ(waited.code, 0) << waited << WorkerLog("cert-worker");
   EXPECT_EQ(waited.out, "MTLS") << waited;
 

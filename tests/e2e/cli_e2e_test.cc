@@ -14,23 +14,15 @@
 // poll (the port file, a process exit) with generous limits for a loaded
 // 2-core machine.
 #include <arpa/inet.h>
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/types.h>
-#include <sys/wait.h>
 #include <sysexits.h>
 #include <unistd.h>
 
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <memory>
-#include <optional>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -47,8 +39,7 @@
 #include "google/protobuf/util/json_util.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-
-extern char** environ;
+#include "tests/e2e/e2e_util.h"
 
 #ifndef CONVEYORD_PATH
 #error "CONVEYORD_PATH must name the conveyord binary"
@@ -61,153 +52,36 @@ namespace conveyor::client {
 namespace {
 
 namespace fs = std::filesystem;
+using e2e::CommandResult;
+using e2e::Process;
+using e2e::ReadFileOrEmpty;
+using e2e::WriteFile;
 
 constexpr absl::Duration kCliTimeout = absl::Seconds(60);
 constexpr absl::Duration kStartTimeout = absl::Seconds(20);
 constexpr absl::Duration kStopTimeout = absl::Seconds(30);
 constexpr absl::Duration kPollInterval = absl::Milliseconds(10);
 
-std::string ReadFileOrEmpty(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  return buffer.str();
-}
-
-void WriteFile(const fs::path& path, absl::string_view data) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(data.data(), static_cast<std::streamsize>(data.size()));
-}
-
-// A fresh directory under $TEST_TMPDIR (or /tmp), removed on destruction.
-class TempDir {
- public:
-  TempDir() {
-    const char* base = std::getenv("TEST_TMPDIR");
-    std::string templ =
-        absl::StrCat(base != nullptr && *base != '\0' ? base : "/tmp", "/conveyor-e2e-XXXXXX");
-    if (mkdtemp(templ.data()) != nullptr) path_ = templ;
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    if (!path_.empty()) fs::remove_all(path_, ignored);
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
-
-// A child process whose stdin comes from a file and whose stdout and stderr
-// go to files.
-class Process {
- public:
-  Process() = default;
-  Process(const Process&) = delete;
-  Process& operator=(const Process&) = delete;
-  ~Process() {
-    if (running()) {
-      kill(pid_, SIGKILL);
-      int status;
-      waitpid(pid_, &status, 0);
-    }
-  }
-
-  // Returns false (with a test failure) if the process could not start.
-  bool Start(const std::vector<std::string>& argv, const fs::path& in, const fs::path& out,
-             const fs::path& err, const std::vector<std::string>& extra_env = {}) {
-    std::vector<std::string> env;
-    for (char** e = environ; *e != nullptr; ++e) {
-      if (!absl::StartsWith(*e, "CONVEYOR_ADDR=")) env.push_back(*e);
-    }
-    env.insert(env.end(), extra_env.begin(), extra_env.end());
-    std::vector<char*> argv_c, env_c;
-    for (const std::string& a : argv) argv_c.push_back(const_cast<char*>(a.c_str()));
-    argv_c.push_back(nullptr);
-    for (const std::string& e : env) env_c.push_back(const_cast<char*>(e.c_str()));
-    env_c.push_back(nullptr);
-
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, in.c_str(), O_RDONLY, 0);
-    posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, out.c_str(),
-                                     O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, err.c_str(),
-                                     O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    const int rc = posix_spawn(&pid_, argv_c[0], &actions, nullptr, argv_c.data(), env_c.data());
-    posix_spawn_file_actions_destroy(&actions);
-    if (rc != 0) {
-      ADD_FAILURE() << "posix_spawn " << argv[0] << ": " << strerror(rc);
-      pid_ = -1;
-      return false;
-    }
-    return true;
-  }
-
-  bool running() const { return pid_ > 0 && !status_.has_value(); }
-
-  // The wait status once the process has exited; nullopt if it is still
-  // running after `timeout` (it is then killed and reaped).
-  std::optional<int> Wait(absl::Duration timeout) {
-    if (pid_ <= 0) return std::nullopt;
-    const absl::Time deadline = absl::Now() + timeout;
-    while (!status_.has_value()) {
-      if (Poll()) break;
-      if (absl::Now() > deadline) {
-        kill(pid_, SIGKILL);
-        int status;
-        waitpid(pid_, &status, 0);
-        pid_ = -1;
-        return std::nullopt;
-      }
-      absl::SleepFor(kPollInterval);
-    }
-    return status_;
-  }
-
-  // True once the process has exited.
-  bool Poll() {
-    if (status_.has_value()) return true;
-    int status;
-    if (waitpid(pid_, &status, WNOHANG) == pid_) status_ = status;
-    return status_.has_value();
-  }
-
-  void Signal(int sig) {
-    if (running()) kill(pid_, sig);
-  }
-
- private:
-  pid_t pid_ = -1;
-  std::optional<int> status_;
-};
-
-// The exit code for a normal exit; 128 + signal for a signal; -1 unknown.
-int ExitCode(std::optional<int> status) {
-  if (!status.has_value()) return -1;
-  if (WIFEXITED(*status)) return WEXITSTATUS(*status);
-  if (WIFSIGNALED(*status)) return 128 + WTERMSIG(*status);
-  return -1;
-}
-
-struct CliResult {
-  int code = -1;
-  std::string out;
-  std::string err;
-};
-
-std::ostream& operator<<(std::ostream& os, const CliResult& r) {
-  return os << "exit " << r.code << "\n--- stdout ---\n" << r.out << "\n--- stderr ---\n" << r.err;
+// This suite's children: stdin from `<stem>.in` in `dir`, stdout and stderr
+// to `<stem>.out` and `<stem>.err`, and no CONVEYOR_ADDR from the shell that
+// ran the test (the CLI would take it as its default broker).
+e2e::ProcessOptions SuiteProcess(const fs::path& dir, const std::string& stem,
+                                 const std::vector<std::string>& extra_env = {}) {
+  return {.stdio =
+              e2e::Stdio::Files(dir / (stem + ".in"), dir / (stem + ".out"), dir / (stem + ".err")),
+          .unset_env_prefixes = {"CONVEYOR_ADDR="},
+          .extra_env = extra_env};
 }
 
 // A `conveyor` process started in the background (watch, submit --wait).
 class BackgroundCli {
  public:
-  BackgroundCli(const fs::path& dir, const std::vector<std::string>& args) : dir_(dir) {
+  BackgroundCli(const fs::path& dir, const std::vector<std::string>& args)
+      : dir_(dir), process_(SuiteProcess(dir, "bg")) {
     std::vector<std::string> argv = {CONVEYOR_CLI_PATH};
     argv.insert(argv.end(), args.begin(), args.end());
     WriteFile(dir_ / "bg.in", "");
-    process_.Start(argv, dir_ / "bg.in", dir_ / "bg.out", dir_ / "bg.err");
+    process_.Start(argv);
   }
   // Polls its stdout until it holds `text` (bounded); false on timeout or
   // if the process exited first.
@@ -220,13 +94,7 @@ class BackgroundCli {
     }
     return false;
   }
-  CliResult Finish() {
-    CliResult r;
-    r.code = ExitCode(process_.Wait(kCliTimeout));
-    r.out = ReadFileOrEmpty(dir_ / "bg.out");
-    r.err = ReadFileOrEmpty(dir_ / "bg.err");
-    return r;
-  }
+  CommandResult Finish() { return process_.Finish(kCliTimeout); }
 
  private:
   fs::path dir_;
@@ -267,7 +135,7 @@ class CliE2eTest : public ::testing::Test {
     // close it first. HealthIsServingUntilTheBrokerStopsThenUnavailable
     // covers a stop with a client still connected.
     client_.reset();
-    if (broker_ != nullptr && broker_->running()) {
+    if (broker_ != nullptr && broker_->unreaped()) {
       EXPECT_EQ(StopBroker(), 0) << "conveyord must drain and exit 0 on SIGTERM";
     }
     if (HasFailure()) {
@@ -280,26 +148,18 @@ class CliE2eTest : public ::testing::Test {
     const fs::path port_file = dir_.path() / "port";
     fs::remove(port_file);
     WriteFile(dir_.path() / "broker.in", "");
-    broker_ = std::make_unique<Process>();
-    std::vector<std::string> argv = {CONVEYORD_PATH, "--listen=127.0.0.1:0",
-                                     absl::StrCat("--port-file=", port_file.string()),
-                                     "--metrics-addr="};
+    broker_ = std::make_unique<Process>(SuiteProcess(dir_.path(), "broker"));
+    std::vector<std::string> argv = e2e::LoopbackBrokerArgv(CONVEYORD_PATH, port_file);
     argv.insert(argv.end(), extra_flags.begin(), extra_flags.end());
-    ASSERT_TRUE(broker_->Start(argv, dir_.path() / "broker.in", dir_.path() / "broker.out",
-                               dir_.path() / "broker.err"));
-    const absl::Time deadline = absl::Now() + kStartTimeout;
-    int port = 0;
-    while (port == 0) {
-      std::string text(absl::StripAsciiWhitespace(ReadFileOrEmpty(port_file)));
-      if (!text.empty() && absl::SimpleAtoi(text, &port) && port > 0) break;
-      port = 0;
+    ASSERT_TRUE(broker_->Start(argv));
+    const int port = e2e::WaitForPortFile(port_file, *broker_, kStartTimeout);
+    if (port == 0) {
       ASSERT_FALSE(broker_->Poll()) << "conveyord exited during startup:\n"
                                     << ReadFileOrEmpty(dir_.path() / "broker.err");
-      ASSERT_LT(absl::Now(), deadline) << "conveyord wrote no port within " << kStartTimeout;
-      absl::SleepFor(kPollInterval);
+      FAIL() << "conveyord wrote no port within " << kStartTimeout;
     }
     port_ = port;
-    addr_ = absl::StrCat("127.0.0.1:", port);
+    addr_ = e2e::LoopbackAddress(port);
     ClientOptions options;
     options.address = addr_;
     options.timeout = absl::Seconds(30);
@@ -309,25 +169,19 @@ class CliE2eTest : public ::testing::Test {
   // SIGTERM, then the broker's exit code (-1 if it did not exit in time).
   int StopBroker() {
     broker_->Signal(SIGTERM);
-    return ExitCode(broker_->Wait(kStopTimeout));
+    return broker_->WaitOrKill(kStopTimeout);
   }
 
   // Runs `conveyor --addr=<broker> ARGS` with `stdin_data` on stdin.
-  CliResult Cli(const std::vector<std::string>& args, absl::string_view stdin_data = "",
-                const std::vector<std::string>& extra_env = {}, bool with_addr = true) {
+  CommandResult Cli(const std::vector<std::string>& args, absl::string_view stdin_data = "",
+                    const std::vector<std::string>& extra_env = {}, bool with_addr = true) {
     std::vector<std::string> argv = {CONVEYOR_CLI_PATH};
     if (with_addr) argv.push_back(absl::StrCat("--addr=", addr_));
     argv.insert(argv.end(), args.begin(), args.end());
-    const fs::path in = dir_.path() / "cli.in";
-    WriteFile(in, stdin_data);
-    Process process;
-    CliResult r;
-    if (!process.Start(argv, in, dir_.path() / "cli.out", dir_.path() / "cli.err", extra_env)) {
-      return r;
-    }
-    r.code = ExitCode(process.Wait(kCliTimeout));
-    r.out = ReadFileOrEmpty(dir_.path() / "cli.out");
-    r.err = ReadFileOrEmpty(dir_.path() / "cli.err");
+    WriteFile(dir_.path() / "cli.in", stdin_data);
+    Process process(SuiteProcess(dir_.path(), "cli", extra_env));
+    if (!process.Start(argv)) return CommandResult();
+    CommandResult r = process.Finish(kCliTimeout);
     EXPECT_NE(r.code, -1) << "conveyor " << absl::StrJoin(args, " ") << " timed out";
     return r;
   }
@@ -336,7 +190,7 @@ class CliE2eTest : public ::testing::Test {
   std::string Submit(const std::vector<std::string>& args, absl::string_view stdin_data = "") {
     std::vector<std::string> all = {"submit"};
     all.insert(all.end(), args.begin(), args.end());
-    CliResult r = Cli(all, stdin_data);
+    CommandResult r = Cli(all, stdin_data);
     EXPECT_EQ(r.code, 0) << r;
     std::string id(absl::StripTrailingAsciiWhitespace(r.out));
     EXPECT_EQ(id.size(), 16u) << r;
@@ -395,12 +249,12 @@ class CliE2eTest : public ::testing::Test {
   }
 
   v1::Task GetTaskJson(const std::string& id) {
-    CliResult r = Cli({"get", id, "-o", "json"});
+    CommandResult r = Cli({"get", id, "-o", "json"});
     EXPECT_EQ(r.code, 0) << r;
     return ParseJson<v1::Task>(r.out);
   }
 
-  TempDir dir_;
+  e2e::TempDir dir_{"conveyor-e2e"};
   std::unique_ptr<Process> broker_;
   int port_ = 0;
   std::string addr_;
@@ -408,7 +262,7 @@ class CliE2eTest : public ::testing::Test {
 };
 
 TEST_F(CliE2eTest, HealthIsServingUntilTheBrokerStopsThenUnavailable) {
-  CliResult r = Cli({"health"});
+  CommandResult r = Cli({"health"});
   EXPECT_EQ(r.code, 0) << r;
   EXPECT_EQ(r.out, "SERVING\n");
   r = Cli({"health", "-o", "json"});
@@ -444,7 +298,7 @@ TEST_F(CliE2eTest, AHealthOnlyListenerServesHealthAndNothingElse) {
       << log;
   ASSERT_GT(health_port, 0);
   const std::string health_addr = absl::StrCat("--addr=127.0.0.1:", health_port);
-  CliResult r = Cli({health_addr, "health"}, "", {}, /*with_addr=*/false);
+  CommandResult r = Cli({health_addr, "health"}, "", {}, /*with_addr=*/false);
   EXPECT_EQ(r.code, 0) << r;
   EXPECT_EQ(r.out, "SERVING\n");
   // No API there: a task call is UNIMPLEMENTED, whatever the API's security.
@@ -457,7 +311,8 @@ TEST_F(CliE2eTest, AHealthOnlyListenerServesHealthAndNothingElse) {
 }
 
 TEST_F(CliE2eTest, AddressComesFromTheEnvironment) {
-  CliResult r = Cli({"health"}, "", {absl::StrCat("CONVEYOR_ADDR=", addr_)}, /*with_addr=*/false);
+  CommandResult r =
+      Cli({"health"}, "", {absl::StrCat("CONVEYOR_ADDR=", addr_)}, /*with_addr=*/false);
   EXPECT_EQ(r.code, 0) << r;
   EXPECT_EQ(r.out, "SERVING\n");
 }
@@ -479,8 +334,8 @@ TEST_F(CliE2eTest, SubmitTakesThePayloadFromArgumentFileOrStdin) {
   const std::string from_stdin = Submit({"--queue", "payloads", "--type", "echo"}, "piped");
   EXPECT_EQ(GetTaskJson(from_stdin).payload(), "piped");
 
-  CliResult r = Cli({"submit", "--queue", "payloads", "--type", "echo", "--payload-file",
-                     (dir_.path() / "missing").string()});
+  CommandResult r = Cli({"submit", "--queue", "payloads", "--type", "echo", "--payload-file",
+                         (dir_.path() / "missing").string()});
   EXPECT_EQ(r.code, EX_NOINPUT) << r;
   r = Cli({"submit", "--queue", "payloads", "--type", "echo", "x", "--payload-file",
            (dir_.path() / "payload.bin").string()});
@@ -488,26 +343,26 @@ TEST_F(CliE2eTest, SubmitTakesThePayloadFromArgumentFileOrStdin) {
 }
 
 TEST_F(CliE2eTest, SubmitOptionsReachTheTaskAndGetShowsThem) {
-  CliResult r = Cli({"submit",
-                     "--queue",
-                     "opts",
-                     "--type",
-                     "resize",
-                     "--priority",
-                     "7",
-                     "--header",
-                     "traceparent=00-abc-def-01",
-                     "--header",
-                     "tag=x",
-                     "--max-attempts",
-                     "5",
-                     "--task-timeout",
-                     "90s",
-                     "--idempotency-key",
-                     "key-1",
-                     "-o",
-                     "json",
-                     "payload"});
+  CommandResult r = Cli({"submit",
+                         "--queue",
+                         "opts",
+                         "--type",
+                         "resize",
+                         "--priority",
+                         "7",
+                         "--header",
+                         "traceparent=00-abc-def-01",
+                         "--header",
+                         "tag=x",
+                         "--max-attempts",
+                         "5",
+                         "--task-timeout",
+                         "90s",
+                         "--idempotency-key",
+                         "key-1",
+                         "-o",
+                         "json",
+                         "payload"});
   ASSERT_EQ(r.code, 0) << r;
   v1::Task task = ParseJson<v1::Task>(r.out);
   EXPECT_EQ(task.queue(), "opts");
@@ -545,7 +400,7 @@ TEST_F(CliE2eTest, DelayedTaskIsScheduled) {
   const std::string id = Submit({"--queue", "later", "--type", "t", "--delay", "1h"});
   v1::Task task = GetTaskJson(id);
   EXPECT_EQ(task.state(), v1::TASK_STATE_SCHEDULED);
-  CliResult r = Cli({"list", "--queue", "later", "--state", "scheduled"});
+  CommandResult r = Cli({"list", "--queue", "later", "--state", "scheduled"});
   ASSERT_EQ(r.code, 0) << r;
   EXPECT_TRUE(absl::StrContains(r.out, id)) << r;
 }
@@ -566,7 +421,7 @@ TEST_F(CliE2eTest, ListFiltersByStateAndFollowsPagesUpToTheLimit) {
       ASSERT_EQ(item.status().code(), 0) << item.status().message();
   }
 
-  CliResult r = Cli({"list", "--queue", "many", "--limit", "3"});
+  CommandResult r = Cli({"list", "--queue", "many", "--limit", "3"});
   ASSERT_EQ(r.code, 0) << r;
   std::vector<std::string> lines = absl::StrSplit(r.out, '\n', absl::SkipEmpty());
   ASSERT_EQ(lines.size(), 4u) << r;  // header + 3
@@ -599,8 +454,8 @@ TEST_F(CliE2eTest, ListFiltersByStateAndFollowsPagesUpToTheLimit) {
 }
 
 TEST_F(CliE2eTest, QueueAdministrationThroughTheCli) {
-  CliResult r = Cli({"queue", "create", "jobs", "--capacity", "5", "--max-attempts", "4",
-                     "--lease-duration", "45s", "--full-policy", "reject"});
+  CommandResult r = Cli({"queue", "create", "jobs", "--capacity", "5", "--max-attempts", "4",
+                         "--lease-duration", "45s", "--full-policy", "reject"});
   ASSERT_EQ(r.code, 0) << r;
   EXPECT_TRUE(absl::StrContains(r.out, "name: jobs\n")) << r;
   EXPECT_TRUE(absl::StrContains(r.out, "capacity: 5\n")) << r;
@@ -667,7 +522,7 @@ TEST_F(CliE2eTest, QueueAdministrationThroughTheCli) {
 }
 
 TEST_F(CliE2eTest, FullQueueExitsTempFail) {
-  CliResult r = Cli({"queue", "create", "small", "--capacity", "2"});
+  CommandResult r = Cli({"queue", "create", "small", "--capacity", "2"});
   ASSERT_EQ(r.code, 0) << r;
   Submit({"--queue", "small", "--type", "t", "1"});
   Submit({"--queue", "small", "--type", "t", "2"});
@@ -680,7 +535,7 @@ TEST_F(CliE2eTest, FullQueueExitsTempFail) {
 
 TEST_F(CliE2eTest, BadRequestsMapToSysexitsCodes) {
   // Rejected by the CLI itself: a usage error.
-  CliResult r = Cli({"submit", "--queue", "q", "--type", "t", "--priority", "12", "x"});
+  CommandResult r = Cli({"submit", "--queue", "q", "--type", "t", "--priority", "12", "x"});
   EXPECT_EQ(r.code, EX_USAGE) << r;
   EXPECT_TRUE(absl::StrContains(r.err, "--priority must be 0-9")) << r;
   // The broker's own answer to the same request: INVALID_ARGUMENT, exit 65.
@@ -718,7 +573,7 @@ TEST_F(CliE2eTest, BadRequestsMapToSysexitsCodes) {
 
 TEST_F(CliE2eTest, CancelEndsAQueuedTaskOnce) {
   const std::string id = Submit({"--queue", "c", "--type", "t"});
-  CliResult r = Cli({"cancel", id});
+  CommandResult r = Cli({"cancel", id});
   ASSERT_EQ(r.code, 0) << r;
   EXPECT_TRUE(absl::StrContains(r.out, "state: CANCELED\n")) << r;
   r = Cli({"cancel", id});
@@ -745,7 +600,7 @@ TEST_F(CliE2eTest, LeasedTaskIsWatchedToSuccess) {
   item->set_progress_message("halfway");
   ASSERT_TRUE(client_->Heartbeat(heartbeat).ok());
 
-  CliResult r = Cli({"get", id});
+  CommandResult r = Cli({"get", id});
   ASSERT_EQ(r.code, 0) << r;
   EXPECT_TRUE(absl::StrContains(r.out, "state: RUNNING\n")) << r;
   EXPECT_TRUE(absl::StrContains(r.out, "worker: e2e-worker\n")) << r;
@@ -755,7 +610,7 @@ TEST_F(CliE2eTest, LeasedTaskIsWatchedToSuccess) {
   BackgroundCli text_watch(dir_.path(), {absl::StrCat("--addr=", addr_), "watch", id});
   ASSERT_TRUE(text_watch.WaitForOutput("\n")) << text_watch.Finish();
   Complete(leased, "done");
-  CliResult watched = text_watch.Finish();
+  CommandResult watched = text_watch.Finish();
   EXPECT_EQ(watched.code, 0) << watched;
   std::vector<std::string> changes = absl::StrSplit(watched.out, '\n', absl::SkipEmpty());
   ASSERT_GE(changes.size(), 2u) << watched;
@@ -781,7 +636,7 @@ TEST_F(CliE2eTest, SubmitWaitPrintsTheResult) {
   const v1::LeasedTask leased = LeaseOne("waited");
   EXPECT_EQ(leased.payload(), "question");
   Complete(leased, "answer 42");
-  CliResult r = waiting.Finish();
+  CommandResult r = waiting.Finish();
   EXPECT_EQ(r.code, 0) << r;
   EXPECT_EQ(r.out, "answer 42");
 }
@@ -791,7 +646,7 @@ TEST_F(CliE2eTest, SubmitWaitExitsOneWhenTheTaskDies) {
                                       "--type", "t", "--wait"});
   const v1::LeasedTask leased = LeaseOne("doomed");
   FailPermanently(leased, "disk on fire");
-  CliResult r = waiting.Finish();
+  CommandResult r = waiting.Finish();
   EXPECT_EQ(r.code, 1) << r;
   EXPECT_EQ(r.out, "");
   EXPECT_TRUE(absl::StrContains(r.err, "ended DEAD: disk on fire")) << r;
@@ -801,7 +656,7 @@ TEST_F(CliE2eTest, DeadLettersAreListedRequeuedAndPurged) {
   const std::string id = Submit({"--queue", "dl", "--type", "t", "--max-attempts", "1"});
   FailPermanently(LeaseOne("dl"), "boom");
 
-  CliResult r = Cli({"get", id});
+  CommandResult r = Cli({"get", id});
   ASSERT_EQ(r.code, 0) << r;
   EXPECT_TRUE(absl::StrContains(r.out, "state: DEAD\n")) << r;
   EXPECT_TRUE(absl::StrContains(r.out, "error: boom\n")) << r;
@@ -845,7 +700,7 @@ TEST_F(CliE2eTest, DeadLettersAreListedRequeuedAndPurged) {
 TEST_F(CliE2eTest, CancelOfARunningTaskReachesItsWorkerAndIsNotRetried) {
   const std::string id = Submit({"--queue", "rc", "--type", "t"});
   const v1::LeasedTask leased = LeaseOne("rc");
-  CliResult r = Cli({"cancel", id});
+  CommandResult r = Cli({"cancel", id});
   ASSERT_EQ(r.code, 0) << r;
   EXPECT_TRUE(absl::StrContains(r.out, "state: RUNNING\n")) << r;
   EXPECT_TRUE(absl::StrContains(r.out, "cancel_requested: true\n")) << r;
@@ -873,7 +728,7 @@ TEST_F(CliE2eTest, CancelOfARunningTaskReachesItsWorkerAndIsNotRetried) {
 
 TEST_F(CliE2eTest, TaskNotLeasedBeforeItsExpiryEndsExpired) {
   const std::string id = Submit({"--queue", "exp", "--type", "t", "--expires-in", "200ms"});
-  CliResult r = Cli({"watch", id});
+  CommandResult r = Cli({"watch", id});
   EXPECT_EQ(r.code, 1) << r;
   EXPECT_TRUE(absl::StrContains(r.out, absl::StrCat(id, " EXPIRED"))) << r;
   EXPECT_TRUE(absl::StrContains(r.err, "watch: task " + id + " ended EXPIRED")) << r;
@@ -917,19 +772,19 @@ TEST_F(CliE2eTest, AcknowledgedSubmitsAndResultsSurviveKill9) {
 
   client_.reset();
   broker_->Signal(SIGKILL);
-  broker_->Wait(kStopTimeout);
+  broker_->WaitOrKill(kStopTimeout);
   StartBroker({absl::StrCat("--data-dir=", data)});
 
-  CliResult q = Cli({"-o", "json", "queue", "get", "durable"});
+  CommandResult q = Cli({"-o", "json", "queue", "get", "durable"});
   ASSERT_EQ(q.code, 0) << q.err;
   EXPECT_THAT(q.out, HasSubstr("\"ready\":\"99\""));
   EXPECT_THAT(q.out, HasSubstr("\"succeeded\":\"1\""));
   EXPECT_THAT(q.out, HasSubstr("\"capacity\":\"500\""));
-  CliResult got = Cli({"get", leased->tasks(0).id()});
+  CommandResult got = Cli({"get", leased->tasks(0).id()});
   ASSERT_EQ(got.code, 0) << got.err;
   EXPECT_THAT(got.out, HasSubstr("SUCCEEDED"));
   EXPECT_THAT(got.out, HasSubstr("kept"));
-  CliResult last = Cli({"get", ids.back()});
+  CommandResult last = Cli({"get", ids.back()});
   ASSERT_EQ(last.code, 0) << last.err;
   EXPECT_THAT(last.out, HasSubstr("payload-99"));
 }
@@ -960,13 +815,11 @@ TEST_F(CliE2eTest, CorruptionBeforeTheTailRefusesToStartNamingFileAndOffset) {
     byte = static_cast<char>(byte ^ 0x5a);
     f.write(&byte, 1);
   }
-  Process broker;
+  Process broker(SuiteProcess(dir_.path(), "b2"));
   WriteFile(dir_.path() / "b2.in", "");
   ASSERT_TRUE(broker.Start({CONVEYORD_PATH, "--listen=127.0.0.1:0", "--metrics-addr=",
-                            absl::StrCat("--data-dir=", data.string())},
-                           dir_.path() / "b2.in", dir_.path() / "b2.out",
-                           dir_.path() / "b2.err"));
-  const int code = ExitCode(broker.Wait(kStopTimeout));
+                            absl::StrCat("--data-dir=", data.string())}));
+  const int code = broker.WaitOrKill(kStopTimeout);
   EXPECT_EQ(code, 65);
   const std::string err = ReadFileOrEmpty(dir_.path() / "b2.err");
   EXPECT_THAT(err, HasSubstr(segment.filename().string()));

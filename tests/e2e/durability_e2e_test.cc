@@ -43,18 +43,12 @@
 //
 // No fixed ports and no sleeps used for synchronization: every wait is a
 // bounded poll. The random delay before each kill is the workload itself.
-#include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
-#include <sys/types.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <cstdlib>
-#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -63,7 +57,6 @@
 #include <optional>
 #include <random>
 #include <set>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <utility>
@@ -82,8 +75,7 @@
 #include "client/client.h"
 #include "common/grpc_util.h"
 #include "gtest/gtest.h"
-
-extern char** environ;
+#include "tests/e2e/e2e_util.h"
 
 #ifndef CONVEYORD_PATH
 #error "CONVEYORD_PATH must name the conveyord binary"
@@ -122,13 +114,6 @@ bool EnvSet(const char* name) {
   return v != nullptr && *v != '\0';
 }
 
-std::string ReadFileOrEmpty(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  return buffer.str();
-}
-
 // The last `bytes` of `text`, cut at a line start.
 std::string Tail(const std::string& text, size_t bytes) {
   if (text.size() <= bytes) return text;
@@ -143,115 +128,6 @@ size_t CountOccurrences(const std::string& text, absl::string_view needle) {
     ++n;
   }
   return n;
-}
-
-// A fresh directory under $TEST_TMPDIR (or /tmp), removed on destruction
-// unless Keep() was called.
-class TempDir {
- public:
-  TempDir() {
-    const char* base = std::getenv("TEST_TMPDIR");
-    std::string templ = absl::StrCat(base != nullptr && *base != '\0' ? base : "/tmp",
-                                     "/conveyor-durability-e2e-XXXXXX");
-    if (mkdtemp(templ.data()) != nullptr) path_ = templ;
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    if (!path_.empty() && !keep_) fs::remove_all(path_, ignored);
-  }
-  const fs::path& path() const { return path_; }
-  void Keep() { keep_ = true; }
-
- private:
-  fs::path path_;
-  bool keep_ = false;
-};
-
-// A child process with stdin from /dev/null and stdout and stderr appended to
-// a log file. SIGKILLed and reaped on destruction if still running.
-class Process {
- public:
-  explicit Process(fs::path log) : log_(std::move(log)) {}
-  Process(const Process&) = delete;
-  Process& operator=(const Process&) = delete;
-  ~Process() { Kill(); }
-
-  bool Start(const std::vector<std::string>& argv) {
-    std::vector<char*> argv_c;
-    for (const std::string& a : argv) argv_c.push_back(const_cast<char*>(a.c_str()));
-    argv_c.push_back(nullptr);
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, log_.c_str(),
-                                     O_WRONLY | O_CREAT | O_APPEND, 0644);
-    posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, log_.c_str(),
-                                     O_WRONLY | O_CREAT | O_APPEND, 0644);
-    const int rc = posix_spawn(&pid_, argv_c[0], &actions, nullptr, argv_c.data(), environ);
-    posix_spawn_file_actions_destroy(&actions);
-    if (rc != 0) {
-      ADD_FAILURE() << "posix_spawn " << argv[0] << ": " << strerror(rc);
-      pid_ = -1;
-      return false;
-    }
-    return true;
-  }
-
-  // True once the process has exited.
-  bool Poll() {
-    if (status_.has_value()) return true;
-    if (pid_ <= 0) return false;
-    int status;
-    if (waitpid(pid_, &status, WNOHANG) == pid_) status_ = status;
-    return status_.has_value();
-  }
-
-  // The exit code (128 + signal for a signal), or -1 if it is still running
-  // after `timeout`.
-  int Wait(absl::Duration timeout) {
-    const absl::Time deadline = absl::Now() + timeout;
-    while (!Poll()) {
-      if (absl::Now() > deadline) return -1;
-      absl::SleepFor(kPoll);
-    }
-    if (WIFEXITED(*status_)) return WEXITSTATUS(*status_);
-    if (WIFSIGNALED(*status_)) return 128 + WTERMSIG(*status_);
-    return -1;
-  }
-
-  void Signal(int sig) {
-    if (pid_ > 0 && !Poll()) kill(pid_, sig);
-  }
-
-  // SIGKILL and reap; the exit code as Wait() gives it.
-  int Kill() {
-    if (pid_ <= 0) return -1;
-    if (!Poll()) {
-      kill(pid_, SIGKILL);
-      int status;
-      if (waitpid(pid_, &status, 0) == pid_) status_ = status;
-    }
-    return Wait(absl::ZeroDuration());
-  }
-
- private:
-  const fs::path log_;
-  pid_t pid_ = -1;
-  std::optional<int> status_;
-};
-
-// Reads the port a daemon wrote to `port_file`; 0 if it exited first or
-// wrote nothing within kStartTimeout.
-int WaitForPortFile(const fs::path& port_file, Process& process) {
-  const absl::Time deadline = absl::Now() + kStartTimeout;
-  while (absl::Now() < deadline) {
-    int port = 0;
-    std::string text(absl::StripAsciiWhitespace(ReadFileOrEmpty(port_file)));
-    if (!text.empty() && absl::SimpleAtoi(text, &port) && port > 0) return port;
-    if (process.Poll()) return 0;
-    absl::SleepFor(kPoll);
-  }
-  return 0;
 }
 
 std::unique_ptr<Client> NewClient(const std::string& addr) {
@@ -454,12 +330,9 @@ class DurabilityE2eTest : public ::testing::Test {
 
   std::vector<std::string> BrokerArgs(const fs::path& port_file,
                                       const std::vector<std::string>& extra) const {
-    std::vector<std::string> argv = {CONVEYORD_PATH,
-                                     "--listen=127.0.0.1:0",
-                                     absl::StrCat("--port-file=", port_file.string()),
-                                     "--metrics-addr=",
-                                     absl::StrCat("--data-dir=", data_dir_.string()),
-                                     "--fsync=always"};
+    std::vector<std::string> argv = LoopbackBrokerArgv(CONVEYORD_PATH, port_file);
+    argv.push_back(absl::StrCat("--data-dir=", data_dir_.string()));
+    argv.push_back("--fsync=always");
     argv.insert(argv.end(), extra.begin(), extra.end());
     return argv;
   }
@@ -471,10 +344,10 @@ class DurabilityE2eTest : public ::testing::Test {
     fs::remove(port_file);
     std::ofstream(BrokerLog(), std::ios::app)
         << "=== test: broker start " << ++broker_starts_ << " ===\n";
-    broker_ = std::make_unique<Process>(BrokerLog());
+    broker_ = std::make_unique<Process>(Stdio::Log(BrokerLog()));
     if (!broker_->Start(BrokerArgs(port_file, extra))) return false;
     const absl::Time start = absl::Now();
-    const int port = WaitForPortFile(port_file, *broker_);
+    const int port = WaitForPortFile(port_file, *broker_, kStartTimeout);
     if (port <= 0) {
       ADD_FAILURE() << "conveyord start " << broker_starts_ << " did not write its port within "
                     << kStartTimeout << " (exit code " << broker_->Wait(absl::ZeroDuration())
@@ -482,12 +355,12 @@ class DurabilityE2eTest : public ::testing::Test {
       return false;
     }
     max_start_ = std::max(max_start_, absl::Now() - start);
-    addr_ = absl::StrCat("127.0.0.1:", port);
+    addr_ = LoopbackAddress(port);
     return true;
   }
 
   void StartWorker(int run) {
-    worker_ = std::make_unique<Process>(dir_.path() / "worker.log");
+    worker_ = std::make_unique<Process>(Stdio::Log(dir_.path() / "worker.log"));
     worker_->Start({CONVEYOR_WORKER_PATH, absl::StrCat("--broker=", addr_),
                     absl::StrCat("--queue=", kQueue), "--concurrency=2", "--metrics-addr=",
                     absl::StrCat("--worker-id=w", run), "--log-level=warning"});
@@ -642,7 +515,7 @@ class DurabilityE2eTest : public ::testing::Test {
     return false;
   }
 
-  TempDir dir_;
+  TempDir dir_{"conveyor-durability-e2e"};
   fs::path data_dir_;
   std::unique_ptr<Process> broker_;
   std::unique_ptr<Process> worker_;
@@ -768,7 +641,7 @@ TEST_F(DurabilityE2eTest, SecondBrokerOnTheSameDataDirectoryIsRefused) {
   ASSERT_TRUE(submitted.ok()) << submitted.status();
 
   const fs::path second_log = dir_.path() / "second.log";
-  Process second(second_log);
+  Process second(Stdio::Log(second_log));
   ASSERT_TRUE(second.Start(BrokerArgs(dir_.path() / "second.port", {})));
   const int code = second.Wait(kStopTimeout);
   const std::string err = ReadFileOrEmpty(second_log);

@@ -27,28 +27,15 @@
 // start-up log says TLS is on and holds no key material; and a call's auth
 // context carries the verified client certificate's names (checked on an
 // in-process server built with the broker's own MakeServerCredentials).
-#include <fcntl.h>
-#include <signal.h>
-#include <spawn.h>
-#include <sys/types.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
-#include <cstdlib>
-#include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <memory>
-#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "absl/strings/match.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -57,8 +44,7 @@
 #include "grpcpp/security/auth_context.h"
 #include "gtest/gtest.h"
 #include "server/server.h"
-
-extern char** environ;
+#include "tests/e2e/e2e_util.h"
 
 #ifndef CONVEYORD_PATH
 #error "CONVEYORD_PATH must name the conveyord binary"
@@ -69,24 +55,17 @@ namespace {
 
 namespace fs = std::filesystem;
 namespace v1 = ::conveyor::v1;
+using e2e::Process;
+using e2e::ReadFileOrEmpty;
+using e2e::Stdio;
+using e2e::TempDir;
+using e2e::WriteFile;
 
 constexpr absl::Duration kStartTimeout = absl::Seconds(20);
 constexpr absl::Duration kCallTimeout = absl::Seconds(10);
 // Reloads happen every second in these tests; this bounds the wait for one.
 constexpr absl::Duration kReloadTimeout = absl::Seconds(30);
 constexpr absl::Duration kPoll = absl::Milliseconds(200);
-
-std::string ReadFileOrEmpty(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  return buffer.str();
-}
-
-bool WriteFile(const fs::path& path, const std::string& data) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  return static_cast<bool>(out << data);
-}
 
 // Replaces `to` with a copy of `from` the way certificates should be replaced:
 // a complete temporary file renamed over the old one.
@@ -98,97 +77,6 @@ bool ReplaceAtomically(const fs::path& from, const fs::path& to) {
   fs::rename(tmp, to, ec);
   return !ec;
 }
-
-// A fresh directory under $TEST_TMPDIR (or /tmp), removed on destruction.
-class TempDir {
- public:
-  explicit TempDir(const char* prefix) {
-    const char* base = std::getenv("TEST_TMPDIR");
-    std::string templ = absl::StrCat(base != nullptr && *base != '\0' ? base : "/tmp", "/",
-                                     prefix, "-XXXXXX");
-    if (mkdtemp(templ.data()) != nullptr) path_ = templ;
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  ~TempDir() {
-    std::error_code ignored;
-    if (!path_.empty()) fs::remove_all(path_, ignored);
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
-
-// A child process (looked up on $PATH) with stdin from /dev/null and
-// stdout/stderr appended to a file. SIGKILLed and reaped on destruction if
-// still running.
-class Process {
- public:
-  explicit Process(fs::path log) : log_(std::move(log)) {}
-  Process(const Process&) = delete;
-  Process& operator=(const Process&) = delete;
-  ~Process() { Kill(); }
-
-  bool Start(const std::vector<std::string>& argv) {
-    std::vector<char*> argv_c;
-    for (const std::string& a : argv) argv_c.push_back(const_cast<char*>(a.c_str()));
-    argv_c.push_back(nullptr);
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, log_.c_str(),
-                                     O_WRONLY | O_CREAT | O_APPEND, 0644);
-    posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, log_.c_str(),
-                                     O_WRONLY | O_CREAT | O_APPEND, 0644);
-    const int rc = posix_spawnp(&pid_, argv_c[0], &actions, nullptr, argv_c.data(), environ);
-    posix_spawn_file_actions_destroy(&actions);
-    if (rc != 0) {
-      ADD_FAILURE() << "posix_spawnp " << argv[0] << ": " << strerror(rc);
-      pid_ = -1;
-      return false;
-    }
-    return true;
-  }
-
-  std::string log() const { return ReadFileOrEmpty(log_); }
-  bool running() { return pid_ > 0 && !Poll(); }
-
-  // True once the process has exited.
-  bool Poll() {
-    if (status_.has_value()) return true;
-    if (pid_ <= 0) return false;
-    int status;
-    if (waitpid(pid_, &status, WNOHANG) == pid_) status_ = status;
-    return status_.has_value();
-  }
-
-  // The exit code (128 + signal for a signal), or -1 if it is still running
-  // after `timeout`.
-  int Wait(absl::Duration timeout) {
-    const absl::Time deadline = absl::Now() + timeout;
-    while (!Poll()) {
-      if (absl::Now() > deadline) return -1;
-      absl::SleepFor(absl::Milliseconds(10));
-    }
-    if (WIFEXITED(*status_)) return WEXITSTATUS(*status_);
-    if (WIFSIGNALED(*status_)) return 128 + WTERMSIG(*status_);
-    return -1;
-  }
-
-  void Kill() {
-    if (pid_ > 0 && !Poll()) {
-      kill(pid_, SIGKILL);
-      int status;
-      if (waitpid(pid_, &status, 0) == pid_) status_ = status;
-    }
-  }
-
- private:
-  const fs::path log_;
-  pid_t pid_ = -1;
-  std::optional<int> status_;
-};
 
 // The certificates of the suite, made with `openssl` (EC P-256 keys, valid
 // for two days) in one directory.
@@ -241,26 +129,12 @@ class Pki {
 
  private:
   bool Run(const std::vector<std::string>& argv) {
-    Process p(dir_ / "openssl.log");
+    Process p(Stdio::Log(dir_ / "openssl.log"));
     return p.Start(argv) && p.Wait(absl::Seconds(60)) == 0;
   }
 
   const fs::path dir_;
 };
-
-// Reads the port a broker wrote to --port-file, waiting for it; 0 if the
-// broker exited or did not write it in time.
-int WaitForPortFile(const fs::path& path, Process& process) {
-  const absl::Time deadline = absl::Now() + kStartTimeout;
-  while (absl::Now() < deadline) {
-    int port = 0;
-    std::string text(absl::StripAsciiWhitespace(ReadFileOrEmpty(path)));
-    if (!text.empty() && absl::SimpleAtoi(text, &port) && port > 0) return port;
-    if (process.Poll()) return 0;
-    absl::SleepFor(absl::Milliseconds(10));
-  }
-  return 0;
-}
 
 // What a client trusts and presents.
 struct ClientTls {
@@ -360,12 +234,11 @@ class TlsE2eTest : public ::testing::Test {
   // a test failure) if it did not start.
   int StartBroker(const std::vector<std::string>& extra) {
     const fs::path port_file = dir_.path() / "conveyord.port";
-    broker_ = std::make_unique<Process>(dir_.path() / "conveyord.log");
-    std::vector<std::string> argv = {CONVEYORD_PATH, "--listen=127.0.0.1:0",
-                                     "--port-file=" + port_file.string(), "--metrics-addr="};
+    broker_ = std::make_unique<Process>(Stdio::Log(dir_.path() / "conveyord.log"));
+    std::vector<std::string> argv = e2e::LoopbackBrokerArgv(CONVEYORD_PATH, port_file);
     argv.insert(argv.end(), extra.begin(), extra.end());
     if (!broker_->Start(argv)) return 0;
-    const int port = WaitForPortFile(port_file, *broker_);
+    const int port = e2e::WaitForPortFile(port_file, *broker_, kStartTimeout);
     EXPECT_GT(port, 0) << "conveyord did not start:\n" << broker_->log();
     return port;
   }
@@ -385,7 +258,7 @@ class TlsE2eTest : public ::testing::Test {
   int RunBrokerExpectingExit(const std::vector<std::string>& extra, std::string* log) {
     static int runs = 0;
     const fs::path log_file = dir_.path() / absl::StrCat("bad", ++runs, ".log");
-    Process p(log_file);
+    Process p(Stdio::Log(log_file));
     std::vector<std::string> argv = {CONVEYORD_PATH, "--listen=127.0.0.1:0", "--metrics-addr="};
     argv.insert(argv.end(), extra.begin(), extra.end());
     if (!p.Start(argv)) return -1;

@@ -20,27 +20,18 @@
 // spends the crash budget until the task ends DEAD; a second signal ends a
 // draining worker at once; progress lines, rate limits, several brokers, a
 // draining broker, the SDK example and --help.
-#include <arpa/inet.h>
-#include <fcntl.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <spawn.h>
-#include <sys/socket.h>
 #include <sys/types.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstdlib>
-#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <iostream>
 #include <memory>
 #include <optional>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -53,8 +44,7 @@
 #include "client/client.h"
 #include "common/grpc_util.h"
 #include "gtest/gtest.h"
-
-extern char** environ;
+#include "tests/e2e/e2e_util.h"
 
 #ifndef CONVEYORD_PATH
 #error "CONVEYORD_PATH must name the conveyord binary"
@@ -73,170 +63,17 @@ namespace fs = std::filesystem;
 namespace v1 = ::conveyor::v1;
 using client::Client;
 using client::ClientOptions;
+using e2e::Process;
 
 constexpr absl::Duration kStartTimeout = absl::Seconds(20);
 constexpr absl::Duration kTaskTimeout = absl::Seconds(30);
 constexpr absl::Duration kStopTimeout = absl::Seconds(30);
 constexpr absl::Duration kPoll = absl::Milliseconds(50);
 
-std::string ReadFileOrEmpty(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  return buffer.str();
-}
-
-// A fresh directory under $TEST_TMPDIR (or /tmp), removed on destruction.
-class TempDir {
- public:
-  TempDir() {
-    const char* base = std::getenv("TEST_TMPDIR");
-    std::string templ = absl::StrCat(base != nullptr && *base != '\0' ? base : "/tmp",
-                                     "/conveyor-worker-e2e-XXXXXX");
-    if (mkdtemp(templ.data()) != nullptr) path_ = templ;
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    if (!path_.empty()) fs::remove_all(path_, ignored);
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
-
-// The process groups of `pid`'s children (a worker runs each --exec command
-// in a group of its own), from /proc.
-std::vector<pid_t> ChildProcessGroups(pid_t pid) {
-  std::vector<pid_t> groups;
-  std::error_code ec;
-  for (const fs::directory_entry& e : fs::directory_iterator("/proc", ec)) {
-    const std::string stat = ReadFileOrEmpty(e.path() / "stat");
-    const size_t close_paren = stat.rfind(')');
-    if (close_paren == std::string::npos) continue;
-    std::istringstream fields(stat.substr(close_paren + 1));
-    std::string state;
-    long ppid = 0, pgrp = 0;
-    if (fields >> state >> ppid >> pgrp && ppid == pid && pgrp > 1) {
-      groups.push_back(static_cast<pid_t>(pgrp));
-    }
-  }
-  return groups;
-}
-
-// A child process with stdin from /dev/null and stdout/stderr to files.
-// Killed (SIGKILL) and reaped on destruction if still running, together with
-// the process groups of its own children (commands a worker runs).
-class Process {
- public:
-  Process(std::string name, fs::path log) : name_(std::move(name)), log_(std::move(log)) {}
-  Process(const Process&) = delete;
-  Process& operator=(const Process&) = delete;
-  ~Process() { Kill(); }
-
-  bool Start(const std::vector<std::string>& argv) {
-    std::vector<char*> argv_c;
-    for (const std::string& a : argv) argv_c.push_back(const_cast<char*>(a.c_str()));
-    argv_c.push_back(nullptr);
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, log_.c_str(),
-                                     O_WRONLY | O_CREAT | O_APPEND, 0644);
-    posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, log_.c_str(),
-                                     O_WRONLY | O_CREAT | O_APPEND, 0644);
-    const int rc = posix_spawn(&pid_, argv_c[0], &actions, nullptr, argv_c.data(), environ);
-    posix_spawn_file_actions_destroy(&actions);
-    if (rc != 0) {
-      ADD_FAILURE() << "posix_spawn " << argv[0] << ": " << strerror(rc);
-      pid_ = -1;
-      return false;
-    }
-    return true;
-  }
-
-  pid_t pid() const { return pid_; }
-  const std::string& name() const { return name_; }
-  std::string log() const { return ReadFileOrEmpty(log_); }
-  bool running() { return pid_ > 0 && !Poll(); }
-
-  // True once the process has exited (then status() holds its wait status).
-  bool Poll() {
-    if (status_.has_value()) return true;
-    if (pid_ <= 0) return false;
-    int status;
-    if (waitpid(pid_, &status, WNOHANG) == pid_) status_ = status;
-    return status_.has_value();
-  }
-
-  // The exit code (128 + signal for a signal), or -1 if it is still running
-  // after `timeout`.
-  int Wait(absl::Duration timeout) {
-    const absl::Time deadline = absl::Now() + timeout;
-    while (!Poll()) {
-      if (absl::Now() > deadline) return -1;
-      absl::SleepFor(absl::Milliseconds(10));
-    }
-    if (WIFEXITED(*status_)) return WEXITSTATUS(*status_);
-    if (WIFSIGNALED(*status_)) return 128 + WTERMSIG(*status_);
-    return -1;
-  }
-
-  void Signal(int sig) {
-    if (pid_ > 0 && !Poll()) kill(pid_, sig);
-  }
-
-  void Kill() {
-    if (pid_ > 0 && !Poll()) {
-      for (pid_t group : ChildProcessGroups(pid_)) kill(-group, SIGKILL);
-      kill(pid_, SIGCONT);  // a stopped process must be able to die
-      kill(pid_, SIGKILL);
-      int status;
-      if (waitpid(pid_, &status, 0) == pid_) status_ = status;
-    }
-  }
-
- private:
-  const std::string name_;
-  const fs::path log_;
-  pid_t pid_ = -1;
-  std::optional<int> status_;
-};
-
-// GET http://127.0.0.1:port/metrics; "" on any error.
-std::string HttpGetMetrics(int port) {
-  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return "";
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  timeval tv{10, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  std::string out;
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
-    const std::string req = "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
-    if (write(fd, req.data(), req.size()) == static_cast<ssize_t>(req.size())) {
-      char buf[4096];
-      ssize_t n;
-      while ((n = read(fd, buf, sizeof(buf))) > 0) out.append(buf, static_cast<size_t>(n));
-    }
-  }
-  close(fd);
-  return out;
-}
-
-// Reads a port written by a daemon's --port-file, waiting for it.
-int WaitForPortFile(const fs::path& path, Process& process) {
-  const absl::Time deadline = absl::Now() + kStartTimeout;
-  while (absl::Now() < deadline) {
-    int port = 0;
-    std::string text(absl::StripAsciiWhitespace(ReadFileOrEmpty(path)));
-    if (!text.empty() && absl::SimpleAtoi(text, &port) && port > 0) return port;
-    if (process.Poll()) return 0;
-    absl::SleepFor(absl::Milliseconds(10));
-  }
-  return 0;
+// This suite's processes: output to `log`; SIGKILLed on destruction together
+// with the process groups of the commands a worker runs.
+e2e::ProcessOptions LogTo(const fs::path& log) {
+  return {.stdio = e2e::Stdio::Log(log), .kill_child_groups = true};
 }
 
 class WorkerE2eTest : public ::testing::Test {
@@ -252,17 +89,14 @@ class WorkerE2eTest : public ::testing::Test {
   // test failure) if it did not start.
   std::unique_ptr<Process> StartBroker(const std::string& name, std::string* addr) {
     const fs::path port_file = dir_.path() / (name + ".port");
-    auto broker = std::make_unique<Process>(name, dir_.path() / (name + ".log"));
-    if (!broker->Start({CONVEYORD_PATH, "--listen=127.0.0.1:0",
-                        absl::StrCat("--port-file=", port_file.string()), "--metrics-addr="})) {
-      return nullptr;
-    }
-    const int port = WaitForPortFile(port_file, *broker);
+    auto broker = std::make_unique<Process>(LogTo(dir_.path() / (name + ".log")));
+    if (!broker->Start(e2e::LoopbackBrokerArgv(CONVEYORD_PATH, port_file))) return nullptr;
+    const int port = e2e::WaitForPortFile(port_file, *broker, kStartTimeout);
     if (port <= 0) {
       ADD_FAILURE() << name << " did not start:\n" << broker->log();
       return nullptr;
     }
-    *addr = absl::StrCat("127.0.0.1:", port);
+    *addr = e2e::LoopbackAddress(port);
     return broker;
   }
 
@@ -277,7 +111,8 @@ class WorkerE2eTest : public ::testing::Test {
     const char* verbose = std::getenv("CONVEYOR_E2E_LOGS");  // set: show logs always
     if (HasFailure() || (verbose != nullptr && *verbose != '\0')) {
       for (const auto& w : workers_) {
-        std::cerr << "--- " << w->name() << " log ---\n" << w->log() << "\n";
+        // Each is named after its log file.
+        std::cerr << "--- " << w->log_path().stem().string() << " log ---\n" << w->log() << "\n";
       }
       std::cerr << "--- conveyord log ---\n" << broker_->log() << "\n";
     }
@@ -299,7 +134,7 @@ class WorkerE2eTest : public ::testing::Test {
                                      "--metrics-addr=",
                                      absl::StrCat("--worker-id=", name)};
     argv.insert(argv.end(), extra.begin(), extra.end());
-    workers_.push_back(std::make_unique<Process>(name, dir_.path() / (name + ".log")));
+    workers_.push_back(std::make_unique<Process>(LogTo(dir_.path() / (name + ".log"))));
     Process* p = workers_.back().get();
     EXPECT_TRUE(p->Start(argv));
     return p;
@@ -365,7 +200,7 @@ class WorkerE2eTest : public ::testing::Test {
     };
   }
 
-  TempDir dir_;
+  e2e::TempDir dir_{"conveyor-worker-e2e"};
   std::unique_ptr<Process> broker_;
   std::string addr_;
   std::unique_ptr<Client> client_;
@@ -474,9 +309,9 @@ TEST_F(WorkerE2eTest, EveryHandlerKindReturnsItsResult) {
   EXPECT_EQ(t.attempts(), 2u);
   EXPECT_TRUE(absl::StrContains(t.error(), "oops")) << t.error();
 
-  const int metrics_port = WaitForPortFile(metrics_port_file, *w);
+  const int metrics_port = e2e::WaitForPortFile(metrics_port_file, *w, kStartTimeout);
   ASSERT_GT(metrics_port, 0);
-  const std::string metrics = HttpGetMetrics(metrics_port);
+  const std::string metrics = e2e::HttpGetMetrics(metrics_port);
   EXPECT_TRUE(absl::StrContains(
       metrics, "conveyor_worker_tasks_total{outcome=\"succeeded\",queue=\"jobs\"} 7"))
       << metrics;
@@ -525,7 +360,7 @@ TEST_F(WorkerE2eTest, AKilledWorkersTaskIsRedeliveredAndCompletesOnce) {
   ASSERT_TRUE(RunningOn("a", 1)(t)) << t.DebugString();
   // The command outlives its killed worker (as it would in a real crash);
   // TearDown ends it.
-  for (pid_t group : ChildProcessGroups(a->pid())) command_groups_.push_back(group);
+  for (pid_t group : e2e::ChildProcessGroups(a->pid())) command_groups_.push_back(group);
   a->Signal(SIGKILL);
   EXPECT_EQ(a->Wait(kStopTimeout), 128 + SIGKILL);
 
@@ -642,7 +477,7 @@ TEST_F(WorkerE2eTest, CancelingARunningExecTaskKillsItsProcess) {
   const absl::Time deadline = absl::Now() + kTaskTimeout;
   while (pid == 0 && absl::Now() < deadline) {
     int parsed = 0;
-    std::string text(absl::StripAsciiWhitespace(ReadFileOrEmpty(pid_file)));
+    std::string text(absl::StripAsciiWhitespace(e2e::ReadFileOrEmpty(pid_file)));
     if (absl::SimpleAtoi(text, &parsed) && parsed > 0) pid = parsed;
     absl::SleepFor(absl::Milliseconds(10));
   }
@@ -804,7 +639,7 @@ TEST_F(WorkerE2eTest, ADrainingBrokerGetsNoMoreLeasesButItsRunningTasksReport) {
 }
 
 TEST_F(WorkerE2eTest, TheSdkExampleServesItsCustomType) {
-  workers_.push_back(std::make_unique<Process>("sdk_worker", dir_.path() / "sdk_worker.log"));
+  workers_.push_back(std::make_unique<Process>(LogTo(dir_.path() / "sdk_worker.log")));
   Process* w = workers_.back().get();
   ASSERT_TRUE(w->Start({SDK_WORKER_PATH, absl::StrCat("--broker=", addr_), "--queue=text"}));
   const std::string id = Submit("text", "word_count", "  to be\tor not\nto be ");
@@ -896,7 +731,7 @@ TEST_F(WorkerE2eTest, APoolIsNeverExceededAcrossThreeWorkers) {
     db_done = std::max(db_done, FromProto(t.finished_at()));
   }
   int highest = 0;
-  ASSERT_TRUE(absl::SimpleAtoi(absl::StripAsciiWhitespace(ReadFileOrEmpty(max)), &highest));
+  ASSERT_TRUE(absl::SimpleAtoi(absl::StripAsciiWhitespace(e2e::ReadFileOrEmpty(max)), &highest));
   EXPECT_LE(highest, 5);
   EXPECT_GE(highest, 2) << "the pool's slots were used in parallel";
   // 40 tasks of 200 ms through 5 slots take about 1.6 s; the others ran
@@ -969,7 +804,7 @@ TEST_F(WorkerE2eTest, GetTaskSaysWhyAReadyTaskWaits) {
 
 TEST_F(WorkerE2eTest, HelpDescribesTheFlags) {
   const fs::path log = dir_.path() / "help.log";
-  Process help("help", log);
+  Process help(LogTo(log));
   ASSERT_TRUE(help.Start({CONVEYOR_WORKER_PATH, "--help"}));
   help.Wait(kStopTimeout);
   const std::string text = help.log();
