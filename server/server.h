@@ -78,7 +78,7 @@ struct ServerOptions {
   absl::Duration handshake_timeout = absl::Seconds(10);
   // Bounds the buffers of gRPC's transports (not the calls it queues): a
   // client holding half-sent messages takes the broker to about this plus
-  // 200 MiB, and gRPC then closes connections to free memory.
+  // 50-250 MiB, and gRPC then closes connections to free memory.
   int64_t memory_quota_bytes = int64_t{1} << 30;
   int max_threads = 256;
   // How long Shutdown lets running tasks report before it stops serving.
