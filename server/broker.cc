@@ -824,6 +824,7 @@ void Broker::Drop(Task* task, absl::string_view reason, Deferred& after) {
     if (task->state == TaskState::kRunning) {
       --running_;
       queue->SlotFreed(*task);
+      to_serve_.insert(queue);  // a running slot freed
     }
     queue->CountOut(task->state);
     task->state = TaskState::kCanceled;
