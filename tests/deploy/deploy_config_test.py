@@ -20,7 +20,7 @@ would otherwise only fail on a real deploy:
   - the Dockerfile: build steps are calls of scripts/, the binaries are
     copied from where scripts/build puts them, and deploy/runtime-packages
     holds the Debian package of every shared library the binaries load (ldd);
-  - `systemd-analyze verify` accepts the units (when systemd is installed).
+  - `systemd-analyze verify` accepts the units (scripts/setup installs systemd).
 
 Needs python3-yaml (scripts/setup). Exit 0 on success, 1 with the reasons.
 """
@@ -434,7 +434,7 @@ def check_systemd(args, bins, tmp):
 
     analyze = shutil.which("systemd-analyze")
     if not analyze:
-        log("SKIP: systemd-analyze verify (systemd is not installed)")
+        fail("systemd-analyze is not installed (scripts/setup installs systemd)")
         return
     vdir = os.path.join(tmp, "units")
     os.makedirs(vdir)
