@@ -135,6 +135,7 @@ Client::Client(std::shared_ptr<grpc::Channel> channel, ClientOptions options)
       tasks_(v1::TaskService::NewStub(channel_)),
       queues_(v1::QueueService::NewStub(channel_)),
       workers_(v1::WorkerService::NewStub(channel_)),
+      schedules_(v1::ScheduleService::NewStub(channel_)),
       generic_(std::make_unique<grpc::GenericStub>(channel_)) {}
 
 absl::Duration Client::BackoffFor(int failures) {
@@ -146,35 +147,80 @@ absl::Duration Client::BackoffFor(int failures) {
 }
 
 absl::Status Client::Retry(int attempts, bool (*retryable)(absl::StatusCode),
-                           absl::FunctionRef<absl::Status(absl::Time)> call) {
+                           absl::FunctionRef<absl::Status(absl::Time)> call, absl::Time cap) {
   attempts = std::max(attempts, 1);
   absl::Status status;
   for (int attempt = 1; attempt <= attempts; ++attempt) {
-    if (attempt > 1) absl::SleepFor(BackoffFor(attempt - 1));
-    status = call(absl::Now() + options_.timeout);
+    if (attempt > 1) {
+      const absl::Duration backoff = BackoffFor(attempt - 1);
+      // No attempt that could not start before the cap.
+      if (absl::Now() + backoff >= cap) break;
+      absl::SleepFor(backoff);
+    }
+    status = call(std::min(absl::Now() + options_.timeout, cap));
     if (status.ok() || !retryable(status.code())) break;
   }
   return status;
 }
 
 template <typename Resp, typename Rpc>
-absl::StatusOr<Resp> Client::Unary(int attempts, bool (*retryable)(absl::StatusCode), Rpc rpc) {
+absl::StatusOr<Resp> Client::Unary(int attempts, bool (*retryable)(absl::StatusCode), Rpc rpc,
+                                   absl::Time cap) {
   Resp response;
-  absl::Status status = Retry(attempts, retryable, [&](absl::Time deadline) {
-    grpc::ClientContext context;
-    SetDeadline(&context, deadline);
-    AttachToken(&context, options_.token);
-    response.Clear();
-    return FromGrpcStatus(rpc(&context, &response));
-  });
+  absl::Status status = Retry(
+      attempts, retryable,
+      [&](absl::Time deadline) {
+        grpc::ClientContext context;
+        SetDeadline(&context, deadline);
+        AttachToken(&context, options_.token);
+        response.Clear();
+        return FromGrpcStatus(rpc(&context, &response));
+      },
+      cap);
   if (!status.ok()) return status;
   return response;
 }
 
-void Client::AttachKey(v1::TaskSpec* spec) {
-  if (!spec->idempotency_key().empty()) return;
+template <typename Msg, typename Start>
+absl::StatusOr<Msg> Client::ReadStream(Start start,
+                                       absl::FunctionRef<bool(const Msg&)> on_message,
+                                       absl::Time deadline, absl::string_view what) {
+  grpc::ClientContext context;
+  SetDeadline(&context, deadline);
+  AttachToken(&context, options_.token);
+  std::unique_ptr<grpc::ClientReader<Msg>> reader = start(&context);
+  Msg message;
+  Msg last;
+  bool received = false;
+  bool stopped = false;
+  while (reader->Read(&message)) {
+    received = true;
+    last = message;
+    if (!on_message(last)) {
+      stopped = true;
+      context.TryCancel();
+      while (reader->Read(&message)) {
+      }
+      break;
+    }
+  }
+  const grpc::Status status = reader->Finish();
+  if (stopped) return last;
+  if (!status.ok()) return FromGrpcStatus(status);
+  if (!received) {
+    return absl::UnknownError(
+        absl::StrCat(what, ": the broker closed the stream without sending anything"));
+  }
+  return last;
+}
+
+std::string Client::NewKey() {
   absl::MutexLock lock(&gen_mu_);
-  spec->set_idempotency_key(NewIdempotencyKey(gen_));
+  return NewIdempotencyKey(gen_);
+}
+
+void Client::AttachKey(v1::TaskSpec* spec) {
+  if (spec->idempotency_key().empty()) spec->set_idempotency_key(NewKey());
 }
 
 absl::StatusOr<v1::SubmitResponse> Client::Submit(v1::TaskSpec spec) {
@@ -215,33 +261,9 @@ absl::StatusOr<v1::Task> Client::WatchTask(absl::string_view id,
                                            absl::Duration deadline) {
   v1::WatchTaskRequest request;
   request.set_id(std::string(id));
-  grpc::ClientContext context;
-  if (deadline != absl::InfiniteDuration()) SetDeadline(&context, absl::Now() + deadline);
-  AttachToken(&context, options_.token);
-  std::unique_ptr<grpc::ClientReader<v1::Task>> reader = tasks_->WatchTask(&context, request);
-  v1::Task task;
-  v1::Task last;
-  bool received = false;
-  bool stopped = false;
-  while (reader->Read(&task)) {
-    received = true;
-    last = task;
-    if (!on_change(last)) {
-      stopped = true;
-      context.TryCancel();
-      while (reader->Read(&task)) {
-      }
-      break;
-    }
-  }
-  const grpc::Status status = reader->Finish();
-  if (stopped) return last;
-  if (!status.ok()) return FromGrpcStatus(status);
-  if (!received) {
-    return absl::UnknownError(
-        absl::StrCat("watch ", id, ": the broker closed the stream without a task"));
-  }
-  return last;
+  return ReadStream<v1::Task>(
+      [&](grpc::ClientContext* context) { return tasks_->WatchTask(context, request); },
+      on_change, absl::Now() + deadline, absl::StrCat("watch ", id));
 }
 
 absl::StatusOr<v1::Task> Client::CancelTask(absl::string_view id) {
@@ -258,6 +280,70 @@ absl::StatusOr<v1::ListTasksResponse> Client::ListTasks(const v1::ListTasksReque
       [&](grpc::ClientContext* context, v1::ListTasksResponse* response) {
         return tasks_->ListTasks(context, request, response);
       });
+}
+
+absl::StatusOr<v1::SubmitGroupResponse> Client::SubmitGroup(v1::SubmitGroupRequest request) {
+  return SubmitGroupBefore(std::move(request), absl::InfiniteFuture());
+}
+
+absl::StatusOr<v1::SubmitGroupResponse> Client::SubmitGroupBefore(v1::SubmitGroupRequest request,
+                                                                  absl::Time cap) {
+  if (request.idempotency_key().empty()) request.set_idempotency_key(NewKey());
+  return Unary<v1::SubmitGroupResponse>(
+      options_.submit_attempts, IsSubmitRetryable,
+      [&](grpc::ClientContext* context, v1::SubmitGroupResponse* response) {
+        return tasks_->SubmitGroup(context, request, response);
+      },
+      cap);
+}
+
+absl::StatusOr<v1::Group> Client::GetGroup(const v1::GetGroupRequest& request) {
+  return GetGroupBefore(request, absl::InfiniteFuture());
+}
+
+absl::StatusOr<v1::Group> Client::GetGroupBefore(const v1::GetGroupRequest& request,
+                                                 absl::Time cap) {
+  return Unary<v1::Group>(
+      options_.read_attempts, IsUnavailable,
+      [&](grpc::ClientContext* context, v1::Group* response) {
+        return tasks_->GetGroup(context, request, response);
+      },
+      cap);
+}
+
+absl::StatusOr<v1::Group> Client::WatchGroup(absl::string_view id,
+                                             absl::FunctionRef<bool(const v1::Group&)> on_change,
+                                             absl::Duration deadline) {
+  v1::WatchGroupRequest request;
+  request.set_id(std::string(id));
+  return ReadStream<v1::Group>(
+      [&](grpc::ClientContext* context) { return tasks_->WatchGroup(context, request); },
+      on_change, absl::Now() + deadline, absl::StrCat("watch group ", id));
+}
+
+absl::StatusOr<v1::Group> Client::CancelGroup(absl::string_view id) {
+  v1::CancelGroupRequest request;
+  request.set_id(std::string(id));
+  return Unary<v1::Group>(1, NeverRetry, [&](grpc::ClientContext* context, v1::Group* response) {
+    return tasks_->CancelGroup(context, request, response);
+  });
+}
+
+absl::StatusOr<v1::Chain> Client::GetChain(absl::string_view id) {
+  v1::GetChainRequest request;
+  request.set_id(std::string(id));
+  return Unary<v1::Chain>(options_.read_attempts, IsUnavailable,
+                          [&](grpc::ClientContext* context, v1::Chain* response) {
+                            return tasks_->GetChain(context, request, response);
+                          });
+}
+
+absl::StatusOr<v1::Chain> Client::CancelChain(absl::string_view id) {
+  v1::CancelChainRequest request;
+  request.set_id(std::string(id));
+  return Unary<v1::Chain>(1, NeverRetry, [&](grpc::ClientContext* context, v1::Chain* response) {
+    return tasks_->CancelChain(context, request, response);
+  });
 }
 
 absl::StatusOr<v1::Queue> Client::CreateQueue(const v1::CreateQueueRequest& request) {
@@ -344,6 +430,62 @@ absl::StatusOr<v1::PurgeDeadLettersResponse> Client::PurgeDeadLetters(
       1, NeverRetry, [&](grpc::ClientContext* context, v1::PurgeDeadLettersResponse* response) {
         return queues_->PurgeDeadLetters(context, request, response);
       });
+}
+
+absl::StatusOr<v1::Schedule> Client::CreateSchedule(const v1::Schedule& schedule) {
+  v1::CreateScheduleRequest request;
+  *request.mutable_schedule() = schedule;
+  return Unary<v1::Schedule>(1, NeverRetry,
+                             [&](grpc::ClientContext* context, v1::Schedule* response) {
+                               return schedules_->CreateSchedule(context, request, response);
+                             });
+}
+
+absl::StatusOr<v1::Schedule> Client::GetSchedule(absl::string_view name) {
+  v1::GetScheduleRequest request;
+  request.set_name(std::string(name));
+  return Unary<v1::Schedule>(options_.read_attempts, IsUnavailable,
+                             [&](grpc::ClientContext* context, v1::Schedule* response) {
+                               return schedules_->GetSchedule(context, request, response);
+                             });
+}
+
+absl::StatusOr<v1::ListSchedulesResponse> Client::ListSchedules() {
+  v1::ListSchedulesRequest request;
+  return Unary<v1::ListSchedulesResponse>(
+      options_.read_attempts, IsUnavailable,
+      [&](grpc::ClientContext* context, v1::ListSchedulesResponse* response) {
+        return schedules_->ListSchedules(context, request, response);
+      });
+}
+
+absl::StatusOr<v1::Schedule> Client::PauseSchedule(absl::string_view name) {
+  v1::PauseScheduleRequest request;
+  request.set_name(std::string(name));
+  return Unary<v1::Schedule>(1, NeverRetry,
+                             [&](grpc::ClientContext* context, v1::Schedule* response) {
+                               return schedules_->PauseSchedule(context, request, response);
+                             });
+}
+
+absl::StatusOr<v1::Schedule> Client::ResumeSchedule(absl::string_view name) {
+  v1::ResumeScheduleRequest request;
+  request.set_name(std::string(name));
+  return Unary<v1::Schedule>(1, NeverRetry,
+                             [&](grpc::ClientContext* context, v1::Schedule* response) {
+                               return schedules_->ResumeSchedule(context, request, response);
+                             });
+}
+
+absl::Status Client::DeleteSchedule(absl::string_view name) {
+  v1::DeleteScheduleRequest request;
+  request.set_name(std::string(name));
+  return Unary<v1::DeleteScheduleResponse>(
+             1, NeverRetry,
+             [&](grpc::ClientContext* context, v1::DeleteScheduleResponse* response) {
+               return schedules_->DeleteSchedule(context, request, response);
+             })
+      .status();
 }
 
 absl::StatusOr<v1::LeaseResponse> Client::Lease(const v1::LeaseRequest& request) {

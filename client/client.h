@@ -1,5 +1,7 @@
-// The Conveyor C++ client library: one Client over the broker's three gRPC
-// services (TaskService, QueueService, WorkerService) plus grpc.health.v1.
+// The Conveyor C++ client library: one Client over the broker's gRPC services
+// (TaskService, QueueService, WorkerService, ScheduleService) plus
+// grpc.health.v1, and Map (one task type over many items, as a group; types
+// in client/map.h).
 //
 //   conveyor::client::ClientOptions options;
 //   options.address = "127.0.0.1:7400";
@@ -15,19 +17,26 @@
 //
 // Retries:
 //   - Submit and SubmitBatch first give every TaskSpec without an idempotency
-//     key a random one (128 bits, 32 hex digits), then retry on UNAVAILABLE,
-//     DEADLINE_EXCEEDED and CANCELLED (a broker shutting down cancels calls
-//     in flight) up to `submit_attempts` attempts in all, with
+//     key a random one (128 bits, 32 hex digits), and SubmitGroup gives the
+//     group one when it has none (its members carry none), then retry on
+//     UNAVAILABLE, DEADLINE_EXCEEDED and CANCELLED (a broker shutting down
+//     cancels calls in flight) up to `submit_attempts` attempts in all, with
 //     jittered exponential backoff, resending the same keys: the broker
-//     returns the original task for a key it has seen, so a retry never
-//     enqueues twice. (With FULL_POLICY_WAIT a full queue answers
+//     returns the original task (or group) for a key it has seen, so a retry
+//     never enqueues twice. (With FULL_POLICY_WAIT a full queue answers
 //     DEADLINE_EXCEEDED, so such a submit may wait up to `submit_attempts`
 //     timeouts in all.)
-//   - Reads (GetTask, ListTasks, GetQueue, ListQueues, ListDeadLetters,
-//     Health) are retried on UNAVAILABLE only, up to `read_attempts`.
-//   - Everything else (CancelTask, queue changes, Lease, Heartbeat, Complete,
-//     Fail, Release, WatchTask) is sent once: repeating it is not safe in
-//     general, so the caller decides.
+//   - Reads (GetTask, ListTasks, GetGroup, GetChain, GetQueue, ListQueues,
+//     ListDeadLetters, GetSchedule, ListSchedules, Health) are retried on
+//     UNAVAILABLE only, up to `read_attempts`.
+//   - Everything else (CancelTask, CancelGroup, CancelChain, queue changes,
+//     schedule changes (CreateSchedule, PauseSchedule, ResumeSchedule,
+//     DeleteSchedule), Lease, Heartbeat, Complete, Fail, Release, WatchTask,
+//     WatchGroup) is sent once: repeating it is not safe in general, so the
+//     caller decides.
+//   - FollowGroup and Map are built to outlast a broker restart: they resume
+//     a broken WatchGroup stream (re-watch, or poll GetGroup) with backoff
+//     until their deadline; see each.
 //
 // Thread-safety: a Client is thread-safe; one instance may be shared by any
 // number of threads (gRPC stubs and channels are thread-safe, and the random
@@ -35,6 +44,7 @@
 #ifndef CONVEYOR_CLIENT_CLIENT_H_
 #define CONVEYOR_CLIENT_CLIENT_H_
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
@@ -48,6 +58,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "client/map.h"
 #include "conveyor/v1/conveyor.grpc.pb.h"
 #include "grpcpp/channel.h"
 #include "grpcpp/generic/generic_stub.h"
@@ -55,8 +66,6 @@
 #include "grpcpp/support/channel_arguments.h"
 
 namespace conveyor::client {
-
-namespace v1 = ::conveyor::v1;
 
 struct ClientOptions {
   // Broker address, host:port.
@@ -136,6 +145,59 @@ class Client {
   // One page; follow `next_page_token` for more.
   absl::StatusOr<v1::ListTasksResponse> ListTasks(const v1::ListTasksRequest& request);
 
+  // ─── TaskService: groups and chains ───
+
+  // Submits every member of `request` (all or none) and its optional
+  // callback. Attaches a group idempotency key when `request` has none and
+  // retries as Submit does, so a retry never creates a second group; a
+  // resubmit with a known key returns the original group with
+  // `deduplicated` set. INVALID_ARGUMENT names the first bad member;
+  // RESOURCE_EXHAUSTED the first full queue (never waits for room).
+  absl::StatusOr<v1::SubmitGroupResponse> SubmitGroup(v1::SubmitGroupRequest request);
+  // Counters, and with `include_members` one page of members (and with
+  // `include_results` their results and errors). NOT_FOUND: unknown group,
+  // or dropped after the workflow TTL.
+  absl::StatusOr<v1::Group> GetGroup(const v1::GetGroupRequest& request);
+  // Follows a group as WatchTask follows a task: `on_change` sees its
+  // counters now and on every change (coalesced), until it is DONE or
+  // CANCELED, the stream fails, or `on_change` returns false. Bounded by
+  // `deadline` only. Returns the last Group received (not necessarily
+  // ended: the broker may close the stream when it drains); the stream's
+  // error; or UNKNOWN if it closed before sending anything.
+  absl::StatusOr<v1::Group> WatchGroup(absl::string_view id,
+                                       absl::FunctionRef<bool(const v1::Group&)> on_change,
+                                       absl::Duration deadline = absl::InfiniteDuration());
+  // WatchGroup that survives a broken stream (UNAVAILABLE, a broker restart,
+  // a stream closed while the group runs): backs off, polls GetGroup, and
+  // watches again, until the group is DONE or CANCELED or `deadline`
+  // passes (then DEADLINE_EXCEEDED, naming the group and its progress).
+  // `on_change` sees every Group received, from the stream or a poll.
+  // Errors that a retry cannot fix (NOT_FOUND, PERMISSION_DENIED,
+  // INVALID_ARGUMENT, UNIMPLEMENTED, ...) are returned at once.
+  absl::StatusOr<v1::Group> FollowGroup(absl::string_view id,
+                                        absl::FunctionRef<void(const v1::Group&)> on_change,
+                                        absl::Duration deadline = absl::InfiniteDuration());
+  // Cancels every member that has not ended; no callback is submitted.
+  // FAILED_PRECONDITION: the group is already DONE.
+  absl::StatusOr<v1::Group> CancelGroup(absl::string_view id);
+  // A chain by its id (its first stage's task id). NOT_FOUND: unknown.
+  absl::StatusOr<v1::Chain> GetChain(absl::string_view id);
+  // Cancels the chain's current stage; no later stage is submitted.
+  absl::StatusOr<v1::Chain> CancelChain(absl::string_view id);
+
+  // Map: submits one task per item (MapMemberSpec) as one group (SubmitGroup,
+  // keyed as above), follows it (FollowGroup, reporting through
+  // `options.on_progress`), then reads every member's outcome with
+  // GetGroup(include_members, include_results) in pages, and returns one
+  // MapItem per item in input order, whatever order the tasks ended in.
+  // Items that fail do not fail the map: see MapItem::state and
+  // MapResult::failures. A broken stream or a broker restart is outlasted
+  // (re-watch, re-read) until `options.deadline`; then DEADLINE_EXCEEDED.
+  // INVALID_ARGUMENT: no queue or type, a page size outside 1-10,000, or the
+  // broker's verdict on the group; FAILED_PRECONDITION: the idempotency key
+  // matched a group of another size. No items: an empty result, no call.
+  absl::StatusOr<MapResult> Map(const std::vector<std::string>& items, const MapOptions& options);
+
   // ─── QueueService ───
 
   // ALREADY_EXISTS: a queue of that name exists.
@@ -157,6 +219,21 @@ class Client {
   absl::StatusOr<v1::PurgeDeadLettersResponse> PurgeDeadLetters(
       absl::string_view queue, const std::vector<std::string>& ids);
 
+  // ─── ScheduleService ───
+
+  // ALREADY_EXISTS: the name is taken; INVALID_ARGUMENT names a bad cron
+  // field, time zone or template field.
+  absl::StatusOr<v1::Schedule> CreateSchedule(const v1::Schedule& schedule);
+  // NOT_FOUND: no schedule of that name.
+  absl::StatusOr<v1::Schedule> GetSchedule(absl::string_view name);
+  // Every schedule, by name.
+  absl::StatusOr<v1::ListSchedulesResponse> ListSchedules();
+  // Ticks that pass while paused are skipped.
+  absl::StatusOr<v1::Schedule> PauseSchedule(absl::string_view name);
+  absl::StatusOr<v1::Schedule> ResumeSchedule(absl::string_view name);
+  // Tasks it already submitted are kept.
+  absl::Status DeleteSchedule(absl::string_view name);
+
   // ─── WorkerService ───
 
   // Long-polls up to `request.wait()`; the deadline is that wait plus
@@ -176,22 +253,43 @@ class Client {
   absl::StatusOr<ServingStatus> Health(absl::string_view service = "");
 
  private:
-  // Runs `call` (one attempt, given its deadline) up to `attempts` times
-  // while it fails with a code `retryable` accepts, sleeping between tries.
+  // Runs `call` (one attempt, given its deadline: `options_.timeout` from
+  // now, but never past `cap`) up to `attempts` times while it fails with a
+  // code `retryable` accepts, sleeping between tries.
   absl::Status Retry(int attempts, bool (*retryable)(absl::StatusCode),
-                     absl::FunctionRef<absl::Status(absl::Time)> call);
+                     absl::FunctionRef<absl::Status(absl::Time)> call,
+                     absl::Time cap = absl::InfiniteFuture());
   // Unary call `rpc(context, response)` with a fresh context and deadline per
   // attempt, retried as Retry() does.
   template <typename Resp, typename Rpc>
-  absl::StatusOr<Resp> Unary(int attempts, bool (*retryable)(absl::StatusCode), Rpc rpc);
+  absl::StatusOr<Resp> Unary(int attempts, bool (*retryable)(absl::StatusCode), Rpc rpc,
+                             absl::Time cap = absl::InfiniteFuture());
+  // A server stream `start(context)` read to its end: `on_message` sees each
+  // message until it returns false. `what` names the stream in errors.
+  template <typename Msg, typename Start>
+  absl::StatusOr<Msg> ReadStream(Start start, absl::FunctionRef<bool(const Msg&)> on_message,
+                                 absl::Time deadline, absl::string_view what);
+  // SubmitGroup and GetGroup whose attempts end by `cap` (Map's deadline).
+  absl::StatusOr<v1::SubmitGroupResponse> SubmitGroupBefore(v1::SubmitGroupRequest request,
+                                                            absl::Time cap);
+  absl::StatusOr<v1::Group> GetGroupBefore(const v1::GetGroupRequest& request, absl::Time cap);
+  // FollowGroup until an absolute deadline.
+  absl::StatusOr<v1::Group> FollowGroupUntil(absl::string_view id,
+                                             absl::FunctionRef<void(const v1::Group&)> on_change,
+                                             absl::Time deadline);
+  // Map's last step: every member with its result, `page_size` at a time.
+  absl::Status ReadMembers(const std::string& group_id, uint32_t page_size, absl::Time deadline,
+                           std::vector<MapItem>* items);
   absl::Duration BackoffFor(int failures);
   void AttachKey(v1::TaskSpec* spec);
+  std::string NewKey();
 
   const ClientOptions options_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::TaskService::Stub> tasks_;
   std::unique_ptr<v1::QueueService::Stub> queues_;
   std::unique_ptr<v1::WorkerService::Stub> workers_;
+  std::unique_ptr<v1::ScheduleService::Stub> schedules_;
   std::unique_ptr<grpc::GenericStub> generic_;
 
   absl::Mutex gen_mu_;
