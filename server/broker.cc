@@ -9,20 +9,12 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "common/log.h"
+#include "server/broker_internal.h"
 #include "server/journal_codec.h"
 
 namespace conveyor::server {
+using namespace internal;  // NOLINT: this file implements Broker
 namespace {
-
-enum TimerKind : int {
-  kDue,         // SCHEDULED task reaches its not-before time
-  kLeaseCheck,  // RUNNING task's lease or attempt deadline
-  kExpire,      // never-leased task reaches its expiry
-  kRetention,   // ended task reaches its result TTL
-  kLeaseWait,   // parked Lease runs out of wait
-  kSubmitWait,  // parked Submit reaches its deadline
-  kQueueWake,   // a queue's rate limit or throttle lets tasks start again
-};
 
 constexpr size_t kMaxErrorBytes = 64 << 10;
 constexpr size_t kMaxProgressMessageBytes = 1 << 10;
@@ -33,15 +25,6 @@ constexpr size_t kMaxLeaseQueues = 64;
 constexpr uint32_t kMaxLeaseTasks = 1000;
 constexpr absl::Duration kMaxDelay = absl::Hours(24 * 365);
 constexpr absl::Duration kMaxTimeout = absl::Hours(24 * 7);
-
-absl::Status Invalid(absl::string_view field, absl::string_view problem) {
-  return absl::InvalidArgumentError(absl::StrCat(field, " ", problem));
-}
-
-std::string Quoted(absl::string_view s) {
-  return absl::StrCat("\"", absl::CHexEscape(s.substr(0, 128)),
-                      s.size() > 128 ? "...\"" : "\"");
-}
 
 bool ValidTypeName(absl::string_view type) {
   if (type.empty() || type.size() > 128) return false;
@@ -69,35 +52,7 @@ absl::Status NotFoundQueue(absl::string_view name) {
   return absl::NotFoundError(absl::StrCat("queue ", Quoted(name), " not found"));
 }
 
-std::string IdemKey(absl::string_view queue, absl::string_view key) {
-  return absl::StrCat(queue, std::string(1, '\0'), key);
-}
-
 }  // namespace
-
-struct Broker::Timer {
-  int64_t when_us;
-  int kind;
-  uint64_t key;
-  int64_t stamp;
-  bool operator>(const Timer& o) const { return when_us > o.when_us; }
-};
-
-struct Broker::LeaseWaiter {
-  LeaseRequest request;
-  LeaseCallback done;
-};
-
-struct Broker::SubmitWaiter {
-  TaskSpec spec;
-  Queue* queue;
-  SubmitCallback done;
-};
-
-struct Broker::Watcher {
-  uint64_t task_id;
-  WatchCallback callback;
-};
 
 Broker::Broker(BrokerOptions options, const Clock* clock, BrokerListener* listener,
                journal::Journal* journal)
@@ -190,6 +145,12 @@ TaskInfo Broker::Snapshot(const Task& task, bool with_payload) const {
   info.cancel_requested = task.cancel_requested;
   info.timeout = TimeoutOf(task);
   info.version = change_seq_;
+  if (const Link* link = LinkOf(task.id().value()); link != nullptr) {
+    info.group_id = TaskId(link->group);
+    info.chain_id = TaskId(link->chain);
+    info.chain_stage = link->stage;
+    info.schedule = link->schedule;
+  }
   if (const TaskExtra* x = task.extra(); x != nullptr) {
     info.headers = x->headers;
     info.expires_at = x->expires_at;
@@ -356,7 +317,10 @@ absl::Status Broker::ValidateSpec(const TaskSpec& spec, absl::Time now) const {
                                 " bytes; the limit is ", options_.max_result_bytes,
                                 " (--max-result-bytes)"));
   }
-  return absl::OkStatus();
+  if (spec.delay != absl::ZeroDuration()) {
+    return Invalid("delay", "is a template field (chain stages, callbacks, schedules)");
+  }
+  return ValidateStages(spec, "", now);
 }
 
 // ───────────────────────────── submit ─────────────────────────────
@@ -429,7 +393,6 @@ void Broker::RejectedUnlocked(const absl::Status& status, uint64_t count) const 
 absl::StatusOr<SubmitResult> Broker::SubmitLocked(TaskSpec& spec, Queue* queue,
                                                   bool allow_wait, bool* must_wait,
                                                   Deferred& after) {
-  const absl::Time now = clock_->Now();
   if (!spec.idempotency_key.empty()) {
     auto it = idempotency_.find(IdemKey(queue->name(), spec.idempotency_key));
     if (it != idempotency_.end()) {
@@ -437,12 +400,6 @@ absl::StatusOr<SubmitResult> Broker::SubmitLocked(TaskSpec& spec, Queue* queue,
         return SubmitResult{Snapshot(*original, /*with_payload=*/false), true};
       }
     }
-  }
-  std::optional<RetryPolicy> retry;
-  if (!spec.retry.empty()) {
-    absl::StatusOr<RetryPolicy> resolved = ResolveRetry(spec.retry, queue->config().retry);
-    if (!resolved.ok()) return resolved.status();
-    retry = *resolved;
   }
   if (queue->full()) {
     if (allow_wait && queue->config().full_policy == FullPolicy::kWait) {
@@ -452,6 +409,20 @@ absl::StatusOr<SubmitResult> Broker::SubmitLocked(TaskSpec& spec, Queue* queue,
     return absl::ResourceExhaustedError(absl::StrCat(
         "queue ", Quoted(queue->name()), " is full (capacity ", queue->config().capacity,
         " unfinished tasks); retry later"));
+  }
+  absl::StatusOr<Task*> task = CreateTask(spec, queue, /*link=*/nullptr, after);
+  if (!task.ok()) return task.status();
+  return SubmitResult{Snapshot(**task, /*with_payload=*/false), false};
+}
+
+absl::StatusOr<Task*> Broker::CreateTask(TaskSpec& spec, Queue* queue, const Link* link,
+                                         Deferred& after) {
+  const absl::Time now = clock_->Now();
+  std::optional<RetryPolicy> retry;
+  if (!spec.retry.empty()) {
+    absl::StatusOr<RetryPolicy> resolved = ResolveRetry(spec.retry, queue->config().retry);
+    if (!resolved.ok()) return resolved.status();
+    retry = *resolved;
   }
 
   TaskId id = NextId();
@@ -482,16 +453,18 @@ absl::StatusOr<SubmitResult> Broker::SubmitLocked(TaskSpec& spec, Queue* queue,
   if (spec.not_before != absl::InfinitePast() && spec.not_before > now) {
     task->set_not_before(spec.not_before);
   }
+  // Workflow links first: the records they write precede the task's own.
+  LinkNewTask(*task, link, spec, after);
   if (listener_ != nullptr) listener_->OnSubmitted(*queue, *task);
   if (journal_ != nullptr) {
     // Leaseable only once its record is durable (BatchDone activates it).
     task->pending_durable = true;
-    batch_.push_back(EncodeSubmitted(*task, type_names_[task->type_id()]));
+    batch_.push_back(EncodeSubmitted(*task, type_names_[task->type_id()], LinkOf(id.value())));
     batch_submitted_.push_back(id.value());
   } else {
     Activate(task, after);
   }
-  return SubmitResult{Snapshot(*task, /*with_payload=*/false), false};
+  return task;
 }
 
 void Broker::Activate(Task* task, Deferred& after) {
@@ -809,6 +782,8 @@ void Broker::End(Task* task, TaskState state, Deferred& after) {
   if (listener_ != nullptr) listener_->OnEnded(*queue, *task);
   PersistTask(*task);
   NotifyWatchers(*task, /*final=*/true, after);
+  // Before retention, which may drop the record at once (retained = 0).
+  WorkflowStep(task, after);
   if (was_active) ServeSubmitWaiters(queue, after);
   EnforceRetention(queue, after);
 }
@@ -832,6 +807,7 @@ void Broker::Drop(Task* task, absl::string_view reason, Deferred& after) {
     ++change_seq_;
     NotifyWatchers(*task, /*final=*/true, after);
     queue->CountIn(TaskState::kCanceled);
+    WorkflowStep(task, after);
   }
   queue->CountOut(task->state);
   if (task->extra() != nullptr && !task->extra()->idempotency_key.empty()) {
@@ -842,6 +818,7 @@ void Broker::Drop(Task* task, absl::string_view reason, Deferred& after) {
     // Dropped while watched (retention of an ended task): end the watches.
     NotifyWatchers(*task, /*final=*/true, after);
   }
+  UnlinkTask(task->id().value(), /*undurable=*/false);
   tasks_.erase(task->id().value());
   Task::Destroy(task);
 }
@@ -1337,6 +1314,21 @@ absl::StatusOr<TaskInfo> Broker::GetTask(TaskId id) const {
   return info;
 }
 
+void Broker::CancelLocked(Task* task, Deferred& after) {
+  if (task->state == TaskState::kRunning) {
+    if (!task->cancel_requested) {
+      task->cancel_requested = true;
+      ++change_seq_;
+      PersistTask(*task);
+      NotifyWatchers(*task, /*final=*/false, after);
+    }
+    return;
+  }
+  task->cancel_requested = true;
+  task->mutable_extra().error = "canceled";
+  End(task, TaskState::kCanceled, after);
+}
+
 absl::StatusOr<TaskInfo> Broker::CancelTask(TaskId id, Ticket* ticket) {
   Deferred after;
   absl::StatusOr<TaskInfo> out;
@@ -1348,29 +1340,17 @@ absl::StatusOr<TaskInfo> Broker::CancelTask(TaskId id, Ticket* ticket) {
       return absl::FailedPreconditionError(absl::StrCat(
           "task ", id.ToString(), " has already ended (", TaskStateName(task->state), ")"));
     }
-    if (task->state == TaskState::kRunning) {
-      if (!task->cancel_requested) {
-        task->cancel_requested = true;
-        ++change_seq_;
-        PersistTask(*task);
-        NotifyWatchers(*task, /*final=*/false, after);
-      }
-      out = Snapshot(*task, /*with_payload=*/false);
+    // With retained = 0 the end drops the record at once: answer from a copy
+    // taken before if it is gone.
+    TaskInfo info = Snapshot(*task, /*with_payload=*/false);
+    CancelLocked(task, after);
+    if (Task* kept = FindTask(id); kept != nullptr) {
+      info = Snapshot(*kept, /*with_payload=*/false);
     } else {
-      task->cancel_requested = true;
-      task->mutable_extra().error = "canceled";
-      // With retained = 0 the end drops the record at once: answer from a
-      // copy taken before.
-      TaskInfo info = Snapshot(*task, /*with_payload=*/false);
-      End(task, TaskState::kCanceled, after);
-      if (Task* kept = FindTask(id); kept != nullptr) {
-        info = Snapshot(*kept, /*with_payload=*/false);
-      } else {
-        info.state = TaskState::kCanceled;
-        info.finished_at = clock_->Now();
-      }
-      out = std::move(info);
+      info.state = TaskState::kCanceled;
+      info.finished_at = clock_->Now();
     }
+    out = std::move(info);
     Ticket t = Commit(after);
     if (ticket != nullptr) *ticket = t;
   }
@@ -1676,6 +1656,7 @@ absl::StatusOr<uint64_t> Broker::RequeueDeadLetters(absl::string_view name,
       task->mutable_extra().finished_at = absl::InfinitePast();
       MakeReady(task, after);
       PersistTask(*task);
+      WorkflowStep(task, after);  // a group member counts as running again
       ++requeued;
     }
     Ticket t = Commit(after);
@@ -1794,6 +1775,7 @@ void Broker::RemoveUndurable(Task* task) {
   }
   if (IsTerminal(task->state)) --queue->ended_live;
   ++change_seq_;
+  UnlinkTask(task->id().value(), /*undurable=*/true);
   tasks_.erase(task->id().value());
   Task::Destroy(task);
 }
@@ -1861,6 +1843,10 @@ absl::Status Broker::Apply(const conveyor::internal::JournalEntry& e) {
     case pb::JournalEntry::kBarrier:
     case pb::JournalEntry::KIND_NOT_SET:
       return absl::OkStatus();
+    case pb::JournalEntry::kGroup:
+    case pb::JournalEntry::kChain:
+    case pb::JournalEntry::kSchedule:
+      return ApplyWorkflow(e);
     case pb::JournalEntry::kQueue: {
       QueueConfig config = QueueConfigFromRecord(e.queue());
       auto it = queues_.find(config.name);
@@ -1910,6 +1896,7 @@ absl::Status Broker::Apply(const conveyor::internal::JournalEntry& e) {
         idempotency_[IdemKey(queue->name(), r.idempotency_key())] = r.id();
       }
       last_id_ = std::max<uint64_t>(last_id_, r.id());
+      LinkFromRecord(r, task);
       return absl::OkStatus();
     }
     case pb::JournalEntry::kUpdated: {
@@ -1945,6 +1932,7 @@ absl::Status Broker::Apply(const conveyor::internal::JournalEntry& e) {
         x.error = r.error();
       }
       if (IsTerminal(task->state)) ++queue->ended_live;
+      NoteMemberState(*task);
       return absl::OkStatus();
     }
     case pb::JournalEntry::kDropped: {
@@ -1952,15 +1940,25 @@ absl::Status Broker::Apply(const conveyor::internal::JournalEntry& e) {
         Task* task = FindTask(TaskId(id));
         if (task == nullptr) continue;
         Queue* queue = task->queue();
+        if (!IsTerminal(task->state)) {
+          // Purged while queued: it ended CANCELED (for its group or chain).
+          queue->CountOut(task->state);
+          task->state = TaskState::kCanceled;
+          task->mutable_extra().error = "purged";
+          queue->CountIn(task->state);
+          ++queue->ended_live;
+          NoteMemberState(*task);
+        }
         if (IsTerminal(task->state)) --queue->ended_live;
         queue->CountOut(task->state);
         if (task->extra() != nullptr && !task->extra()->idempotency_key.empty()) {
           idempotency_.erase(IdemKey(queue->name(), task->extra()->idempotency_key));
         }
+        UnlinkTask(id, /*undurable=*/false);
         tasks_.erase(id);
         Task::Destroy(task);
       }
-      return absl::OkStatus();
+      return ApplyWorkflow(e);
     }
   }
   return absl::OkStatus();
@@ -2005,6 +2003,7 @@ void Broker::FinishRecovery(Deferred& after) {
       MakeReady(task, after);
     }
   }
+  RecoverWorkflows(after);
   for (auto& [name, queue] : queues_) EnforceRetention(queue.get(), after);
 }
 
@@ -2085,11 +2084,16 @@ absl::Status Broker::WriteSnapshot(size_t* bytes) {
     for (const auto& [name, queue] : queues_) {
       pieces.push_back({0, EncodeQueue(queue->config(), queue->paused)});
     }
+    // Groups, chains and schedules before the tasks that name them.
+    std::vector<std::string> workflows;
+    SnapshotWorkflows(workflows);
+    for (std::string& w : workflows) pieces.push_back({0, std::move(w)});
     std::vector<Task*> sorted(tasks_.begin(), tasks_.end());
     std::sort(sorted.begin(), sorted.end(), [](Task* a, Task* b) { return a->id() < b->id(); });
     for (Task* task : sorted) {
       const uint64_t pending = task->pending_durable ? task->id().value() : 0;
-      pieces.push_back({pending, EncodeSubmitted(*task, type_names_[task->type_id()])});
+      pieces.push_back({pending, EncodeSubmitted(*task, type_names_[task->type_id()],
+                                                 LinkOf(task->id().value()))});
       pieces.push_back({pending, EncodeUpdated(*task)});
     }
   }
@@ -2203,6 +2207,12 @@ void Broker::FireTimer(const Timer& timer, absl::Time now, Deferred& after) {
       ArmWake(queue, now);
       break;
     }
+    case kWorkflowDrop:
+      DropWorkflow(timer.key, after);
+      break;
+    case kWorkflowRetry:
+      RetryWorkflows(after);
+      break;
     case kSubmitWait: {
       auto it = submit_waiters_.find(timer.key);
       if (it != submit_waiters_.end()) {

@@ -104,6 +104,12 @@ struct BrokerOptions {
   absl::Duration max_throttle = absl::Hours(1);
   // Defaults for queues created without settings.
   QueueConfig queue_defaults;
+  // Workflows: members per group, their payload bytes together, stages per
+  // chain, and how long a finished group or chain stays visible.
+  size_t max_group_size = 100'000;
+  size_t max_group_bytes = 32 << 20;
+  size_t max_chain_stages = 32;
+  absl::Duration workflow_ttl = absl::Hours(24);
 };
 
 // What a producer submits (already decoded from the wire; validated by the
@@ -124,6 +130,11 @@ struct TaskSpec {
   std::string rate_key;
   std::string concurrency_key;
   std::optional<std::string> fallback_result;
+  // Templates only (chain stages, group callbacks, schedules): not leased
+  // before `delay` after the template is submitted.
+  absl::Duration delay = absl::ZeroDuration();
+  // Chain: the stages that follow this task (templates; see the proto).
+  std::vector<TaskSpec> then;
 };
 
 // Why a SCHEDULED or READY task is not running yet.
@@ -165,6 +176,12 @@ struct TaskInfo {
   std::string rate_key;
   std::string concurrency_key;
   absl::Duration timeout;
+  // Workflow links: the group it belongs to (or whose callback it is), the
+  // chain and stage, the schedule that submitted it. Zero / empty: none.
+  TaskId group_id;
+  TaskId chain_id;
+  uint32_t chain_stage = 0;
+  std::string schedule;
   // Filled in by GetTask and ListTasks only.
   WaitInfo waiting;
   // Increases with every change the broker makes to any task: a watcher can
@@ -256,6 +273,77 @@ struct QueueUpdate {
   std::optional<absl::Duration> result_ttl;
   std::optional<uint64_t> retained;
   LimitsUpdate limits;  // applied live
+};
+
+// ── Workflows ──
+
+struct GroupSpec {
+  std::vector<TaskSpec> members;
+  std::optional<TaskSpec> callback;  // a template (its payload goes in GroupResults)
+  uint64_t max_fan_in_bytes = 0;     // 0: the default (the most allowed)
+  std::string idempotency_key;
+};
+
+enum class GroupState : uint8_t { kRunning, kDone, kCanceled };
+const char* GroupStateName(GroupState state);
+
+struct GroupMemberInfo {
+  uint32_t index = 0;
+  TaskId task_id;
+  TaskState state = TaskState::kScheduled;
+  std::string result;
+  std::string error;
+};
+
+struct GroupInfo {
+  TaskId id;
+  GroupState state = GroupState::kRunning;
+  uint32_t total = 0;
+  uint32_t ended = 0;
+  uint32_t succeeded = 0;
+  uint32_t dead = 0;
+  uint32_t canceled = 0;
+  uint32_t expired = 0;
+  uint32_t fallback = 0;
+  bool has_callback = false;
+  TaskId callback_task;  // 0 until submitted
+  absl::Time created_at;
+  absl::Time finished_at = absl::InfinitePast();
+  std::string idempotency_key;
+  std::vector<GroupMemberInfo> members;  // GetGroup with members only
+  uint64_t version = 0;                  // orders watch notifications
+};
+
+struct SubmitGroupResult {
+  GroupInfo group;
+  std::vector<TaskId> task_ids;
+  bool deduplicated = false;
+};
+using SubmitGroupCallback = std::function<void(absl::StatusOr<SubmitGroupResult>)>;
+// As WatchCallback, for groups: `final` once DONE or CANCELED (or dropped).
+using GroupWatchCallback = std::function<void(const GroupInfo& group, bool final)>;
+
+enum class ChainState : uint8_t { kRunning, kSucceeded, kFailed, kCanceled };
+const char* ChainStateName(ChainState state);
+
+struct ChainInfo {
+  TaskId id;
+  ChainState state = ChainState::kRunning;
+  uint32_t stages = 0;
+  uint32_t current_stage = 0;
+  struct Stage {
+    uint32_t index = 0;
+    std::string queue;
+    std::string type;
+    TaskId task_id;                       // 0 until submitted
+    std::optional<TaskState> state;       // unset until submitted
+    std::string error;
+  };
+  std::vector<Stage> stage_list;
+  std::string result;
+  std::string error;
+  absl::Time created_at;
+  absl::Time finished_at = absl::InfinitePast();
 };
 
 struct TaskPage {
@@ -354,6 +442,30 @@ class Broker {
   absl::StatusOr<WatchId> Watch(TaskId id, WatchCallback cb);
   // Stops notifications. One already in flight may still arrive.
   void Unwatch(WatchId id);
+
+  // ── Workflows (server/workflow.cc) ──
+  // Fan-out / fan-in: every member is submitted, or none (INVALID_ARGUMENT
+  // naming the first bad member as "tasks[i].field ...", RESOURCE_EXHAUSTED
+  // for the first full queue; never waits). Once every member has ended the
+  // group is DONE and its callback (if any) is submitted, exactly once, with
+  // a GroupResults document (JSON) as its payload; callbacks and chain stages
+  // are continuations of accepted work, so they are never refused for a
+  // full queue. `done` runs once the group is durable.
+  void SubmitGroup(GroupSpec spec, SubmitGroupCallback done);
+  absl::StatusOr<SubmitGroupResult> SubmitGroupNow(GroupSpec spec);
+  // Members from `offset`, at most `limit` (1-10,000), with results if asked.
+  absl::StatusOr<GroupInfo> GetGroup(TaskId id, bool members, bool results, uint32_t offset,
+                                     uint32_t limit) const;
+  // Cancels every member that has not ended; the group ends CANCELED and its
+  // callback is never submitted. FAILED_PRECONDITION once DONE.
+  absl::StatusOr<GroupInfo> CancelGroup(TaskId id, Ticket* ticket = nullptr);
+  // As Watch, for a group's counters.
+  absl::StatusOr<WatchId> WatchGroup(TaskId id, GroupWatchCallback cb);
+  void UnwatchGroup(WatchId id);
+  absl::StatusOr<ChainInfo> GetChain(TaskId id) const;
+  // Cancels the current stage (queued: at once; running: via its worker) and
+  // submits no later stage. FAILED_PRECONDITION once the chain has ended.
+  absl::StatusOr<ChainInfo> CancelChain(TaskId id, Ticket* ticket = nullptr);
 
   // ── Workers ──
   // Up to max_tasks ready tasks from the named queues, best priority first,
@@ -540,6 +652,71 @@ class Broker {
 
   static void Run(Deferred& after);
 
+  // ── Workflows (server/workflow.cc) ──
+  struct Group;
+  struct Chain;
+  struct GroupWatcher;
+  // Only tasks that belong to a workflow have an entry in links_.
+  using Link = TaskLinks;
+  static constexpr uint32_t kCallbackIndex = TaskLinks::kCallbackIndex;
+  enum class TemplateKind { kStage, kCallback, kSchedule };
+  // spec.then: at most max_chain_stages stage templates. `prefix` names the
+  // spec in errors ("" or "callback.").
+  absl::Status ValidateStages(const TaskSpec& spec, absl::string_view prefix,
+                              absl::Time now) const;
+  // A template's rules (see the proto); errors are prefixed with `field`.
+  absl::Status ValidateTemplate(const TaskSpec& spec, absl::string_view field,
+                                TemplateKind kind, absl::Time now) const;
+  // Creates a task (no capacity or idempotency checks: callers did them, or
+  // it is a continuation). With `link`, the task is linked before its record
+  // is written. Chains in spec.then are created here.
+  absl::StatusOr<Task*> CreateTask(TaskSpec& spec, Queue* queue, const Link* link,
+                                   Deferred& after) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Submits a template as a continuation (callback, next stage, tick).
+  absl::StatusOr<Task*> SubmitTemplate(const TaskSpec& tmpl, std::string payload,
+                                       const Link& link, Deferred& after)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  const Link* LinkOf(uint64_t task_id) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // Links a task being created (`link`, and a chain for spec.then), writing
+  // the workflow records that must precede the task's own.
+  void LinkNewTask(Task& task, const Link* link, TaskSpec& spec, Deferred& after)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // CancelTask's work: queued ends CANCELED at once, running is marked.
+  void CancelLocked(Task* task, Deferred& after) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Records a linked task's current state in its group (idempotent; live and
+  // replay).
+  void NoteMemberState(const Task& task) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // After a linked task ended, was purged or requeued: fan-in, next stage.
+  void WorkflowStep(Task* task, Deferred& after) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void FinishGroup(Group& group, Deferred& after) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void AdvanceChain(Chain& chain, const Task& stage, Deferred& after)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void EndChain(Chain& chain, ChainState state, std::string result, std::string error)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::string FanInPayload(const Group& group) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  GroupInfo GroupSnapshot(const Group& group) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  ChainInfo ChainSnapshot(const Chain& chain) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  void NotifyGroupWatchers(Group& group, Deferred& after)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A linked task's record is gone (dropped or never durable).
+  void UnlinkTask(uint64_t task_id, bool undurable) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void PersistGroup(const Group& group, bool full) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void PersistChain(const Chain& chain) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::string EncodeGroupRecord(const Group& group, bool full) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  std::string EncodeChainRecord(const Chain& chain) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // Drops finished groups and chains past the workflow TTL (timer).
+  void DropWorkflow(uint64_t id, Deferred& after) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Retries continuations whose submit failed (a journal write error).
+  void RetryWorkflows(Deferred& after) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Replay of workflow records and links; FinishRecovery's part.
+  absl::Status ApplyWorkflow(const conveyor::internal::JournalEntry& e)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void LinkFromRecord(const conveyor::internal::TaskSubmitted& r, Task* task)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RecoverWorkflows(Deferred& after) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void SnapshotWorkflows(std::vector<std::string>& out) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+
   const BrokerOptions options_;
   const Clock* const clock_;
   BrokerListener* const listener_;
@@ -610,6 +787,16 @@ class Broker {
   // Tasks changed in a write that failed: their state is rewritten at the
   // next Tick until a write succeeds.
   absl::flat_hash_set<uint64_t> unpersisted_ ABSL_GUARDED_BY(mu_);
+
+  // Workflows.
+  absl::flat_hash_map<uint64_t, Link> links_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<uint64_t, std::unique_ptr<Group>> groups_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<uint64_t, std::unique_ptr<Chain>> chains_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, uint64_t> group_idempotency_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<WatchId, std::unique_ptr<GroupWatcher>> group_watchers_
+      ABSL_GUARDED_BY(mu_);
+  // Groups and chains whose continuation must be submitted again.
+  absl::flat_hash_set<uint64_t> workflow_retry_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace conveyor::server

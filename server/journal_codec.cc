@@ -12,14 +12,6 @@ int64_t Us(absl::Time t) {
   return absl::ToUnixMicros(t);
 }
 
-void RetryToRecord(const RetryPolicy& r, pb::RetryRecord* out) {
-  out->set_max_attempts(r.max_attempts);
-  out->set_initial_backoff_us(Us(r.initial_backoff));
-  out->set_max_backoff_us(Us(r.max_backoff));
-  out->set_multiplier(r.multiplier);
-  out->set_jitter(r.jitter);
-}
-
 void RateToRecord(const RateLimit& r, pb::RateRecord* out) {
   out->set_per_second(r.per_second);
   out->set_burst(r.burst);
@@ -59,6 +51,16 @@ std::string Serialize(const pb::JournalEntry& entry) {
 }
 
 }  // namespace
+
+void RetryToRecord(const RetryPolicy& r, pb::RetryRecord* out) {
+  out->set_max_attempts(r.max_attempts);
+  out->set_initial_backoff_us(Us(r.initial_backoff));
+  out->set_max_backoff_us(Us(r.max_backoff));
+  out->set_multiplier(r.multiplier);
+  out->set_jitter(r.jitter);
+}
+
+std::string EncodeEntry(const pb::JournalEntry& entry) { return Serialize(entry); }
 
 RetryPolicy RetryFromRecord(const pb::RetryRecord& r) {
   RetryPolicy p;
@@ -119,9 +121,14 @@ std::string EncodeQueue(const QueueConfig& c, bool paused) {
   return Serialize(e);
 }
 
-std::string EncodeSubmitted(const Task& task, absl::string_view type) {
+std::string EncodeSubmitted(const Task& task, absl::string_view type, const TaskLinks* links) {
   pb::JournalEntry e;
-  pb::TaskSubmitted* s = e.mutable_submitted();
+  SubmittedToRecord(task, type, links, e.mutable_submitted());
+  return Serialize(e);
+}
+
+void SubmittedToRecord(const Task& task, absl::string_view type, const TaskLinks* links,
+                       pb::TaskSubmitted* s) {
   s->set_id(task.id().value());
   s->set_queue(task.queue()->name());
   s->set_type(std::string(type));
@@ -143,7 +150,14 @@ std::string EncodeSubmitted(const Task& task, absl::string_view type) {
     s->set_concurrency_key(x->concurrency_key);
     if (x->fallback_result) s->set_fallback_result(*x->fallback_result);
   }
-  return Serialize(e);
+  if (links != nullptr) {
+    s->set_group_id(links->group);
+    s->set_group_index(links->index);
+    s->set_chain_id(links->chain);
+    s->set_chain_stage(links->stage);
+    s->set_schedule(links->schedule);
+    s->set_schedule_tick_us(links->schedule_tick_us);
+  }
 }
 
 std::string EncodeUpdated(const Task& task) {

@@ -27,10 +27,16 @@ namespace conveyor::server {
 std::string EncodeStarted(uint32_t epoch, absl::Time at);
 std::string EncodeBarrier();
 std::string EncodeQueue(const QueueConfig& config, bool paused);
-// `type` is the task's type name.
-std::string EncodeSubmitted(const Task& task, absl::string_view type);
+// `type` is the task's type name; `links` (optional) its workflow links.
+std::string EncodeSubmitted(const Task& task, absl::string_view type,
+                            const TaskLinks* links = nullptr);
+// The submit fields of `task` (as EncodeSubmitted writes them) into `s`.
+void SubmittedToRecord(const Task& task, absl::string_view type, const TaskLinks* links,
+                       conveyor::internal::TaskSubmitted* s);
+void RetryToRecord(const RetryPolicy& r, conveyor::internal::RetryRecord* out);
 std::string EncodeUpdated(const Task& task);
 std::string EncodeDropped(const std::vector<uint64_t>& ids);
+std::string EncodeEntry(const conveyor::internal::JournalEntry& entry);
 
 // DATA_LOSS if `record` is not a journal entry.
 absl::StatusOr<conveyor::internal::JournalEntry> DecodeEntry(absl::string_view record);

@@ -86,6 +86,10 @@ ABSL_FLAG(uint64_t, max_header_bytes, 8 << 10,
           "Largest total size of a task's header keys and values, in bytes.");
 ABSL_FLAG(uint64_t, max_batch_count, 1000, "Most tasks in one SubmitBatch.");
 ABSL_FLAG(uint64_t, max_batch_bytes, 8 << 20, "Most payload bytes in one SubmitBatch.");
+ABSL_FLAG(uint64_t, max_group_size, 100000, "Most members in one SubmitGroup.");
+ABSL_FLAG(uint64_t, max_group_bytes, 32 << 20, "Most payload bytes in one SubmitGroup.");
+ABSL_FLAG(absl::Duration, workflow_ttl, absl::Hours(24),
+          "How long a finished group or chain stays visible (GetGroup, GetChain).");
 ABSL_FLAG(absl::Duration, timeout_grace, absl::Seconds(10),
           "Time past a task's timeout before the broker fails a running attempt.");
 ABSL_FLAG(absl::Duration, drain_grace, absl::Seconds(10),
@@ -264,15 +268,25 @@ int main(int argc, char** argv) {
   b.max_batch_count = absl::GetFlag(FLAGS_max_batch_count);
   b.max_batch_bytes = absl::GetFlag(FLAGS_max_batch_bytes);
   b.timeout_grace = absl::GetFlag(FLAGS_timeout_grace);
+  b.max_group_size = absl::GetFlag(FLAGS_max_group_size);
+  b.max_group_bytes = absl::GetFlag(FLAGS_max_group_bytes);
+  b.workflow_ttl = absl::GetFlag(FLAGS_workflow_ttl);
   b.queue_defaults.capacity = absl::GetFlag(FLAGS_default_capacity);
   b.queue_defaults.lease_duration = absl::GetFlag(FLAGS_default_lease_duration);
   b.queue_defaults.result_ttl = absl::GetFlag(FLAGS_default_result_ttl);
   b.queue_defaults.retained = absl::GetFlag(FLAGS_default_retained);
   if (b.max_payload_bytes > (64u << 20) || b.max_result_bytes > (64u << 20) ||
-      b.max_batch_bytes > (512u << 20)) {
+      b.max_batch_bytes > (512u << 20) || b.max_group_bytes > (1024u << 20)) {
     std::fprintf(stderr,
                  "conveyord: payload and result limits are at most 64 MiB, the batch "
-                 "limit at most 512 MiB\n");
+                 "limit at most 512 MiB, the group limit at most 1 GiB\n");
+    return 64;
+  }
+  if (b.max_group_size == 0 || b.max_group_size > 10'000'000 ||
+      b.workflow_ttl <= absl::ZeroDuration()) {
+    std::fprintf(stderr,
+                 "conveyord: --max-group-size must be 1 to 10,000,000 and --workflow-ttl "
+                 "more than 0\n");
     return 64;
   }
   if (b.timeout_grace < absl::ZeroDuration() || options.drain_grace < absl::ZeroDuration()) {

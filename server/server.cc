@@ -293,7 +293,10 @@ absl::StatusOr<std::unique_ptr<BrokerServer>> BrokerServer::Start(ServerOptions 
   // Message and metadata limits follow the broker's own limits: a batch at
   // its byte limit fits, anything much larger is refused by gRPC itself.
   const size_t max_message =
-      std::max(o.broker.max_batch_bytes, o.broker.max_payload_bytes) + (1 << 20);
+      std::max({o.broker.max_batch_bytes, o.broker.max_payload_bytes,
+                // A group's payloads plus about 64 bytes of framing per member.
+                o.broker.max_group_bytes + 64 * o.broker.max_group_size}) +
+      (1 << 20);
   builder.SetMaxReceiveMessageSize(static_cast<int>(std::min<size_t>(max_message, INT32_MAX)));
   builder.SetMaxSendMessageSize(64 << 20);
   builder.AddChannelArgument(GRPC_ARG_MAX_METADATA_SIZE,

@@ -303,7 +303,8 @@ grpc::ServerUnaryReactor* FinishWhenDurable(Broker* broker, const RpcTimer& time
 
 // ───────────────────────────── conversions ─────────────────────────────
 
-absl::StatusOr<TaskSpec> SpecFromProto(const v1::TaskSpec& p, absl::Time now) {
+absl::StatusOr<TaskSpec> SpecFromProto(const v1::TaskSpec& p, absl::Time now,
+                                       bool is_template) {
   TaskSpec spec;
   spec.queue = p.queue();
   spec.type = p.type();
@@ -326,7 +327,11 @@ absl::StatusOr<TaskSpec> SpecFromProto(const v1::TaskSpec& p, absl::Time now) {
       return Invalid("delay", absl::StrCat("is ", absl::FormatDuration(*d),
                                            "; must be 0 to 365 days"));
     }
-    spec.not_before = now + *d;
+    if (is_template) {
+      spec.delay = *d;
+    } else {
+      spec.not_before = now + *d;
+    }
   }
   if (p.has_expires_at()) {
     absl::StatusOr<absl::Time> t = TimeField(p.expires_at(), "expires_at");
@@ -347,7 +352,79 @@ absl::StatusOr<TaskSpec> SpecFromProto(const v1::TaskSpec& p, absl::Time now) {
   spec.rate_key = p.rate_key();
   spec.concurrency_key = p.concurrency_key();
   if (p.has_fallback_result()) spec.fallback_result = p.fallback_result();
+  for (int i = 0; i < p.then_size(); ++i) {
+    absl::StatusOr<TaskSpec> stage = SpecFromProto(p.then(i), now, /*is_template=*/true);
+    if (!stage.ok()) {
+      return absl::Status(stage.status().code(),
+                          absl::StrCat("then[", i, "].", stage.status().message()));
+    }
+    spec.then.push_back(std::move(*stage));
+  }
   return spec;
+}
+
+v1::GroupState GroupStateToProto(GroupState s) {
+  switch (s) {
+    case GroupState::kRunning: return v1::GROUP_STATE_RUNNING;
+    case GroupState::kDone: return v1::GROUP_STATE_DONE;
+    case GroupState::kCanceled: return v1::GROUP_STATE_CANCELED;
+  }
+  return v1::GROUP_STATE_UNSPECIFIED;
+}
+
+v1::ChainState ChainStateToProto(ChainState s) {
+  switch (s) {
+    case ChainState::kRunning: return v1::CHAIN_STATE_RUNNING;
+    case ChainState::kSucceeded: return v1::CHAIN_STATE_SUCCEEDED;
+    case ChainState::kFailed: return v1::CHAIN_STATE_FAILED;
+    case ChainState::kCanceled: return v1::CHAIN_STATE_CANCELED;
+  }
+  return v1::CHAIN_STATE_UNSPECIFIED;
+}
+
+void GroupToProto(const GroupInfo& g, v1::Group* out) {
+  out->set_id(g.id.ToString());
+  out->set_state(GroupStateToProto(g.state));
+  out->set_total(g.total);
+  out->set_ended(g.ended);
+  out->set_succeeded(g.succeeded);
+  out->set_dead(g.dead);
+  out->set_canceled(g.canceled);
+  out->set_expired(g.expired);
+  out->set_fallback(g.fallback);
+  if (g.callback_task.value() != 0) out->set_callback_task_id(g.callback_task.ToString());
+  out->set_has_callback(g.has_callback);
+  ToProto(g.created_at, out->mutable_created_at());
+  if (g.finished_at != absl::InfinitePast()) ToProto(g.finished_at, out->mutable_finished_at());
+  out->set_idempotency_key(g.idempotency_key);
+  for (const GroupMemberInfo& m : g.members) {
+    v1::GroupMember* pm = out->add_members();
+    pm->set_index(m.index);
+    pm->set_task_id(m.task_id.ToString());
+    pm->set_state(StateToProto(m.state));
+    pm->set_result(m.result);
+    pm->set_error(m.error);
+  }
+}
+
+void ChainToProto(const ChainInfo& c, v1::Chain* out) {
+  out->set_id(c.id.ToString());
+  out->set_state(ChainStateToProto(c.state));
+  out->set_stages(c.stages);
+  out->set_current_stage(c.current_stage);
+  for (const ChainInfo::Stage& st : c.stage_list) {
+    v1::Chain::Stage* ps = out->add_stage_list();
+    ps->set_index(st.index);
+    ps->set_queue(st.queue);
+    ps->set_type(st.type);
+    if (st.task_id.value() != 0) ps->set_task_id(st.task_id.ToString());
+    if (st.state) ps->set_state(StateToProto(*st.state));
+    ps->set_error(st.error);
+  }
+  out->set_result(c.result);
+  out->set_error(c.error);
+  ToProto(c.created_at, out->mutable_created_at());
+  if (c.finished_at != absl::InfinitePast()) ToProto(c.finished_at, out->mutable_finished_at());
 }
 
 void TaskToProto(const TaskInfo& t, v1::Task* out) {
@@ -380,6 +457,12 @@ void TaskToProto(const TaskInfo& t, v1::Task* out) {
   ToProto(t.timeout, out->mutable_timeout());
   out->set_rate_key(t.rate_key);
   out->set_concurrency_key(t.concurrency_key);
+  if (t.group_id.value() != 0) out->set_group_id(t.group_id.ToString());
+  if (t.chain_id.value() != 0) {
+    out->set_chain_id(t.chain_id.ToString());
+    out->set_chain_stage(t.chain_stage);
+  }
+  out->set_schedule(t.schedule);
   if (t.waiting.reason != WaitReason::kNotWaiting) {
     v1::Waiting* w = out->mutable_waiting();
     w->set_reason(WaitReasonToProto(t.waiting.reason));
@@ -459,12 +542,42 @@ void QueueToProto(const QueueInfo& q, v1::Queue* out) {
 
 // ───────────────────────────── WatchTask ─────────────────────────────
 
-// Streams a task's snapshots. Snapshots arrive from broker callbacks on any
-// thread; one write is in flight at a time and Finish is called only when no
-// write is, so the reactor is never touched after it may have been deleted.
-class WatchReactor final : public grpc::ServerWriteReactor<v1::Task> {
+// What a watch stream needs from the broker: how to start following an id
+// (calling back with each snapshot), how to stop, and the snapshot's proto.
+struct TaskWatchKind {
+  using Proto = v1::Task;
+  using Info = TaskInfo;
+  static absl::StatusOr<WatchId> Watch(Broker* b, TaskId id,
+                                       std::function<void(const Info&, bool)> cb) {
+    return b->Watch(id, std::move(cb));
+  }
+  static void Unwatch(Broker* b, WatchId id) { b->Unwatch(id); }
+  static void ToProto(const Info& info, Proto* out) { TaskToProto(info, out); }
+};
+
+struct GroupWatchKind {
+  using Proto = v1::Group;
+  using Info = GroupInfo;
+  static absl::StatusOr<WatchId> Watch(Broker* b, TaskId id,
+                                       std::function<void(const Info&, bool)> cb) {
+    return b->WatchGroup(id, std::move(cb));
+  }
+  static void Unwatch(Broker* b, WatchId id) { b->UnwatchGroup(id); }
+  static void ToProto(const Info& info, Proto* out) { GroupToProto(info, out); }
+};
+
+// Streams a task's (or group's) snapshots. Snapshots arrive from broker
+// callbacks on any thread; one write is in flight at a time and Finish is
+// called only when no write is, so the reactor is never touched after it may
+// have been deleted.
+template <typename Kind>
+class StreamWatch final : public grpc::ServerWriteReactor<typename Kind::Proto>,
+                          public WatchReactor {
+  using Proto = typename Kind::Proto;
+  using Info = typename Kind::Info;
+
  public:
-  WatchReactor(BrokerService* service, Broker* broker, RpcTimer timer)
+  StreamWatch(BrokerService* service, Broker* broker, RpcTimer timer)
       : service_(service), broker_(broker), timer_(timer),
         state_(std::make_shared<Shared>()) {
     state_->reactor = this;
@@ -476,8 +589,8 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::Task> {
       return;
     }
     std::shared_ptr<Shared> state = state_;
-    absl::StatusOr<WatchId> watch = broker_->Watch(
-        id, [state](const TaskInfo& info, bool final) { Deliver(state, info, final); });
+    absl::StatusOr<WatchId> watch = Kind::Watch(
+        broker_, id, [state](const Info& info, bool final) { Deliver(state, info, final); });
     if (!watch.ok()) {
       FinishWith(watch.status());
       return;
@@ -487,7 +600,7 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::Task> {
   }
 
   // Ends the stream with `status` (drain, errors) unless it already ended.
-  void FinishWith(const absl::Status& status) {
+  void FinishWith(const absl::Status& status) override {
     std::shared_ptr<Shared> s = state_;
     bool finish_now = false;
     {
@@ -504,7 +617,7 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::Task> {
 
   void OnWriteDone(bool ok) override {
     std::shared_ptr<Shared> s = state_;
-    const v1::Task* next = nullptr;
+    const Proto* next = nullptr;
     bool finish_now = false;
     {
       absl::MutexLock lock(&s->mu);
@@ -516,7 +629,7 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::Task> {
         s->pending.clear();
       }
       if (!s->pending.empty() && !s->finishing) {
-        s->current = std::make_unique<v1::Task>(std::move(s->pending.front()));
+        s->current = std::make_unique<Proto>(std::move(s->pending.front()));
         s->pending.pop_front();
         s->write_in_flight = true;
         next = s->current.get();
@@ -526,7 +639,7 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::Task> {
       }
     }
     if (next != nullptr) {
-      StartWrite(next);
+      this->StartWrite(next);
     } else if (finish_now) {
       StopWatching();
       DoFinish();
@@ -547,20 +660,20 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::Task> {
   }
 
   // BrokerService::BeginDrain holds a reference while it ends the stream.
-  void Ref() { refs_.fetch_add(1); }
-  void Unref() {
+  void Ref() override { refs_.fetch_add(1); }
+  void Unref() override {
     if (refs_.fetch_sub(1) == 1) delete this;
   }
 
  private:
   struct Shared {
     absl::Mutex mu;
-    WatchReactor* reactor ABSL_GUARDED_BY(mu) = nullptr;
+    StreamWatch* reactor ABSL_GUARDED_BY(mu) = nullptr;
     WatchId watch_id ABSL_GUARDED_BY(mu) = 0;
     uint64_t last_version ABSL_GUARDED_BY(mu) = 0;
     bool have_version ABSL_GUARDED_BY(mu) = false;
-    std::deque<v1::Task> pending ABSL_GUARDED_BY(mu);
-    std::unique_ptr<v1::Task> current ABSL_GUARDED_BY(mu);
+    std::deque<Proto> pending ABSL_GUARDED_BY(mu);
+    std::unique_ptr<Proto> current ABSL_GUARDED_BY(mu);
     bool write_in_flight ABSL_GUARDED_BY(mu) = false;
     bool ended ABSL_GUARDED_BY(mu) = false;      // the final snapshot is queued
     bool finishing ABSL_GUARDED_BY(mu) = false;  // Finish is due or done
@@ -572,22 +685,22 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::Task> {
   // snapshots are dropped, the newest is always kept.
   static constexpr size_t kMaxPending = 64;
 
-  static void Deliver(const std::shared_ptr<Shared>& s, const TaskInfo& info, bool final) {
-    WatchReactor* reactor = nullptr;
-    const v1::Task* first = nullptr;
+  static void Deliver(const std::shared_ptr<Shared>& s, const Info& info, bool final) {
+    StreamWatch* reactor = nullptr;
+    const Proto* first = nullptr;
     {
       absl::MutexLock lock(&s->mu);
       if (s->reactor == nullptr || s->finishing || s->ended) return;
       if (s->have_version && info.version < s->last_version && !final) return;
       s->have_version = true;
       s->last_version = std::max(s->last_version, info.version);
-      v1::Task proto;
-      TaskToProto(info, &proto);
+      Proto proto;
+      Kind::ToProto(info, &proto);
       if (s->pending.size() >= kMaxPending) s->pending.pop_front();
       s->pending.push_back(std::move(proto));
       if (final) s->ended = true;
       if (!s->write_in_flight) {
-        s->current = std::make_unique<v1::Task>(std::move(s->pending.front()));
+        s->current = std::make_unique<Proto>(std::move(s->pending.front()));
         s->pending.pop_front();
         s->write_in_flight = true;
         first = s->current.get();
@@ -604,7 +717,7 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::Task> {
       id = state_->watch_id;
       state_->watch_id = 0;
     }
-    if (id != 0) broker_->Unwatch(id);
+    if (id != 0) Kind::Unwatch(broker_, id);
   }
 
   void DoFinish() {
@@ -616,7 +729,7 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::Task> {
       status = state_->final_status;
     }
     timer_.Done(status);
-    Finish(status);
+    this->Finish(status);
   }
 
   BrokerService* const service_;
@@ -726,8 +839,8 @@ class BrokerService::TaskServiceImpl final : public v1::TaskService::CallbackSer
 
   grpc::ServerWriteReactor<v1::Task>* WatchTask(grpc::CallbackServerContext* ctx,
                                                 const v1::WatchTaskRequest* req) override {
-    auto* reactor = new WatchReactor(s_, s_->broker_,
-                                     RpcTimer(s_->metrics_, kService, "WatchTask", true));
+    auto* reactor = new StreamWatch<TaskWatchKind>(
+        s_, s_->broker_, RpcTimer(s_->metrics_, kService, "WatchTask", true));
     absl::StatusOr<TaskId> id = TaskId::Parse(req->id());
     if (absl::Status allowed = s_->Authorize(ctx, kService, "WatchTask"); !allowed.ok()) {
       reactor->FinishWith(allowed);
@@ -770,6 +883,125 @@ class BrokerService::TaskServiceImpl final : public v1::TaskService::CallbackSer
       resp->set_next_page_token(page->next_page_token);
     }
     return FinishNow(ctx, timer, page.status());
+  }
+
+  // ── workflows ──
+
+  grpc::ServerUnaryReactor* SubmitGroup(grpc::CallbackServerContext* ctx,
+                                        const v1::SubmitGroupRequest* req,
+                                        v1::SubmitGroupResponse* resp) override {
+    RpcTimer timer(s_->metrics_, kService, "SubmitGroup", false);
+    if (absl::Status allowed = s_->Authorize(ctx, kService, "SubmitGroup"); !allowed.ok()) {
+      return FinishNow(ctx, timer, allowed);
+    }
+    const absl::Time now = s_->clock_->Now();
+    GroupSpec spec;
+    spec.members.reserve(req->tasks_size());
+    for (int i = 0; i < req->tasks_size(); ++i) {
+      absl::StatusOr<TaskSpec> member = SpecFromProto(req->tasks(i), now);
+      if (!member.ok()) {
+        return FinishNow(ctx, timer,
+                         absl::Status(member.status().code(),
+                                      absl::StrCat("tasks[", i, "].", member.status().message())));
+      }
+      spec.members.push_back(std::move(*member));
+    }
+    if (req->has_callback()) {
+      absl::StatusOr<TaskSpec> cb = SpecFromProto(req->callback(), now, /*is_template=*/true);
+      if (!cb.ok()) {
+        return FinishNow(ctx, timer,
+                         absl::Status(cb.status().code(),
+                                      absl::StrCat("callback.", cb.status().message())));
+      }
+      spec.callback = std::move(*cb);
+    }
+    spec.max_fan_in_bytes = req->max_fan_in_bytes();
+    spec.idempotency_key = req->idempotency_key();
+    auto* reactor = new ParkedReactor(s_->broker_, timer);
+    s_->broker_->SubmitGroup(std::move(spec),
+                             [reactor, resp](absl::StatusOr<SubmitGroupResult> r) {
+                               if (r.ok()) {
+                                 GroupToProto(r->group, resp->mutable_group());
+                                 for (TaskId id : r->task_ids) resp->add_task_ids(id.ToString());
+                                 resp->set_deduplicated(r->deduplicated);
+                               }
+                               reactor->FinishOnce(ToGrpcStatus(r.status()));
+                             });
+    reactor->Parked(0);
+    return reactor;
+  }
+
+  grpc::ServerUnaryReactor* GetGroup(grpc::CallbackServerContext* ctx,
+                                     const v1::GetGroupRequest* req, v1::Group* resp) override {
+    RpcTimer timer(s_->metrics_, kService, "GetGroup", false);
+    if (absl::Status allowed = s_->Authorize(ctx, kService, "GetGroup"); !allowed.ok()) {
+      return FinishNow(ctx, timer, allowed);
+    }
+    absl::StatusOr<TaskId> id = TaskId::Parse(req->id());
+    if (!id.ok()) return FinishNow(ctx, timer, id.status());
+    absl::StatusOr<GroupInfo> info =
+        s_->broker_->GetGroup(*id, req->include_members() || req->include_results(),
+                              req->include_results(), req->member_offset(), req->member_limit());
+    if (info.ok()) GroupToProto(*info, resp);
+    return FinishNow(ctx, timer, info.status());
+  }
+
+  grpc::ServerWriteReactor<v1::Group>* WatchGroup(grpc::CallbackServerContext* ctx,
+                                                  const v1::WatchGroupRequest* req) override {
+    auto* reactor = new StreamWatch<GroupWatchKind>(
+        s_, s_->broker_, RpcTimer(s_->metrics_, kService, "WatchGroup", true));
+    absl::StatusOr<TaskId> id = TaskId::Parse(req->id());
+    if (absl::Status allowed = s_->Authorize(ctx, kService, "WatchGroup"); !allowed.ok()) {
+      reactor->FinishWith(allowed);
+    } else if (!id.ok()) {
+      reactor->FinishWith(id.status());
+    } else {
+      reactor->Start(*id);
+    }
+    return reactor;
+  }
+
+  grpc::ServerUnaryReactor* CancelGroup(grpc::CallbackServerContext* ctx,
+                                        const v1::CancelGroupRequest* req,
+                                        v1::Group* resp) override {
+    RpcTimer timer(s_->metrics_, kService, "CancelGroup", false);
+    if (absl::Status allowed = s_->Authorize(ctx, kService, "CancelGroup"); !allowed.ok()) {
+      return FinishNow(ctx, timer, allowed);
+    }
+    absl::StatusOr<TaskId> id = TaskId::Parse(req->id());
+    if (!id.ok()) return FinishNow(ctx, timer, id.status());
+    Ticket ticket = 0;
+    absl::StatusOr<GroupInfo> info = s_->broker_->CancelGroup(*id, &ticket);
+    if (info.ok()) GroupToProto(*info, resp);
+    return FinishWhenDurable(s_->broker_, timer, ticket, info.status());
+  }
+
+  grpc::ServerUnaryReactor* GetChain(grpc::CallbackServerContext* ctx,
+                                     const v1::GetChainRequest* req, v1::Chain* resp) override {
+    RpcTimer timer(s_->metrics_, kService, "GetChain", false);
+    if (absl::Status allowed = s_->Authorize(ctx, kService, "GetChain"); !allowed.ok()) {
+      return FinishNow(ctx, timer, allowed);
+    }
+    absl::StatusOr<TaskId> id = TaskId::Parse(req->id());
+    if (!id.ok()) return FinishNow(ctx, timer, id.status());
+    absl::StatusOr<ChainInfo> info = s_->broker_->GetChain(*id);
+    if (info.ok()) ChainToProto(*info, resp);
+    return FinishNow(ctx, timer, info.status());
+  }
+
+  grpc::ServerUnaryReactor* CancelChain(grpc::CallbackServerContext* ctx,
+                                        const v1::CancelChainRequest* req,
+                                        v1::Chain* resp) override {
+    RpcTimer timer(s_->metrics_, kService, "CancelChain", false);
+    if (absl::Status allowed = s_->Authorize(ctx, kService, "CancelChain"); !allowed.ok()) {
+      return FinishNow(ctx, timer, allowed);
+    }
+    absl::StatusOr<TaskId> id = TaskId::Parse(req->id());
+    if (!id.ok()) return FinishNow(ctx, timer, id.status());
+    Ticket ticket = 0;
+    absl::StatusOr<ChainInfo> info = s_->broker_->CancelChain(*id, &ticket);
+    if (info.ok()) ChainToProto(*info, resp);
+    return FinishWhenDurable(s_->broker_, timer, ticket, info.status());
   }
 
  private:

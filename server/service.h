@@ -30,12 +30,27 @@ namespace conveyor::server {
 
 class Authorizer;
 class RpcMetrics;
-class WatchReactor;
+// A WatchTask or WatchGroup stream, as BrokerService ends them on drain.
+template <typename Kind>
+class StreamWatch;
+class WatchReactor {
+ public:
+  virtual ~WatchReactor() = default;
+  // Ends the stream with `status` unless it already ended.
+  virtual void FinishWith(const absl::Status& status) = 0;
+  virtual void Ref() = 0;
+  virtual void Unref() = 0;
+};
 
-// Proto <-> core conversions (exposed for tests).
+// Proto <-> core conversions (exposed for tests). A template (chain stages,
+// group callbacks, schedule tasks) keeps `delay` relative (TaskSpec::delay)
+// instead of turning it into a not-before time; `then` stages are always
+// templates. Errors name the field, with stages as "then[i].field".
 absl::StatusOr<TaskSpec> SpecFromProto(const conveyor::v1::TaskSpec& proto,
-                                       absl::Time now);
+                                       absl::Time now, bool is_template = false);
 void TaskToProto(const TaskInfo& info, conveyor::v1::Task* out);
+void GroupToProto(const GroupInfo& info, conveyor::v1::Group* out);
+void ChainToProto(const ChainInfo& info, conveyor::v1::Chain* out);
 // `base` supplies the values of unset fields.
 absl::StatusOr<QueueConfig> QueueConfigFromProto(const conveyor::v1::QueueConfig& proto,
                                                  const QueueConfig& base);
@@ -64,7 +79,8 @@ class BrokerService {
   class TaskServiceImpl;
   class QueueServiceImpl;
   class WorkerServiceImpl;
-  friend class WatchReactor;
+  template <typename Kind>
+  friend class StreamWatch;
 
   // OK when auth is off or the caller may call service/method; else
   // UNAUTHENTICATED or PERMISSION_DENIED (Authorizer::Check). In-memory only.

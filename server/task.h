@@ -88,6 +88,19 @@ struct RetryOverride {
 
 using Headers = std::vector<std::pair<std::string, std::string>>;
 
+// What ties a task to a workflow: the group it is a member of (or whose
+// callback it is), the chain and stage, the schedule tick that submitted it.
+// Kept outside the task record (only linked tasks pay for it).
+struct TaskLinks {
+  static constexpr uint32_t kCallbackIndex = 0xffffffff;
+  uint64_t group = 0;
+  uint32_t index = 0;  // kCallbackIndex: the group's callback
+  uint64_t chain = 0;
+  uint32_t stage = 0;
+  std::string schedule;
+  int64_t schedule_tick_us = 0;
+};
+
 // Everything a task may carry that most tasks do not: allocated only when a
 // task sets one of these, is leased, or ends.
 struct TaskExtra {

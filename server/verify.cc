@@ -47,6 +47,9 @@ const char* KindName(pb::JournalEntry::KindCase kind) {
     case pb::JournalEntry::kUpdated: return "updated";
     case pb::JournalEntry::kDropped: return "dropped";
     case pb::JournalEntry::kBarrier: return "barrier";
+    case pb::JournalEntry::kGroup: return "group";
+    case pb::JournalEntry::kChain: return "chain";
+    case pb::JournalEntry::kSchedule: return "schedule";
     case pb::JournalEntry::KIND_NOT_SET: break;
   }
   return "unknown";
@@ -135,6 +138,9 @@ class Replay {
         for (uint64_t id : e.dropped().ids()) tasks_.erase(id);
         break;
       case pb::JournalEntry::kBarrier:
+      case pb::JournalEntry::kGroup:
+      case pb::JournalEntry::kChain:
+      case pb::JournalEntry::kSchedule:
       case pb::JournalEntry::KIND_NOT_SET:
         break;
     }
