@@ -23,6 +23,7 @@ namespace {
 constexpr char kTask[] = "conveyor.v1.TaskService";
 constexpr char kWorker[] = "conveyor.v1.WorkerService";
 constexpr char kQueue[] = "conveyor.v1.QueueService";
+constexpr char kSchedule[] = "conveyor.v1.ScheduleService";
 
 // One table, so that docs/security.md and the tests read the same rules.
 // tests/server/auth_test.cc checks that it covers every method of the three
@@ -56,6 +57,13 @@ constexpr RpcRule kRules[] = {
     {kQueue, "ListDeadLetters", Role::kAdmin},
     {kQueue, "RequeueDeadLetters", Role::kAdmin},
     {kQueue, "PurgeDeadLetters", Role::kAdmin},
+    // A schedule submits tasks on its owner's behalf, and shows its template.
+    {kSchedule, "CreateSchedule", Role::kSubmit},
+    {kSchedule, "GetSchedule", Role::kSubmit},
+    {kSchedule, "ListSchedules", Role::kSubmit},
+    {kSchedule, "PauseSchedule", Role::kSubmit},
+    {kSchedule, "ResumeSchedule", Role::kSubmit},
+    {kSchedule, "DeleteSchedule", Role::kSubmit},
 };
 
 // A tokens file is a few lines per client; anything this large is not one.

@@ -1845,8 +1845,9 @@ absl::Status Broker::Apply(const conveyor::internal::JournalEntry& e) {
       return absl::OkStatus();
     case pb::JournalEntry::kGroup:
     case pb::JournalEntry::kChain:
-    case pb::JournalEntry::kSchedule:
       return ApplyWorkflow(e);
+    case pb::JournalEntry::kSchedule:
+      return ApplySchedule(e.schedule());
     case pb::JournalEntry::kQueue: {
       QueueConfig config = QueueConfigFromRecord(e.queue());
       auto it = queues_.find(config.name);
@@ -1897,6 +1898,7 @@ absl::Status Broker::Apply(const conveyor::internal::JournalEntry& e) {
       }
       last_id_ = std::max<uint64_t>(last_id_, r.id());
       LinkFromRecord(r, task);
+      if (!r.schedule().empty()) NoteScheduleTick(r.schedule(), r.schedule_tick_us(), r.id());
       return absl::OkStatus();
     }
     case pb::JournalEntry::kUpdated: {
@@ -2004,6 +2006,7 @@ void Broker::FinishRecovery(Deferred& after) {
     }
   }
   RecoverWorkflows(after);
+  RecoverSchedules(after);
   for (auto& [name, queue] : queues_) EnforceRetention(queue.get(), after);
 }
 
@@ -2088,6 +2091,9 @@ absl::Status Broker::WriteSnapshot(size_t* bytes) {
     std::vector<std::string> workflows;
     SnapshotWorkflows(workflows);
     for (std::string& w : workflows) pieces.push_back({0, std::move(w)});
+    for (const auto& [name, schedule] : schedules_) {
+      pieces.push_back({0, EncodeScheduleRecord(*schedule, /*deleted=*/false)});
+    }
     std::vector<Task*> sorted(tasks_.begin(), tasks_.end());
     std::sort(sorted.begin(), sorted.end(), [](Task* a, Task* b) { return a->id() < b->id(); });
     for (Task* task : sorted) {
@@ -2212,6 +2218,9 @@ void Broker::FireTimer(const Timer& timer, absl::Time now, Deferred& after) {
       break;
     case kWorkflowRetry:
       RetryWorkflows(after);
+      break;
+    case kScheduleTick:
+      OnScheduleTimer(timer.key, timer.stamp, after);
       break;
     case kSubmitWait: {
       auto it = submit_waiters_.find(timer.key);

@@ -76,6 +76,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/clock.h"
+#include "server/cron.h"
 #include "server/journal/journal.h"
 #include "server/queue.h"
 #include "server/task.h"
@@ -110,6 +111,8 @@ struct BrokerOptions {
   size_t max_group_bytes = 32 << 20;
   size_t max_chain_stages = 32;
   absl::Duration workflow_ttl = absl::Hours(24);
+  // Recurring schedules held at most.
+  size_t max_schedules = 10'000;
 };
 
 // What a producer submits (already decoded from the wire; validated by the
@@ -346,6 +349,46 @@ struct ChainInfo {
   absl::Time finished_at = absl::InfinitePast();
 };
 
+// ── Schedules ──
+
+enum class MisfirePolicy : uint8_t { kSkip, kRunOnce };
+
+struct ScheduleSpec {
+  std::string name;
+  std::string cron;
+  std::string time_zone;  // "" = UTC
+  TaskSpec task;          // a template (see TemplateKind::kSchedule)
+  MisfirePolicy misfire = MisfirePolicy::kSkip;
+  bool paused = false;
+};
+
+struct ScheduleInfo {
+  ScheduleSpec spec;
+  absl::Time created_at;
+  absl::Time next_run_at = absl::InfiniteFuture();  // none while paused
+  absl::Time last_run_at = absl::InfinitePast();
+  TaskId last_task;
+  uint64_t runs = 0;
+  uint64_t missed = 0;
+  std::string last_error;
+};
+
+// A schedule as the broker keeps it.
+struct ScheduleState {
+  ScheduleSpec spec;
+  std::optional<CronSchedule> cron;  // parsed from spec (always set once stored)
+  uint64_t key = 0;                  // timer key, unique per process
+  absl::Time created = absl::InfinitePast();
+  // Every tick at or before this was handled (run, missed or skipped).
+  absl::Time done_through = absl::InfinitePast();
+  absl::Time next = absl::InfiniteFuture();
+  absl::Time last_run = absl::InfinitePast();
+  uint64_t last_task = 0;
+  uint64_t runs = 0;
+  uint64_t missed = 0;
+  std::string last_error;
+};
+
 struct TaskPage {
   std::vector<TaskInfo> tasks;
   std::string next_page_token;  // empty on the last page
@@ -466,6 +509,24 @@ class Broker {
   // Cancels the current stage (queued: at once; running: via its worker) and
   // submits no later stage. FAILED_PRECONDITION once the chain has ended.
   absl::StatusOr<ChainInfo> CancelChain(TaskId id, Ticket* ticket = nullptr);
+
+  // ── Schedules (server/schedule.cc) ──
+  // A task submitted on every tick of a cron expression, exactly one per
+  // tick across restarts. The first tick is the first after now. A tick
+  // whose submit is refused (full queue, too many queues) is counted in
+  // `missed` with `last_error`; ticks that passed while the broker was down
+  // are skipped (counted as missed) or, with kRunOnce, the latest of them is
+  // run once at start. Ticks while paused are skipped, not missed.
+  // ALREADY_EXISTS for a taken name; INVALID_ARGUMENT for a bad name, cron
+  // expression, time zone or template; RESOURCE_EXHAUSTED past
+  // max_schedules; NOT_FOUND for a missing queue when auto-creation is off.
+  absl::StatusOr<ScheduleInfo> CreateSchedule(ScheduleSpec spec, Ticket* ticket = nullptr);
+  absl::StatusOr<ScheduleInfo> GetSchedule(absl::string_view name) const;
+  std::vector<ScheduleInfo> ListSchedules() const;  // by name
+  absl::StatusOr<ScheduleInfo> PauseSchedule(absl::string_view name, Ticket* ticket = nullptr);
+  absl::StatusOr<ScheduleInfo> ResumeSchedule(absl::string_view name,
+                                              Ticket* ticket = nullptr);
+  absl::Status DeleteSchedule(absl::string_view name, Ticket* ticket = nullptr);
 
   // ── Workers ──
   // Up to max_tasks ready tasks from the named queues, best priority first,
@@ -717,6 +778,25 @@ class Broker {
   void RecoverWorkflows(Deferred& after) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SnapshotWorkflows(std::vector<std::string>& out) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
 
+  // Schedules (server/schedule.cc).
+  ScheduleInfo ScheduleSnapshot(const ScheduleState& s) const;
+  std::string EncodeScheduleRecord(const ScheduleState& s, bool deleted) const;
+  void PersistSchedule(const ScheduleState& s, bool deleted = false)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Arms the timer of the schedule's next tick after done_through.
+  void ArmSchedule(ScheduleState& s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Submits the task of tick `tick` (or counts it missed).
+  void FireSchedule(ScheduleState& s, absl::Time tick, Deferred& after)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void OnScheduleTimer(uint64_t key, int64_t tick_us, Deferred& after)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status ApplySchedule(const conveyor::internal::ScheduleRecord& r)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A replayed TaskSubmitted of a schedule's tick: that tick is done.
+  void NoteScheduleTick(absl::string_view name, int64_t tick_us, uint64_t task_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RecoverSchedules(Deferred& after) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
   const BrokerOptions options_;
   const Clock* const clock_;
   BrokerListener* const listener_;
@@ -797,6 +877,11 @@ class Broker {
       ABSL_GUARDED_BY(mu_);
   // Groups and chains whose continuation must be submitted again.
   absl::flat_hash_set<uint64_t> workflow_retry_ ABSL_GUARDED_BY(mu_);
+  // Schedules by name (sorted for ListSchedules), and by timer key.
+  std::map<std::string, std::unique_ptr<ScheduleState>, std::less<>> schedules_
+      ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<uint64_t, ScheduleState*> schedules_by_key_ ABSL_GUARDED_BY(mu_);
+  uint64_t next_schedule_key_ ABSL_GUARDED_BY(mu_) = 1;
 };
 
 }  // namespace conveyor::server

@@ -26,6 +26,7 @@ enum TimerKind : int {
   kQueueWake,     // a queue's rate limit or throttle lets tasks start again
   kWorkflowDrop,  // a finished group or chain reaches the workflow TTL
   kWorkflowRetry, // continuations whose write failed are submitted again
+  kScheduleTick,  // a schedule's next tick (key: its timer key, stamp: the tick)
 };
 
 // INVALID_ARGUMENT "<field> <problem>".
@@ -42,6 +43,10 @@ inline std::string Quoted(absl::string_view s) {
 inline std::string IdemKey(absl::string_view queue, absl::string_view key) {
   return absl::StrCat(queue, std::string(1, '\0'), key);
 }
+
+// Templates (chain stages, callbacks, schedule tasks) in journal records.
+void TemplateToRecord(const TaskSpec& t, conveyor::internal::TaskSubmitted* r);
+TaskSpec TemplateFromRecord(const conveyor::internal::TaskSubmitted& r);
 
 }  // namespace conveyor::server::internal
 

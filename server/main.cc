@@ -88,6 +88,7 @@ ABSL_FLAG(uint64_t, max_batch_count, 1000, "Most tasks in one SubmitBatch.");
 ABSL_FLAG(uint64_t, max_batch_bytes, 8 << 20, "Most payload bytes in one SubmitBatch.");
 ABSL_FLAG(uint64_t, max_group_size, 100000, "Most members in one SubmitGroup.");
 ABSL_FLAG(uint64_t, max_group_bytes, 32 << 20, "Most payload bytes in one SubmitGroup.");
+ABSL_FLAG(uint64_t, max_schedules, 10000, "Most recurring schedules (cron) held.");
 ABSL_FLAG(absl::Duration, workflow_ttl, absl::Hours(24),
           "How long a finished group or chain stays visible (GetGroup, GetChain).");
 ABSL_FLAG(absl::Duration, timeout_grace, absl::Seconds(10),
@@ -271,6 +272,7 @@ int main(int argc, char** argv) {
   b.max_group_size = absl::GetFlag(FLAGS_max_group_size);
   b.max_group_bytes = absl::GetFlag(FLAGS_max_group_bytes);
   b.workflow_ttl = absl::GetFlag(FLAGS_workflow_ttl);
+  b.max_schedules = absl::GetFlag(FLAGS_max_schedules);
   b.queue_defaults.capacity = absl::GetFlag(FLAGS_default_capacity);
   b.queue_defaults.lease_duration = absl::GetFlag(FLAGS_default_lease_duration);
   b.queue_defaults.result_ttl = absl::GetFlag(FLAGS_default_result_ttl);

@@ -407,6 +407,65 @@ void GroupToProto(const GroupInfo& g, v1::Group* out) {
   }
 }
 
+absl::StatusOr<ScheduleSpec> ScheduleFromProto(const v1::Schedule& p) {
+  ScheduleSpec spec;
+  spec.name = p.name();
+  spec.cron = p.cron();
+  spec.time_zone = p.time_zone();
+  absl::StatusOr<TaskSpec> task = SpecFromProto(p.task(), absl::InfinitePast(),
+                                                /*is_template=*/true);
+  if (!task.ok()) {
+    return absl::Status(task.status().code(), absl::StrCat("task.", task.status().message()));
+  }
+  spec.task = std::move(*task);
+  switch (p.misfire()) {
+    case v1::MISFIRE_POLICY_UNSPECIFIED:
+    case v1::MISFIRE_POLICY_SKIP: spec.misfire = MisfirePolicy::kSkip; break;
+    case v1::MISFIRE_POLICY_RUN_ONCE: spec.misfire = MisfirePolicy::kRunOnce; break;
+    default:
+      return Invalid("misfire", absl::StrCat("is ", static_cast<int>(p.misfire()),
+                                             "; use MISFIRE_POLICY_SKIP or MISFIRE_POLICY_RUN_ONCE"));
+  }
+  spec.paused = p.paused();
+  return spec;
+}
+
+void ScheduleToProto(const ScheduleInfo& info, v1::Schedule* out) {
+  const ScheduleSpec& s = info.spec;
+  out->set_name(s.name);
+  out->set_cron(s.cron);
+  out->set_time_zone(s.time_zone.empty() ? "UTC" : s.time_zone);
+  v1::TaskSpec* t = out->mutable_task();
+  t->set_queue(s.task.queue);
+  t->set_type(s.task.type);
+  t->set_payload(s.task.payload);
+  for (const auto& [k, v] : s.task.headers) (*t->mutable_headers())[k] = v;
+  t->set_priority(s.task.priority);
+  if (s.task.delay > absl::ZeroDuration()) ToProto(s.task.delay, t->mutable_delay());
+  if (s.task.timeout) ToProto(*s.task.timeout, t->mutable_timeout());
+  if (s.task.retry.max_attempts) t->mutable_retry()->set_max_attempts(*s.task.retry.max_attempts);
+  t->set_rate_key(s.task.rate_key);
+  t->set_concurrency_key(s.task.concurrency_key);
+  if (s.task.fallback_result) t->set_fallback_result(*s.task.fallback_result);
+  for (const TaskSpec& stage : s.task.then) {
+    v1::TaskSpec* ps = t->add_then();
+    ps->set_queue(stage.queue);
+    ps->set_type(stage.type);
+  }
+  out->set_misfire(s.misfire == MisfirePolicy::kRunOnce ? v1::MISFIRE_POLICY_RUN_ONCE
+                                                        : v1::MISFIRE_POLICY_SKIP);
+  out->set_paused(s.paused);
+  ToProto(info.created_at, out->mutable_created_at());
+  if (info.next_run_at != absl::InfiniteFuture()) ToProto(info.next_run_at, out->mutable_next_run_at());
+  if (info.last_run_at != absl::InfinitePast()) {
+    ToProto(info.last_run_at, out->mutable_last_run_at());
+    out->set_last_task_id(info.last_task.ToString());
+  }
+  out->set_runs(info.runs);
+  out->set_missed(info.missed);
+  out->set_last_error(info.last_error);
+}
+
 void ChainToProto(const ChainInfo& c, v1::Chain* out) {
   out->set_id(c.id.ToString());
   out->set_state(ChainStateToProto(c.state));
@@ -1009,6 +1068,95 @@ class BrokerService::TaskServiceImpl final : public v1::TaskService::CallbackSer
   BrokerService* s_;
 };
 
+// ───────────────────────────── ScheduleService ─────────────────────────────
+
+class BrokerService::ScheduleServiceImpl final : public v1::ScheduleService::CallbackService {
+ public:
+  explicit ScheduleServiceImpl(BrokerService* s) : s_(s) {}
+
+  grpc::ServerUnaryReactor* CreateSchedule(grpc::CallbackServerContext* ctx,
+                                           const v1::CreateScheduleRequest* req,
+                                           v1::Schedule* resp) override {
+    RpcTimer timer(s_->metrics_, kService, "CreateSchedule", false);
+    if (absl::Status allowed = s_->Authorize(ctx, kService, "CreateSchedule"); !allowed.ok()) {
+      return FinishNow(ctx, timer, allowed);
+    }
+    absl::StatusOr<ScheduleSpec> spec = ScheduleFromProto(req->schedule());
+    if (!spec.ok()) return FinishNow(ctx, timer, spec.status());
+    Ticket ticket = 0;
+    absl::StatusOr<ScheduleInfo> info = s_->broker_->CreateSchedule(std::move(*spec), &ticket);
+    if (info.ok()) ScheduleToProto(*info, resp);
+    return FinishWhenDurable(s_->broker_, timer, ticket, info.status());
+  }
+
+  grpc::ServerUnaryReactor* GetSchedule(grpc::CallbackServerContext* ctx,
+                                        const v1::GetScheduleRequest* req,
+                                        v1::Schedule* resp) override {
+    RpcTimer timer(s_->metrics_, kService, "GetSchedule", false);
+    if (absl::Status allowed = s_->Authorize(ctx, kService, "GetSchedule"); !allowed.ok()) {
+      return FinishNow(ctx, timer, allowed);
+    }
+    absl::StatusOr<ScheduleInfo> info = s_->broker_->GetSchedule(req->name());
+    if (info.ok()) ScheduleToProto(*info, resp);
+    return FinishNow(ctx, timer, info.status());
+  }
+
+  grpc::ServerUnaryReactor* ListSchedules(grpc::CallbackServerContext* ctx,
+                                          const v1::ListSchedulesRequest*,
+                                          v1::ListSchedulesResponse* resp) override {
+    RpcTimer timer(s_->metrics_, kService, "ListSchedules", false);
+    if (absl::Status allowed = s_->Authorize(ctx, kService, "ListSchedules"); !allowed.ok()) {
+      return FinishNow(ctx, timer, allowed);
+    }
+    for (const ScheduleInfo& info : s_->broker_->ListSchedules()) {
+      ScheduleToProto(info, resp->add_schedules());
+    }
+    return FinishNow(ctx, timer, absl::OkStatus());
+  }
+
+  grpc::ServerUnaryReactor* PauseSchedule(grpc::CallbackServerContext* ctx,
+                                          const v1::PauseScheduleRequest* req,
+                                          v1::Schedule* resp) override {
+    RpcTimer timer(s_->metrics_, kService, "PauseSchedule", false);
+    if (absl::Status allowed = s_->Authorize(ctx, kService, "PauseSchedule"); !allowed.ok()) {
+      return FinishNow(ctx, timer, allowed);
+    }
+    Ticket ticket = 0;
+    absl::StatusOr<ScheduleInfo> info = s_->broker_->PauseSchedule(req->name(), &ticket);
+    if (info.ok()) ScheduleToProto(*info, resp);
+    return FinishWhenDurable(s_->broker_, timer, ticket, info.status());
+  }
+
+  grpc::ServerUnaryReactor* ResumeSchedule(grpc::CallbackServerContext* ctx,
+                                           const v1::ResumeScheduleRequest* req,
+                                           v1::Schedule* resp) override {
+    RpcTimer timer(s_->metrics_, kService, "ResumeSchedule", false);
+    if (absl::Status allowed = s_->Authorize(ctx, kService, "ResumeSchedule"); !allowed.ok()) {
+      return FinishNow(ctx, timer, allowed);
+    }
+    Ticket ticket = 0;
+    absl::StatusOr<ScheduleInfo> info = s_->broker_->ResumeSchedule(req->name(), &ticket);
+    if (info.ok()) ScheduleToProto(*info, resp);
+    return FinishWhenDurable(s_->broker_, timer, ticket, info.status());
+  }
+
+  grpc::ServerUnaryReactor* DeleteSchedule(grpc::CallbackServerContext* ctx,
+                                           const v1::DeleteScheduleRequest* req,
+                                           v1::DeleteScheduleResponse*) override {
+    RpcTimer timer(s_->metrics_, kService, "DeleteSchedule", false);
+    if (absl::Status allowed = s_->Authorize(ctx, kService, "DeleteSchedule"); !allowed.ok()) {
+      return FinishNow(ctx, timer, allowed);
+    }
+    Ticket ticket = 0;
+    absl::Status status = s_->broker_->DeleteSchedule(req->name(), &ticket);
+    return FinishWhenDurable(s_->broker_, timer, ticket, status);
+  }
+
+ private:
+  static constexpr const char* kService = "conveyor.v1.ScheduleService";
+  BrokerService* s_;
+};
+
 // ───────────────────────────── QueueService ─────────────────────────────
 
 class BrokerService::QueueServiceImpl final : public v1::QueueService::CallbackService {
@@ -1430,12 +1578,14 @@ BrokerService::BrokerService(Broker* broker, const Clock* clock, RpcMetrics* met
     : broker_(broker), clock_(clock), metrics_(metrics), authorizer_(authorizer),
       task_service_(std::make_unique<TaskServiceImpl>(this)),
       queue_service_(std::make_unique<QueueServiceImpl>(this)),
-      worker_service_(std::make_unique<WorkerServiceImpl>(this)) {}
+      worker_service_(std::make_unique<WorkerServiceImpl>(this)),
+      schedule_service_(std::make_unique<ScheduleServiceImpl>(this)) {}
 
 BrokerService::~BrokerService() = default;
 
 std::vector<grpc::Service*> BrokerService::services() {
-  return {task_service_.get(), queue_service_.get(), worker_service_.get()};
+  return {task_service_.get(), queue_service_.get(), worker_service_.get(),
+          schedule_service_.get()};
 }
 
 absl::Status BrokerService::Authorize(grpc::CallbackServerContext* ctx, const char* service,

@@ -51,6 +51,8 @@ absl::StatusOr<TaskSpec> SpecFromProto(const conveyor::v1::TaskSpec& proto,
 void TaskToProto(const TaskInfo& info, conveyor::v1::Task* out);
 void GroupToProto(const GroupInfo& info, conveyor::v1::Group* out);
 void ChainToProto(const ChainInfo& info, conveyor::v1::Chain* out);
+absl::StatusOr<ScheduleSpec> ScheduleFromProto(const conveyor::v1::Schedule& proto);
+void ScheduleToProto(const ScheduleInfo& info, conveyor::v1::Schedule* out);
 // `base` supplies the values of unset fields.
 absl::StatusOr<QueueConfig> QueueConfigFromProto(const conveyor::v1::QueueConfig& proto,
                                                  const QueueConfig& base);
@@ -79,6 +81,7 @@ class BrokerService {
   class TaskServiceImpl;
   class QueueServiceImpl;
   class WorkerServiceImpl;
+  class ScheduleServiceImpl;
   template <typename Kind>
   friend class StreamWatch;
 
@@ -97,6 +100,7 @@ class BrokerService {
   std::unique_ptr<TaskServiceImpl> task_service_;
   std::unique_ptr<QueueServiceImpl> queue_service_;
   std::unique_ptr<WorkerServiceImpl> worker_service_;
+  std::unique_ptr<ScheduleServiceImpl> schedule_service_;
 
   mutable absl::Mutex mu_;
   bool draining_ ABSL_GUARDED_BY(mu_) = false;

@@ -80,6 +80,10 @@ RetryOverride OverrideFromRecord(const pb::RetryOverrideRecord& r) {
   return o;
 }
 
+}  // namespace
+
+namespace internal {
+
 void TemplateToRecord(const TaskSpec& t, pb::TaskSubmitted* r) {
   r->set_queue(t.queue);
   r->set_type(t.type);
@@ -115,6 +119,10 @@ TaskSpec TemplateFromRecord(const pb::TaskSubmitted& r) {
   for (const pb::TaskSubmitted& next : r.then()) t.then.push_back(TemplateFromRecord(next));
   return t;
 }
+
+}  // namespace internal
+
+namespace {
 
 // ── the fan-in document (GroupResults in the proto3 JSON mapping) ──
 
