@@ -11,6 +11,13 @@ Attempt::Attempt(TaskInfo task, absl::Time lease_expires_at, absl::Duration leas
       received_at_(received_at),
       lease_expires_at_(lease_expires_at) {}
 
+void Attempt::Cancel(CancelReason reason) {
+  cancel_.Cancel(reason);
+  if (cancel_hook_) cancel_hook_();
+}
+
+void Attempt::SetCancelHook(std::function<void()> hook) { cancel_hook_ = std::move(hook); }
+
 void Attempt::SetProgress(double percent, std::string message) {
   absl::MutexLock lock(&mu_);
   percent_ = percent;

@@ -3,12 +3,18 @@
 // of its broker (which extends its lease, sends its progress and cancels it
 // when told to), the deadline timer and a draining worker.
 //
+// A task run in a batch (worker/batch.h) has an Attempt of its own too, so
+// that its lease, progress, cancellation and report stay per task; its
+// TaskInfo then holds no payload (the batch holds it), and a cancel hook
+// tells the batch when one of its tasks is cancelled.
+//
 // Thread-safe: the task data is immutable; everything else sits under one
 // mutex (or in the Cancellation, itself thread-safe).
 #ifndef CONVEYOR_WORKER_ATTEMPT_H_
 #define CONVEYOR_WORKER_ATTEMPT_H_
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 
@@ -33,8 +39,12 @@ class Attempt {
   absl::Duration lease_duration() const { return lease_duration_; }
   absl::Time received_at() const { return received_at_; }
 
-  // First reason wins (see Cancellation).
-  void Cancel(CancelReason reason) { cancel_.Cancel(reason); }
+  // First reason wins (see Cancellation). Then runs the cancel hook, if any
+  // (on every call, outside the attempt's lock).
+  void Cancel(CancelReason reason);
+  // Set once, before the attempt is shared: called after each Cancel. It
+  // may call Cancel on this attempt again.
+  void SetCancelHook(std::function<void()> hook);
   const Cancellation& cancellation() const { return cancel_; }
 
   // Progress, as the handler reported it last.
@@ -68,6 +78,7 @@ class Attempt {
   const absl::Duration lease_duration_;
   const absl::Time received_at_;
   Cancellation cancel_;
+  std::function<void()> cancel_hook_;
 
   mutable absl::Mutex mu_;
   double percent_ ABSL_GUARDED_BY(mu_) = 0;

@@ -103,7 +103,29 @@ absl::StatusOr<std::string> CrashHandler(HandlerContext& ctx) {
   _exit(70);
 }
 
-absl::Status RegisterBuiltinHandlers(Worker& worker, bool enable_test_handlers) {
+BatchAnswers BatchEchoHandler(BatchContext& batch) {
+  BatchAnswers answers;
+  answers.reserve(batch.size());
+  const std::string prefix = absl::StrCat(batch.size(), ":");
+  for (const TaskInfo& t : batch.tasks()) {
+    absl::string_view payload = t.payload;
+    if (absl::ConsumePrefix(&payload, "fail:")) {
+      answers.push_back(absl::UnknownError(payload.empty() ? "batch_echo: failure as requested"
+                                                           : payload));
+    } else if (absl::ConsumePrefix(&payload, kPermanentPrefix)) {
+      answers.push_back(absl::InvalidArgumentError(
+          payload.empty() ? "batch_echo: permanent failure as requested" : payload));
+    } else if (absl::StartsWith(payload, "flaky:") && t.attempt <= 1) {
+      answers.push_back(absl::UnknownError("batch_echo: flaky task, failing its first attempt"));
+    } else {
+      answers.push_back(absl::StrCat(prefix, t.payload));
+    }
+  }
+  return answers;
+}
+
+absl::Status RegisterBuiltinHandlers(Worker& worker, bool enable_test_handlers,
+                                     BatchOptions batch_echo_options) {
   struct Entry {
     const char* type;
     absl::StatusOr<std::string> (*fn)(HandlerContext&);
@@ -113,6 +135,10 @@ absl::Status RegisterBuiltinHandlers(Worker& worker, bool enable_test_handlers) 
                             {"sum_squares", SumSquaresHandler}};
   for (const Entry& e : kEntries) {
     if (absl::Status s = worker.Register(e.type, e.fn); !s.ok()) return s;
+  }
+  if (absl::Status s = worker.RegisterBatch("batch_echo", BatchEchoHandler, batch_echo_options);
+      !s.ok()) {
+    return s;
   }
   if (enable_test_handlers) return worker.Register("crash", CrashHandler);
   return absl::OkStatus();

@@ -12,6 +12,13 @@
 //                (INVALID_ARGUMENT) saying so
 //   crash        test only: ends the worker process at once (_exit(70)), as
 //                a crash would; registered only with --enable-test-handlers
+//   batch_echo   a batch handler (worker/batch.h), for demos and tests of
+//                batching: each task's result is "<batch size>:<payload>"
+//                ("3:hello" for a task that ran in a batch of 3); a payload
+//                "fail:<message>" fails that task alone, retryably,
+//                "permanent:<message>" fails it for good, and
+//                "flaky:<text>" fails it (retryably) on its first attempt
+//                only, then echoes like any other
 //
 // A payload a handler cannot read (a bad duration, a bad number) is a
 // permanent failure (INVALID_ARGUMENT): retrying cannot fix it.
@@ -25,6 +32,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "worker/batch.h"
 #include "worker/handler.h"
 #include "worker/worker.h"
 
@@ -41,9 +49,13 @@ absl::StatusOr<std::string> CrashHandler(HandlerContext& ctx);
 // sum_squares' arithmetic: sum of i*i for 0 <= i < n, in decimal.
 absl::StatusOr<std::string> SumSquares(absl::string_view n_text);
 
-// Registers noop, echo, sleep, fail, sum_squares, and crash when
-// `enable_test_handlers`. Errors are Register's (ALREADY_EXISTS, ...).
-absl::Status RegisterBuiltinHandlers(Worker& worker, bool enable_test_handlers);
+BatchAnswers BatchEchoHandler(BatchContext& batch);
+
+// Registers noop, echo, sleep, fail, sum_squares, batch_echo (with
+// `batch_options`), and crash when `enable_test_handlers`. Errors are
+// Register's (ALREADY_EXISTS, ...).
+absl::Status RegisterBuiltinHandlers(Worker& worker, bool enable_test_handlers,
+                                     BatchOptions batch_echo_options = {});
 
 }  // namespace conveyor::worker
 

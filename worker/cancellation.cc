@@ -27,10 +27,11 @@ Cancellation::~Cancellation() {
   if (pipe_[1] >= 0) close(pipe_[1]);
 }
 
-void Cancellation::Cancel(CancelReason reason) {
+bool Cancellation::Cancel(CancelReason reason) {
+  if (reason == CancelReason::kNone) return false;
   {
     absl::MutexLock lock(&mu_);
-    if (reason_ != CancelReason::kNone) return;
+    if (reason_ != CancelReason::kNone) return false;
     reason_ = reason;
   }
   if (pipe_[1] >= 0) {
@@ -38,6 +39,7 @@ void Cancellation::Cancel(CancelReason reason) {
     ssize_t unused = write(pipe_[1], &byte, 1);
     (void)unused;  // A full pipe is already readable: nothing is lost.
   }
+  return true;
 }
 
 bool Cancellation::cancelled() const {

@@ -27,8 +27,9 @@ class Cancellation {
   Cancellation(const Cancellation&) = delete;
   Cancellation& operator=(const Cancellation&) = delete;
 
-  // The first call wins; later calls keep the first reason.
-  void Cancel(CancelReason reason);
+  // The first call wins; later calls keep the first reason. True if this
+  // call cancelled it (it was not cancelled before).
+  bool Cancel(CancelReason reason);
   bool cancelled() const;
   CancelReason reason() const;
   // Blocks until cancelled or `timeout` passes; true if cancelled.

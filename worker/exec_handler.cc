@@ -7,18 +7,18 @@
 
 namespace conveyor::worker {
 
-absl::StatusOr<ExecSpec> ParseExecSpec(absl::string_view text) {
+absl::StatusOr<ExecSpec> ParseExecSpec(absl::string_view text, absl::string_view flag) {
   const size_t eq = text.find('=');
   if (eq == absl::string_view::npos || eq == 0 || eq + 1 == text.size()) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "--exec \"", text, "\": expected TYPE=COMMAND, e.g. upper='tr a-z A-Z'"));
+        flag, " \"", text, "\": expected TYPE=COMMAND, e.g. upper='tr a-z A-Z'"));
   }
   ExecSpec spec;
   spec.type = std::string(text.substr(0, eq));
   spec.command = std::string(text.substr(eq + 1));
   if (spec.type.find_first_of(" \t\n") != std::string::npos) {
     return absl::InvalidArgumentError(
-        absl::StrCat("--exec \"", text, "\": the type \"", spec.type, "\" holds a space"));
+        absl::StrCat(flag, " \"", text, "\": the type \"", spec.type, "\" holds a space"));
   }
   return spec;
 }

@@ -46,8 +46,8 @@ struct ExecSpec {
 };
 
 // Parses "TYPE=COMMAND" (the command may hold '='). INVALID_ARGUMENT names
-// the problem.
-absl::StatusOr<ExecSpec> ParseExecSpec(absl::string_view text);
+// the problem and the flag (`flag`: "--exec" or "--exec-batch").
+absl::StatusOr<ExecSpec> ParseExecSpec(absl::string_view text, absl::string_view flag = "--exec");
 
 // The environment RunCommand adds for `task`.
 std::vector<std::pair<std::string, std::string>> ExecEnvironment(const TaskInfo& task);

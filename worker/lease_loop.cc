@@ -13,6 +13,8 @@ namespace {
 
 // LeaseRequest.max_tasks is 1 to 1000.
 constexpr int kMaxTasksPerCall = 1000;
+// LeaseRequest.wait is at most 60 s.
+constexpr absl::Duration kMaxWait = absl::Seconds(60);
 // How long one wait for a free slot lasts before the loop looks at its stop
 // flag again.
 constexpr absl::Duration kSlotWait = absl::Milliseconds(100);
@@ -36,6 +38,7 @@ void LeaseLoop::Stop() {
     absl::MutexLock lock(&mu_);
     stopping_ = true;
     if (call_ != nullptr) call_->TryCancel();
+    for (grpc::ClientContext* more : more_calls_) more->TryCancel();
   }
   if (thread_.joinable()) thread_.join();
 }
@@ -43,6 +46,45 @@ void LeaseLoop::Stop() {
 void LeaseLoop::PauseForDrain() {
   absl::MutexLock lock(&mu_);
   paused_until_ = absl::Now() + options_.drain_recheck;
+}
+
+LeaseLoop::More LeaseLoop::LeaseMore(const std::string& type, int max, absl::Duration wait) {
+  More more;
+  v1::LeaseRequest request;
+  request.set_worker_id(options_.worker_id);
+  for (const std::string& q : options_.queues) request.add_queues(q);
+  request.add_types(type);
+  request.set_max_tasks(static_cast<uint32_t>(std::clamp(max, 1, kMaxTasksPerCall)));
+  wait = std::clamp(wait, absl::ZeroDuration(), kMaxWait);
+  ToProto(wait, request.mutable_wait());
+  grpc::ClientContext context;
+  context.set_deadline(ToChrono(absl::Now() + wait + options_.rpc_timeout));
+  AttachToken(&context, options_.token);
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) {
+      more.stopping = true;
+      return more;
+    }
+    if (absl::Now() < paused_until_) return more;
+    more_calls_.insert(&context);
+  }
+  v1::LeaseResponse response;
+  const grpc::Status status = stub_->Lease(&context, request, &response);
+  {
+    absl::MutexLock lock(&mu_);
+    more_calls_.erase(&context);
+    more.stopping = stopping_;
+  }
+  if (!status.ok()) {
+    more.status = FromGrpcStatus(status);
+    if (observer_ && !more.stopping) observer_(PollResult::kError);
+    return more;
+  }
+  if (observer_) observer_(response.tasks_size() > 0 ? PollResult::kTasks : PollResult::kEmpty);
+  more.tasks.assign(std::make_move_iterator(response.mutable_tasks()->begin()),
+                    std::make_move_iterator(response.mutable_tasks()->end()));
+  return more;
 }
 
 bool LeaseLoop::SleepFor(absl::Duration d) {

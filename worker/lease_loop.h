@@ -14,6 +14,10 @@
 // from this broker; the loop looks again every `drain_recheck` (a draining
 // broker answers UNAVAILABLE; a restarted one serves again).
 //
+// LeaseMore() is the batches' extra call (worker/batch_runner.h): up to N
+// tasks of one type only, on any thread, with a short wait; Stop() cancels
+// those in flight too, and PauseForDrain() answers it with nothing.
+//
 // Thread-safe.
 #ifndef CONVEYOR_WORKER_LEASE_LOOP_H_
 #define CONVEYOR_WORKER_LEASE_LOOP_H_
@@ -25,6 +29,8 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "conveyor/v1/conveyor.grpc.pb.h"
@@ -55,9 +61,11 @@ struct LeaseLoopOptions {
 
 class LeaseLoop {
  public:
-  // Gets the leased tasks; must Run() one executor job per task to take
-  // `tasks.size()` of the reserved slots (the loop gives back the rest), or
-  // none at all when `stopping` (hand them back instead).
+  // Gets the leased tasks together with `tasks.size()` reserved slots (the
+  // loop gives back the rest): it must Run() one executor job per slot it
+  // uses (one per task, or one per batch of tasks) and Unreserve() the
+  // others; when `stopping`, it uses none (the loop gives them back) and
+  // hands the tasks back instead.
   using TaskSink = std::function<void(std::vector<v1::LeasedTask> tasks, bool stopping)>;
   enum class PollResult { kTasks, kEmpty, kError };
   using PollObserver = std::function<void(PollResult result)>;
@@ -71,6 +79,20 @@ class LeaseLoop {
   void Start();
   void Stop();
   void PauseForDrain();
+
+  struct More {
+    // Not OK: the call failed as a whole.
+    absl::Status status;
+    std::vector<v1::LeasedTask> tasks;
+    // Stop() has begun: the caller must hand `tasks` back.
+    bool stopping = false;
+  };
+  // One Lease call for up to `max` (1 to 1000) tasks of `type` only, from
+  // the loop's queues, waiting up to `wait` (at most 60 s; 0: answer at
+  // once). Uses no slots: the caller holds one already. Nothing, without a
+  // call, once stopping or while paused for a draining broker. Thread-safe;
+  // blocks for the call.
+  More LeaseMore(const std::string& type, int max, absl::Duration wait);
 
  private:
   void ThreadMain();
@@ -88,6 +110,8 @@ class LeaseLoop {
   absl::Time paused_until_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   // The Lease call in flight, for TryCancel.
   grpc::ClientContext* call_ ABSL_GUARDED_BY(mu_) = nullptr;
+  // LeaseMore calls in flight, for TryCancel.
+  absl::flat_hash_set<grpc::ClientContext*> more_calls_ ABSL_GUARDED_BY(mu_);
   std::thread thread_;
 };
 

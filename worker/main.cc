@@ -1,5 +1,6 @@
 // conveyor-worker: the Conveyor worker daemon. The SDK's Worker
-// (worker/worker.h) plus the built-in handlers, --exec handlers and flags.
+// (worker/worker.h) plus the built-in handlers, --exec and --exec-batch
+// handlers and flags.
 // Parses flags, starts the worker, waits for SIGTERM or SIGINT, drains,
 // exits 0.
 #include <signal.h>
@@ -26,7 +27,9 @@
 #include "common/log.h"
 #include "common/security.h"
 #include "common/signals.h"
+#include "worker/batch.h"
 #include "worker/builtin_handlers.h"
+#include "worker/exec_batch.h"
 #include "worker/exec_handler.h"
 #include "worker/rate_limiter.h"
 #include "worker/worker.h"
@@ -49,6 +52,27 @@ ABSL_FLAG(std::string, exec, "",
           "CONVEYOR_ATTEMPT, CONVEYOR_FENCING_TOKEN, CONVEYOR_DEADLINE (RFC 3339), "
           "TRACEPARENT. Stderr lines \"PROGRESS <percent> [message]\" report progress. "
           "Repeatable.");
+ABSL_FLAG(std::string, exec_batch, "",
+          "TYPE=COMMAND: run `/bin/sh -c COMMAND` once per batch of tasks of TYPE (up to "
+          "--batch TYPE=N, default 10). stdin: one JSON line per task, "
+          "{\"id\":\"...\",\"queue\":\"...\",\"payload\":\"<base64>\",\"attempt\":1,"
+          "\"max_attempts\":3,\"headers\":{...}}. stdout: one JSON line per task, any order: "
+          "{\"id\":\"...\",\"ok\":true,\"result\":\"<base64>\"} or "
+          "{\"id\":\"...\",\"ok\":false,\"error\":\"...\"} (add \"retryable\":false to "
+          "not retry; \"throttled\":true,\"retry_after\":\"2s\" to throttle). stdout holds "
+          "answers only. A task left unanswered fails by the exit code: 0 retryable "
+          "(reason missing_answer), 65 not retried, 76 throttled, anything else or a "
+          "signal retryable; an answer stands whatever the exit code. A malformed line is "
+          "named in the error of every unanswered task. The batch's deadline is the "
+          "earliest of its tasks'; timeout, drain or the cancel of every task signal the "
+          "process group. Env: CONVEYOR_TASK_TYPE, CONVEYOR_BATCH_SIZE, CONVEYOR_QUEUE "
+          "(when one queue), CONVEYOR_DEADLINE. Stderr PROGRESS lines set every task's "
+          "progress. Repeatable.");
+ABSL_FLAG(std::string, batch, "",
+          "TYPE=N[:LINGER]: batch size and linger of a batch type (--exec-batch types and "
+          "the built-in batch_echo): up to N tasks (1 to 1000, default 10) run together "
+          "in one slot; a batch that is not full waits up to LINGER (0 to 10s, default "
+          "50ms) for more tasks of TYPE before it runs. Repeatable.");
 ABSL_FLAG(std::string, rate, "",
           "TYPE=N/s (or N/m, N/h): local token-bucket limit for tasks of TYPE on this "
           "worker (burst max(1, N per second)). A task waits for a token before its "
@@ -71,10 +95,12 @@ ABSL_FLAG(absl::Duration, lease_wait, absl::ZeroDuration(),
 ABSL_FLAG(absl::Duration, rpc_timeout, absl::Seconds(5),
           "Deadline of each Heartbeat, Complete, Fail and Release call.");
 ABSL_FLAG(absl::Duration, exec_kill_grace, absl::Seconds(5),
-          "--exec commands: after SIGTERM (timeout, cancel, drain), SIGKILL to the process "
-          "group once this has passed.");
+          "--exec and --exec-batch commands: after SIGTERM (timeout, cancel, drain), SIGKILL "
+          "to the process group once this has passed.");
 ABSL_FLAG(uint64_t, max_output_bytes, 1 << 20,
-          "--exec commands: more stdout than this fails the attempt (retryable).");
+          "--exec commands: more stdout than this fails the attempt (retryable). "
+          "--exec-batch commands: a task's decoded result over this fails that task "
+          "(retryable).");
 ABSL_FLAG(uint64_t, max_pending_reports, 10000,
           "Results kept per broker while it cannot be reached; past it the oldest are "
           "dropped (the broker retries those tasks when their leases expire).");
@@ -101,7 +127,7 @@ ABSL_FLAG(std::string, token_file, "",
 
 namespace {
 
-constexpr const char* kRepeatable[] = {"broker", "queue", "exec", "rate"};
+constexpr const char* kRepeatable[] = {"broker", "queue", "exec", "exec_batch", "batch", "rate"};
 
 // Removes every occurrence of the repeatable flags from `args` (already
 // normalized: --name=value, -name=value, --name value) and returns their
@@ -180,11 +206,17 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "pulls tasks from Conveyor brokers and runs them.\n"
       "Usage: conveyor-worker --queue=Q [--queue=Q2] [--broker=HOST:PORT ...] "
-      "[--exec TYPE=COMMAND ...] [--rate TYPE=N/s ...] [flags]\n"
+      "[--exec TYPE=COMMAND ...] [--exec-batch TYPE=COMMAND ...] [--batch TYPE=N[:LINGER] ...] "
+      "[--rate TYPE=N/s ...] [flags]\n"
       "Built-in task types: noop; echo (result = payload); sleep (payload a duration "
       "such as 2s or 150ms); fail (payload the message, retryable; a payload starting "
       "with \"permanent:\" is not retried); sum_squares (payload n; result the sum of "
-      "i*i for i < n, exact in 128 bits); crash (only with --enable-test-handlers).\n"
+      "i*i for i < n, exact in 128 bits); batch_echo (a batch type: result "
+      "\"<batch size>:<payload>\"; payload \"fail:...\" fails that task, \"permanent:...\" "
+      "for good, \"flaky:...\" on its first attempt only); crash (only with "
+      "--enable-test-handlers).\n"
+      "Batch types (--exec-batch, batch_echo) run up to N tasks of their type in one slot "
+      "and report per task; set N and the linger with --batch TYPE=N[:LINGER].\n"
       "Each attempt is bounded by its task's timeout: a late attempt is cancelled and "
       "reported as a retryable failure with reason \"timeout\".\n"
       "Flags may be spelled with dashes or underscores (--metrics-addr, "
@@ -195,7 +227,9 @@ int main(int argc, char** argv) {
       ExtractRepeatable(args, &missing_value);
   std::vector<char*> argv2 = conveyor::ArgvOf(args);
   absl::ParseCommandLine(static_cast<int>(args.size()), argv2.data());
-  if (missing_value) return Usage("--broker, --queue, --exec and --rate need a value");
+  if (missing_value) {
+    return Usage("--broker, --queue, --exec, --exec-batch, --batch and --rate need a value");
+  }
 
   conveyor::LogLevel level;
   if (!conveyor::ParseLogLevel(absl::GetFlag(FLAGS_log_level), &level)) {
@@ -248,8 +282,29 @@ int main(int argc, char** argv) {
     options.rate_limits.push_back(*limit);
   }
 
+  // --batch TYPE=N[:LINGER], taken by the batch types registered below.
+  absl::flat_hash_map<std::string, cw::BatchOptions> batch_options;
+  for (const std::string& text : repeated["batch"]) {
+    absl::StatusOr<cw::BatchSpec> spec = cw::ParseBatchSpec(text);
+    if (!spec.ok()) return Usage(std::string(spec.status().message()));
+    if (!batch_options.emplace(spec->type, spec->options).second) {
+      return Usage(absl::StrCat("--batch ", text, ": the type \"", spec->type,
+                                "\" is given more than once"));
+    }
+  }
+  auto take_batch_options = [&batch_options](const std::string& type) {
+    cw::BatchOptions o;
+    auto it = batch_options.find(type);
+    if (it != batch_options.end()) {
+      o = it->second;
+      batch_options.erase(it);
+    }
+    return o;
+  };
+
   cw::Worker worker(options);
-  if (absl::Status s = cw::RegisterBuiltinHandlers(worker, absl::GetFlag(FLAGS_enable_test_handlers));
+  if (absl::Status s = cw::RegisterBuiltinHandlers(worker, absl::GetFlag(FLAGS_enable_test_handlers),
+                                                   take_batch_options("batch_echo"));
       !s.ok()) {
     return Usage(std::string(s.message()));
   }
@@ -261,6 +316,26 @@ int main(int argc, char** argv) {
       return Usage(absl::StrCat("--exec ", text, ": ", s.message(),
                                 " (built-in types cannot be replaced)"));
     }
+  }
+  for (const std::string& text : repeated["exec_batch"]) {
+    absl::StatusOr<cw::ExecSpec> spec = cw::ParseExecSpec(text, "--exec-batch");
+    if (!spec.ok()) return Usage(std::string(spec.status().message()));
+    if (absl::Status s = worker.RegisterBatch(
+            spec->type, cw::MakeExecBatchHandler(spec->command, exec_options),
+            take_batch_options(spec->type));
+        !s.ok()) {
+      return Usage(absl::StrCat("--exec-batch ", text, ": ", s.message(),
+                                " (a type has one handler; built-in types cannot be replaced)"));
+    }
+  }
+  for (const auto& [type, unused] : batch_options) {
+    const std::vector<std::string> types = worker.types();
+    return Usage(absl::StrCat(
+        "--batch ", type, "=...: ",
+        std::binary_search(types.begin(), types.end(), type)
+            ? absl::StrCat("\"", type, "\" is not a batch type (--batch applies to "
+                           "--exec-batch types and batch_echo)")
+            : absl::StrCat("no handler for type \"", type, "\"")));
   }
   for (const cw::RateLimit& limit : options.rate_limits) {
     const std::vector<std::string> types = worker.types();

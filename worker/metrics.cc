@@ -11,6 +11,11 @@ prometheus::Histogram::BucketBoundaries TaskBuckets() {
           5,     10,     30,    60,   120,   300,  600, 1800, 3600};
 }
 
+// Powers of two up to the largest batch (1000).
+prometheus::Histogram::BucketBoundaries BatchBuckets() {
+  return {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000};
+}
+
 prometheus::Family<prometheus::Gauge>& GaugeFamily(prometheus::Registry& r, const char* name,
                                                    const char* help) {
   return prometheus::BuildGauge().Name(name).Help(help).Register(r);
@@ -42,7 +47,12 @@ WorkerMetrics::WorkerMetrics(int brokers)
                              "1 if the last call to every broker succeeded.")
                      .Add({})),
       draining_(GaugeFamily(*registry_, "conveyor_worker_draining", "1 while the worker drains.")
-                    .Add({})) {
+                    .Add({})),
+      batch_size_(prometheus::BuildHistogram()
+                      .Name("conveyor_worker_batch_size")
+                      .Help("Tasks per batch handed to a batch handler.")
+                      .Register(*registry_)
+                      .Add({}, BatchBuckets())) {
   GaugeFamily(*registry_, "conveyor_build_info", "Build information; the value is always 1.")
       .Add({{"version", "0.1.0"}, {"component", "worker"}})
       .Set(1);
@@ -96,5 +106,7 @@ void WorkerMetrics::Connected(int index, bool ok) {
 }
 
 void WorkerMetrics::Draining(bool draining) { draining_.Set(draining ? 1 : 0); }
+
+void WorkerMetrics::BatchSize(size_t size) { batch_size_.Observe(static_cast<double>(size)); }
 
 }  // namespace conveyor::worker

@@ -6,6 +6,9 @@
 //   conveyor_worker_connected                           1 if the last call to
 //                                                       every broker succeeded
 //   conveyor_worker_draining                            1 while draining
+//   conveyor_worker_batch_size                          histogram: tasks per
+//                                                       batch handed to a batch
+//                                                       handler (no labels)
 //   conveyor_build_info{version,component="worker"}     always 1
 // Outcomes are those of AttemptOutcome::label (worker/outcome.h). Metric
 // handles are cached per queue and outcome.
@@ -14,6 +17,7 @@
 #ifndef CONVEYOR_WORKER_METRICS_H_
 #define CONVEYOR_WORKER_METRICS_H_
 
+#include <cstddef>
 #include <memory>
 #include <string>
 #include <utility>
@@ -48,6 +52,8 @@ class WorkerMetrics {
   // The last call to broker `index` succeeded (or not).
   void Connected(int index, bool ok);
   void Draining(bool draining);
+  // A batch of `size` tasks is about to run.
+  void BatchSize(size_t size);
 
  private:
   std::shared_ptr<prometheus::Registry> registry_;
@@ -62,6 +68,7 @@ class WorkerMetrics {
   prometheus::Counter& polls_error_;
   prometheus::Gauge& connected_;
   prometheus::Gauge& draining_;
+  prometheus::Histogram& batch_size_;
 
   absl::Mutex mu_;
   absl::flat_hash_map<std::pair<std::string, std::string>, prometheus::Counter*> task_counters_

@@ -83,6 +83,13 @@ AttemptOutcome DecideOutcome(absl::StatusOr<std::string> answer, const AttemptFa
       }
       break;
   }
+  if (facts.batch_size > 1) {
+    return Fail(absl::StrCat("the batch of ", facts.batch_size,
+                             " tasks ran past its deadline, the earliest of its tasks' (this "
+                             "task's timeout is ",
+                             absl::FormatDuration(facts.timeout), ") (", MessageOf(status), ")"),
+                "timeout", /*retryable=*/true, "timeout");
+  }
   return Fail(absl::StrCat("the attempt ran past its timeout of ",
                            absl::FormatDuration(facts.timeout), " (", MessageOf(status), ")"),
               "timeout", /*retryable=*/true, "timeout");

@@ -6,6 +6,7 @@
 #ifndef CONVEYOR_WORKER_OUTCOME_H_
 #define CONVEYOR_WORKER_OUTCOME_H_
 
+#include <cstddef>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -49,6 +50,9 @@ struct AttemptFacts {
   bool past_deadline = false;
   // The task's timeout, for the message of a timeout failure.
   absl::Duration timeout = absl::ZeroDuration();
+  // The number of tasks in the attempt's batch (1: a single task); a batch's
+  // deadline is the earliest of its tasks', which the timeout message says.
+  size_t batch_size = 1;
 };
 
 // The report for an attempt, by precedence: a lost lease reports nothing; a

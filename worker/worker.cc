@@ -22,9 +22,11 @@
 #include "grpcpp/security/credentials.h"
 #include "prometheus/exposer.h"
 #include "worker/attempt.h"
+#include "worker/batch_runner.h"
 #include "worker/broker_rpc.h"
 #include "worker/deadline_timer.h"
 #include "worker/executor.h"
+#include "worker/finish.h"
 #include "worker/heartbeater.h"
 #include "worker/lease_loop.h"
 #include "worker/metrics.h"
@@ -37,10 +39,6 @@ namespace {
 // LeaseRequest limits: at most 64 queue names, a worker id of 256 bytes.
 constexpr size_t kMaxQueues = 64;
 constexpr size_t kMaxWorkerIdBytes = 256;
-// A finished attempt's report is kept at least this long, even when its
-// lease (as last seen) has just run out: the broker still takes a report
-// with the current token until it grants a newer lease.
-constexpr absl::Duration kMinReportWindow = absl::Seconds(1);
 
 std::string DefaultWorkerId() {
   char host[256] = {0};
@@ -48,71 +46,13 @@ std::string DefaultWorkerId() {
   return absl::StrCat(host[0] != '\0' ? host : "localhost", ":", getpid());
 }
 
-std::string Traceparent(const TaskInfo& t) {
-  auto it = t.headers.find("traceparent");
-  return it == t.headers.end() ? std::string() : it->second;
-}
-
-// A log line about one task: task id, queue, type, worker id and traceparent,
-// then up to four more fields.
-void LogTask(LogLevel level, std::string_view msg, const TaskInfo& t,
-             std::initializer_list<LogField> extra = {}) {
-  if (!LogEnabled(level)) return;
-  const std::string tp = Traceparent(t);
-#define CONVEYOR_TASK_FIELDS                                                         \
-  {"task_id", t.id}, {"queue", t.queue}, {"type", t.type}, {"worker_id", t.worker_id}, \
-      {"traceparent", tp}
-  const LogField* e = extra.begin();
-  switch (extra.size()) {
-    case 0: Log(level, msg, {CONVEYOR_TASK_FIELDS}); break;
-    case 1: Log(level, msg, {CONVEYOR_TASK_FIELDS, e[0]}); break;
-    case 2: Log(level, msg, {CONVEYOR_TASK_FIELDS, e[0], e[1]}); break;
-    case 3: Log(level, msg, {CONVEYOR_TASK_FIELDS, e[0], e[1], e[2]}); break;
-    case 4: Log(level, msg, {CONVEYOR_TASK_FIELDS, e[0], e[1], e[2], e[3]}); break;
-    default: Log(level, msg, {CONVEYOR_TASK_FIELDS, e[0], e[1], e[2], e[3], e[4]}); break;
-  }
-#undef CONVEYOR_TASK_FIELDS
-}
-
-// Moves the payload out of `t` (it may be large; it is not needed twice).
-TaskInfo InfoFromProto(v1::LeasedTask& t, const std::string& worker_id) {
-  TaskInfo info;
-  info.id = t.id();
-  info.queue = t.queue();
-  info.type = t.type();
-  info.payload = std::move(*t.mutable_payload());
-  info.headers.insert(t.headers().begin(), t.headers().end());
-  info.attempt = t.attempt();
-  info.max_attempts = t.max_attempts();
-  info.token = t.token();
-  info.deadline = FromProto(t.deadline(), absl::InfiniteFuture());
-  info.timeout = FromProto(t.timeout());
-  info.worker_id = worker_id;
-  return info;
-}
-
-Report ReportFor(const TaskInfo& t, AttemptOutcome o, absl::Time drop_at) {
-  Report r;
-  switch (o.kind) {
-    case ReportKind::kComplete: r.kind = Report::Kind::kComplete; break;
-    case ReportKind::kFail: r.kind = Report::Kind::kFail; break;
-    case ReportKind::kRelease:
-    case ReportKind::kNone: r.kind = Report::Kind::kRelease; break;
-  }
-  r.task_id = t.id;
-  r.token = t.token;
-  r.result = std::move(o.result);
-  r.error = std::move(o.error);
-  r.reason = std::move(o.reason);
-  r.retryable = o.retryable;
-  r.throttled = o.throttled;
-  r.retry_after = o.retry_after;
-  r.drop_at = drop_at;
-  r.queue = t.queue;
-  r.type = t.type;
-  r.traceparent = Traceparent(t);
-  return r;
-}
+// What the worker runs for one task type: a handler, or a batch handler with
+// its options.
+struct HandlerEntry {
+  Handler single;
+  BatchHandler batch;
+  BatchOptions batch_options;
+};
 
 }  // namespace
 
@@ -141,21 +81,27 @@ class Worker::Impl {
   ~Impl() { Shutdown(); }
 
   absl::Status Register(std::string type, Handler handler) {
-    if (type.empty()) return absl::InvalidArgumentError("Register: the task type is empty");
     if (!handler) {
       return absl::InvalidArgumentError(absl::StrCat("Register(\"", type, "\"): no handler"));
     }
-    absl::MutexLock lock(&mu_);
-    if (state_ != State::kNew) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("Register(\"", type, "\"): the worker has already started"));
+    HandlerEntry entry;
+    entry.single = std::move(handler);
+    return Add("Register", std::move(type), std::move(entry));
+  }
+
+  absl::Status RegisterBatch(std::string type, BatchHandler handler, BatchOptions options) {
+    if (!handler) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("RegisterBatch(\"", type, "\"): no handler"));
     }
-    if (handlers_.contains(type)) {
-      return absl::AlreadyExistsError(
-          absl::StrCat("Register(\"", type, "\"): the type already has a handler"));
+    if (absl::Status s = ValidateBatchOptions(options); !s.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("RegisterBatch(\"", type, "\"): ", s.message()));
     }
-    handlers_.emplace(std::move(type), std::move(handler));
-    return absl::OkStatus();
+    HandlerEntry entry;
+    entry.batch = std::move(handler);
+    entry.batch_options = options;
+    return Add("RegisterBatch", std::move(type), std::move(entry));
   }
 
   absl::Status Start();
@@ -177,8 +123,35 @@ class Worker::Impl {
     return out;
   }
 
+  std::vector<std::string> batch_types() const {
+    absl::MutexLock lock(&mu_);
+    std::vector<std::string> out;
+    for (const auto& [type, h] : handlers_) {
+      if (h.batch) out.push_back(type);
+    }
+    std::sort(out.begin(), out.end());
+    return out;
+  }
+
  private:
   enum class State { kNew, kRunning, kStopped };
+
+  absl::Status Add(const char* what, std::string type, HandlerEntry entry) {
+    if (type.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(what, ": the task type is empty"));
+    }
+    absl::MutexLock lock(&mu_);
+    if (state_ != State::kNew) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(what, "(\"", type, "\"): the worker has already started"));
+    }
+    if (handlers_.contains(type)) {
+      return absl::AlreadyExistsError(
+          absl::StrCat(what, "(\"", type, "\"): the type already has a handler"));
+    }
+    handlers_.emplace(std::move(type), std::move(entry));
+    return absl::OkStatus();
+  }
 
   absl::Status Validate() const;
   absl::Status StartMetrics();
@@ -187,6 +160,9 @@ class Worker::Impl {
   void OnLeased(BrokerSession* s, std::vector<v1::LeasedTask> tasks, bool stopping);
   // One attempt, on an executor thread.
   void Process(BrokerSession* s, const std::shared_ptr<Attempt>& attempt, const Handler& handler);
+  // One batch, on an executor thread (worker/batch_runner.h).
+  void ProcessBatch(BrokerSession* s, const std::string& type, const HandlerEntry& entry,
+                    std::vector<v1::LeasedTask> tasks);
   // Drain step 3: cancels what still runs and waits; abandons what is stuck.
   void CancelAndWait();
 
@@ -202,7 +178,7 @@ class Worker::Impl {
   mutable absl::Mutex mu_;
   State state_ ABSL_GUARDED_BY(mu_) = State::kNew;
   // Written by Register before Start, read-only after.
-  absl::flat_hash_map<std::string, Handler> handlers_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, HandlerEntry> handlers_ ABSL_GUARDED_BY(mu_);
   int metrics_port_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
@@ -296,10 +272,22 @@ absl::Status Worker::Impl::Start() {
   for (const auto& q : options_.queues) absl::StrAppend(&queues, queues.empty() ? "" : ",", q);
   std::string type_list;
   for (const auto& t : types) absl::StrAppend(&type_list, type_list.empty() ? "" : ",", t);
+  std::string batch_list;  // "thumbs=32:50ms,..."
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& t : types) {
+      const HandlerEntry& e = handlers_.at(t);
+      if (!e.batch) continue;
+      absl::StrAppend(&batch_list, batch_list.empty() ? "" : ",", t, "=",
+                      e.batch_options.max_size, ":",
+                      absl::FormatDuration(e.batch_options.linger));
+    }
+  }
   LogInfo("worker started", {{"worker_id", options_.worker_id},
                              {"brokers", brokers},
                              {"queues", queues},
                              {"types", type_list},
+                             {"batches", batch_list},
                              {"concurrency", options_.concurrency},
                              {"metrics_port", metrics_port()}});
   return absl::OkStatus();
@@ -378,36 +366,87 @@ void Worker::Impl::StartSession(int index, const std::string& address,
 
 void Worker::Impl::OnLeased(BrokerSession* s, std::vector<v1::LeasedTask> tasks, bool stopping) {
   const absl::Time now = absl::Now();
+  // The tasks of batch types, by type, in lease order: each batch takes one
+  // slot, so the slots reserved for the others are given back below.
+  std::vector<std::pair<std::string, std::vector<v1::LeasedTask>>> batches;
+  int unused_slots = 0;
   for (v1::LeasedTask& t : tasks) {
-    TaskInfo info = InfoFromProto(t, options_.worker_id);
-    const absl::Time lease_expires_at = FromProto(t.lease_expires_at(), now);
-    Handler handler;
+    HandlerEntry entry;
     if (!stopping) {
       absl::MutexLock lock(&mu_);
-      auto it = handlers_.find(info.type);
-      if (it != handlers_.end()) handler = it->second;
+      auto it = handlers_.find(t.type());
+      if (it != handlers_.end()) entry = it->second;
     }
-    if (!handler) {
+    if (entry.batch) {
+      auto group = std::find_if(batches.begin(), batches.end(),
+                                [&t](const auto& b) { return b.first == t.type(); });
+      if (group == batches.end()) {
+        batches.emplace_back(t.type(), std::vector<v1::LeasedTask>());
+        group = std::prev(batches.end());
+      }
+      group->second.push_back(std::move(t));
+      continue;
+    }
+    const absl::Time lease_expires_at = FromProto(t.lease_expires_at(), now);
+    TaskInfo info = InfoFromProto(t, options_.worker_id);
+    if (!entry.single) {
       // Draining (or, defensively, a type this worker never asked for): give
       // it straight back without spending anything.
-      LogTask(LogLevel::kInfo, stopping ? "handing back a task leased while draining"
-                                        : "no handler for the task type; handing it back",
-              info);
-      AttemptOutcome release;
-      release.kind = ReportKind::kRelease;
-      s->reporter->Add(ReportFor(info, std::move(release),
-                                 std::max(lease_expires_at, now + kMinReportWindow)));
-      if (!stopping) executor_->Unreserve(1);
+      HandBack(info, lease_expires_at, now, s->reporter.get(),
+               stopping ? "handing back a task leased while draining"
+                        : "no handler for the task type; handing it back");
+      if (!stopping) ++unused_slots;
       continue;
     }
     auto attempt = std::make_shared<Attempt>(
         std::move(info), lease_expires_at,
         std::max(absl::ZeroDuration(), lease_expires_at - now), now);
     s->heartbeater->Track(attempt);
-    executor_->Run([this, s, attempt, handler = std::move(handler)] {
+    executor_->Run([this, s, attempt, handler = std::move(entry.single)] {
       Process(s, attempt, handler);
     });
   }
+  for (auto& [type, group] : batches) {
+    HandlerEntry entry;
+    {
+      absl::MutexLock lock(&mu_);
+      entry = handlers_.at(type);
+    }
+    // More than max_size of one type in one answer: several batches.
+    const size_t max_size = entry.batch_options.max_size;
+    for (size_t first = 0; first < group.size(); first += max_size) {
+      const size_t last = std::min(group.size(), first + max_size);
+      std::vector<v1::LeasedTask> chunk(std::make_move_iterator(group.begin() + first),
+                                        std::make_move_iterator(group.begin() + last));
+      unused_slots += static_cast<int>(chunk.size()) - 1;
+      executor_->Run([this, s, type = type, entry, chunk = std::move(chunk)]() mutable {
+        ProcessBatch(s, type, entry, std::move(chunk));
+      });
+    }
+  }
+  executor_->Unreserve(unused_slots);
+}
+
+void Worker::Impl::ProcessBatch(BrokerSession* s, const std::string& type,
+                                const HandlerEntry& entry, std::vector<v1::LeasedTask> tasks) {
+  BatchRunnerDeps deps;
+  deps.worker_id = options_.worker_id;
+  deps.heartbeater = s->heartbeater.get();
+  deps.reporter = s->reporter.get();
+  deps.timer = &timer_;
+  deps.clock = RealClock::Get();
+  deps.limiter = &limiter_;
+  deps.metrics = metrics_.get();
+  LeaseLoop* loop = s->lease_loop.get();
+  deps.lease_more = [loop](const std::string& t, int max, absl::Duration wait) {
+    LeaseLoop::More more = loop->LeaseMore(t, max, wait);
+    LeaseMoreResult result;
+    result.status = std::move(more.status);
+    result.tasks = std::move(more.tasks);
+    result.stopping = more.stopping;
+    return result;
+  };
+  RunBatch(deps, type, entry.batch, entry.batch_options, std::move(tasks));
 }
 
 void Worker::Impl::Process(BrokerSession* s, const std::shared_ptr<Attempt>& attempt,
@@ -436,39 +475,14 @@ void Worker::Impl::Process(BrokerSession* s, const std::shared_ptr<Attempt>& att
   if (!attempt->TryFinish()) return;
 
   timer_.Remove(deadline);
-  s->heartbeater->Untrack(*attempt);
   const absl::Time now = absl::Now();
   AttemptFacts facts;
   facts.cancel = attempt->cancellation().reason();
   facts.lease_lost = attempt->lease_lost();
   facts.past_deadline = now >= t.deadline;
   facts.timeout = t.timeout;
-  AttemptOutcome outcome = DecideOutcome(std::move(answer), facts);
-  const absl::Duration took = now - attempt->received_at();
-  metrics_->TaskFinished(t.queue, outcome.label, took);
-
-  const LogLevel level = outcome.kind == ReportKind::kComplete ? LogLevel::kInfo
-                         : outcome.kind == ReportKind::kNone   ? LogLevel::kWarning
-                                                               : LogLevel::kInfo;
-  const long long took_ms = absl::ToInt64Milliseconds(took);
-  if (outcome.throttled) {
-    LogTask(level, "task finished", t,
-            {{"outcome", outcome.label},
-             {"duration_ms", took_ms},
-             {"reason", outcome.reason},
-             {"error", outcome.error},
-             {"retry_after_ms",
-              static_cast<long long>(absl::ToInt64Milliseconds(outcome.retry_after))}});
-  } else {
-    LogTask(level, "task finished", t,
-            {{"outcome", outcome.label},
-             {"duration_ms", took_ms},
-             {"reason", outcome.reason},
-             {"error", outcome.error}});
-  }
-  if (outcome.kind == ReportKind::kNone) return;
-  s->reporter->Add(ReportFor(t, std::move(outcome),
-                             std::max(attempt->lease_expires_at(), now + kMinReportWindow)));
+  FinishAttempt(*attempt, std::move(answer), facts, now,
+                FinishSinks{s->heartbeater.get(), s->reporter.get(), metrics_.get()});
 }
 
 void Worker::Impl::CancelAndWait() {
@@ -543,6 +557,10 @@ absl::Status Worker::Register(std::string type, Handler handler) {
   return impl_->Register(std::move(type), std::move(handler));
 }
 
+absl::Status Worker::RegisterBatch(std::string type, BatchHandler handler, BatchOptions options) {
+  return impl_->RegisterBatch(std::move(type), std::move(handler), options);
+}
+
 absl::Status Worker::Start() { return impl_->Start(); }
 
 void Worker::Shutdown() { impl_->Shutdown(); }
@@ -560,5 +578,7 @@ const std::string& Worker::worker_id() const { return impl_->worker_id(); }
 int Worker::metrics_port() const { return impl_->metrics_port(); }
 
 std::vector<std::string> Worker::types() const { return impl_->types(); }
+
+std::vector<std::string> Worker::batch_types() const { return impl_->batch_types(); }
 
 }  // namespace conveyor::worker

@@ -20,6 +20,17 @@
 // deadline an attempt is cancelled (cancelled() turns true) and reported as a
 // retryable failure with reason "timeout".
 //
+// Batch handlers (worker/batch.h) take up to N tasks of their type at once
+// and answer one outcome per task, by the same convention:
+//
+//   worker.RegisterBatch("embed", EmbedBatch,
+//                        {.max_size = 64, .linger = absl::Milliseconds(20)});
+//
+// A batch takes one executor slot; it forms from the tasks of its type that
+// a Lease answer brings, topped up by Lease calls for that type alone
+// (waiting at most `linger`); every task keeps its own lease, heartbeat,
+// progress, cancellation and report.
+//
 // How it works (each part a small class with Start/Stop, in worker/):
 //   per broker   LeaseLoop    long-polls Lease for as many tasks as there are
 //                             free slots, in one call
@@ -31,7 +42,10 @@
 //   shared       Executor     the bounded pool (`concurrency` threads)
 //                RateLimiter  local token buckets per type (a task waits for
 //                             a token holding its slot; its lease is
-//                             heartbeated meanwhile)
+//                             heartbeated meanwhile; a batch takes one token
+//                             per task)
+//                RunBatch     fills and runs one batch in one slot
+//                             (worker/batch_runner.h)
 //                DeadlineTimer  cancels attempts at their deadline
 //                WorkerMetrics  Prometheus metrics on `metrics_addr`
 //
@@ -60,6 +74,7 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "common/security.h"
+#include "worker/batch.h"
 #include "worker/handler.h"
 #include "worker/rate_limiter.h"
 
@@ -118,6 +133,13 @@ class Worker {
   // started.
   absl::Status Register(std::string type, Handler handler);
 
+  // Runs `handler` for tasks of `type` in batches of up to
+  // `options.max_size` (worker/batch.h). Before Start only. INVALID_ARGUMENT
+  // for an empty type or handler or bad options (the message names the
+  // field); ALREADY_EXISTS if `type` has a handler (single or batch);
+  // FAILED_PRECONDITION once started.
+  absl::Status RegisterBatch(std::string type, BatchHandler handler, BatchOptions options = {});
+
   // Starts serving. INVALID_ARGUMENT for bad options (no queue, no broker,
   // no handler; the message names the option); UNAVAILABLE if the metrics
   // endpoint cannot bind; FAILED_PRECONDITION if already started.
@@ -138,8 +160,10 @@ class Worker {
   const std::string& worker_id() const;
   // The bound metrics port once started; 0 without an endpoint.
   int metrics_port() const;
-  // Registered types, sorted.
+  // Registered types (single and batch), sorted.
   std::vector<std::string> types() const;
+  // The types registered with RegisterBatch, sorted.
+  std::vector<std::string> batch_types() const;
 
  private:
   class Impl;

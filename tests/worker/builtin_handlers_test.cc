@@ -117,12 +117,43 @@ TEST(BuiltinHandlersTest, RegistersCrashOnlyWhenTestHandlersAreEnabled) {
   options.queues = {"q"};
   Worker plain(options);
   ASSERT_TRUE(RegisterBuiltinHandlers(plain, false).ok());
-  EXPECT_EQ(plain.types(),
-            (std::vector<std::string>{"echo", "fail", "noop", "sleep", "sum_squares"}));
+  EXPECT_EQ(plain.types(), (std::vector<std::string>{"batch_echo", "echo", "fail", "noop", "sleep",
+                                                     "sum_squares"}));
+  EXPECT_EQ(plain.batch_types(), (std::vector<std::string>{"batch_echo"}));
   Worker testing(options);
   ASSERT_TRUE(RegisterBuiltinHandlers(testing, true).ok());
-  EXPECT_EQ(testing.types(), (std::vector<std::string>{"crash", "echo", "fail", "noop", "sleep",
-                                                       "sum_squares"}));
+  EXPECT_EQ(testing.types(), (std::vector<std::string>{"batch_echo", "crash", "echo", "fail",
+                                                       "noop", "sleep", "sum_squares"}));
+}
+
+TEST(BuiltinHandlersTest, BatchEchoTakesItsBatchOptionsAndRefusesBadOnes) {
+  WorkerOptions options;
+  options.queues = {"q"};
+  Worker worker(options);
+  absl::Status s = RegisterBuiltinHandlers(worker, false, {.max_size = 0});
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("max_size 0"), std::string::npos) << s;
+  Worker ok(options);
+  EXPECT_TRUE(RegisterBuiltinHandlers(ok, false, {.max_size = 1000, .linger = absl::Seconds(10)})
+                  .ok());
+}
+
+TEST(WorkerRegisterBatchTest, ATypeHasOneHandlerSingleOrBatch) {
+  WorkerOptions options;
+  options.queues = {"q"};
+  Worker worker(options);
+  BatchHandler batch = [](BatchContext& b) { return BatchAnswers(b.size(), std::string()); };
+  ASSERT_TRUE(worker.Register("single", EchoHandler).ok());
+  EXPECT_EQ(worker.RegisterBatch("single", batch).code(), absl::StatusCode::kAlreadyExists);
+  ASSERT_TRUE(worker.RegisterBatch("many", batch, {.max_size = 5}).ok());
+  EXPECT_EQ(worker.Register("many", EchoHandler).code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(worker.RegisterBatch("", batch).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(worker.RegisterBatch("x", BatchHandler()).code(), absl::StatusCode::kInvalidArgument);
+  absl::Status slow = worker.RegisterBatch("slow", batch, {.linger = absl::Minutes(1)});
+  EXPECT_EQ(slow.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(slow.message().find("linger 1m"), std::string::npos) << slow;
+  EXPECT_EQ(worker.types(), (std::vector<std::string>{"many", "single"}));
+  EXPECT_EQ(worker.batch_types(), (std::vector<std::string>{"many"}));
 }
 
 }  // namespace
