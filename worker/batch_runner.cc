@@ -221,14 +221,22 @@ void RunBatch(const BatchRunnerDeps& deps, const std::string& type, const BatchH
 
   BatchAnswers answers = Answers(deps, type, handler, batch);
 
+  // A draining worker that gave up on the batch has already released its
+  // tasks (their answers are dropped) and may be gone: when it settled them
+  // all, touch nothing but the attempts.
+  std::vector<bool> won(n);
+  bool any = false;
+  for (size_t i = 0; i < n; ++i) {
+    won[i] = batch.attempts()[i]->TryFinish();
+    any = any || won[i];
+  }
+  if (!any) return;
   deps.timer->Remove(deadline_key);
   const absl::Time now = deps.clock->Now();
   const FinishSinks sinks{deps.heartbeater, deps.reporter, deps.metrics};
   for (size_t i = 0; i < n; ++i) {
+    if (!won[i]) continue;
     const std::shared_ptr<Attempt>& a = batch.attempts()[i];
-    // A draining worker that gave up on the batch has already released the
-    // task: its answer is dropped.
-    if (!a->TryFinish()) continue;
     AttemptFacts facts;
     facts.cancel = a->cancellation().reason();
     facts.lease_lost = a->lease_lost();
