@@ -1,7 +1,8 @@
 // conveyor: the command-line client of the Conveyor broker.
 //
 // Parses the command line (client/cli_args.h), runs one command through the
-// client library (client/client.h) and prints the answer (client/format.h):
+// client library (client/client.h; workflow commands in
+// client/cli_workflows.cc) and prints the answer (client/format.h):
 // data on stdout, diagnostics on stderr, exit codes from sysexits.h (see
 // `conveyor --help`).
 #include <sysexits.h>
@@ -25,6 +26,8 @@
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "client/cli_args.h"
+#include "client/cli_io.h"
+#include "client/cli_workflows.h"
 #include "client/client.h"
 #include "client/format.h"
 #include "common/grpc_util.h"
@@ -34,62 +37,9 @@
 namespace conveyor::client {
 namespace {
 
-// The watched task ended, but not SUCCEEDED or FALLBACK.
-constexpr int kExitTaskFailed = 1;
 constexpr uint64_t kDefaultListLimit = 100;
 constexpr uint64_t kMaxPageSize = 1000;
-
-void Write(FILE* out, absl::string_view text) { std::fwrite(text.data(), 1, text.size(), out); }
-
-void Diagnose(absl::string_view message) {
-  Write(stderr, absl::StrCat("conveyor: ", message, "\n"));
-}
-
-// "conveyor: COMMAND: CODE: message" on stderr; the sysexits code.
-int CallFailed(const Invocation& inv, const absl::Status& status) {
-  Diagnose(absl::StrCat(inv.command->name, ": ", absl::StatusCodeToString(status.code()), ": ",
-                        status.message()));
-  return ExitCodeFor(status);
-}
-
-int UsageFailed(absl::string_view topic, absl::string_view message) {
-  Diagnose(message);
-  Write(stderr, ShortUsage(topic));
-  return EX_USAGE;
-}
-
-// Prints `message` as JSON, or `text` (already formatted) in text mode.
-int Print(const Invocation& inv, const google::protobuf::Message& message, absl::string_view text) {
-  if (inv.globals.output == OutputFormat::kJson) {
-    absl::StatusOr<std::string> json = ToJson(message);
-    if (!json.ok()) return CallFailed(inv, json.status());
-    Write(stdout, absl::StrCat(*json, "\n"));
-  } else {
-    Write(stdout, text);
-  }
-  return EX_OK;
-}
-
-absl::StatusOr<std::string> ReadAll(FILE* in, absl::string_view name) {
-  std::string data;
-  char buf[1 << 16];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof(buf), in)) > 0) data.append(buf, n);
-  if (std::ferror(in)) {
-    return absl::DataLossError(absl::StrCat("reading ", name, ": ", std::strerror(errno)));
-  }
-  return data;
-}
-
-absl::StatusOr<std::string> ReadFile(const std::string& path) {
-  FILE* f = std::fopen(path.c_str(), "rb");
-  if (f == nullptr) {
-    return absl::NotFoundError(absl::StrCat("--payload-file ", path, ": ", std::strerror(errno)));
-  }
-  absl::StatusOr<std::string> data = ReadAll(f, path);
-  std::fclose(f);
-  return data;
-}
+constexpr int kMaxReceiveBytes = 64 << 20;
 
 // Follows task `id` until it ends: `live` sees every change, `final_task` gets
 // the ended task. Returns the exit code of a failed watch (already reported
@@ -118,30 +68,12 @@ int TaskEndedBadly(const Invocation& inv, const v1::Task& task) {
   return kExitTaskFailed;
 }
 
-// A progress bar redrawn in place on a terminal.
-class ProgressBar {
- public:
-  explicit ProgressBar(FILE* out) : out_(out) {}
-  void Update(const v1::Task& task) {
-    Write(out_, absl::StrCat("\r\033[K", FormatProgressBar(task)));
-    std::fflush(out_);
-    drawn_ = true;
-  }
-  void Finish() {
-    if (drawn_) Write(out_, "\n");
-  }
-
- private:
-  FILE* out_;
-  bool drawn_ = false;
-};
-
 absl::StatusOr<std::string> ReadPayload(const Invocation& inv) {
   const std::optional<std::string> file = inv.String("payload-file");
   if (!inv.args.empty() && file.has_value()) {
     return absl::InvalidArgumentError("give PAYLOAD or --payload-file, not both");
   }
-  if (file.has_value()) return ReadFile(*file);
+  if (file.has_value()) return ReadFile(*file, "--payload-file");
   if (!inv.args.empty() && inv.args[0] != "-") return inv.args[0];
   if (!inv.args.empty() || !isatty(STDIN_FILENO)) return ReadAll(stdin, "stdin");
   return std::string();
@@ -167,14 +99,15 @@ int RunSubmit(const Invocation& inv, Client& client) {
   if (!inv.Bool("wait")) {
     return Print(inv, submitted->task(), absl::StrCat(submitted->task().id(), "\n"));
   }
+  if (inv.Has("then")) return WaitForChain(inv, client, submitted->task().id());
 
   const bool bar = inv.globals.output == OutputFormat::kText && isatty(STDERR_FILENO);
-  ProgressBar progress(stderr);
+  ProgressLine progress(stderr);
   v1::Task task;
   int code = WatchUntilEnd(
       inv, client, submitted->task().id(),
       [&](const v1::Task& t) {
-        if (bar) progress.Update(t);
+        if (bar) progress.Update(FormatProgressBar(t));
       },
       &task);
   progress.Finish();
@@ -194,7 +127,7 @@ int RunSubmit(const Invocation& inv, Client& client) {
 int RunWatch(const Invocation& inv, Client& client) {
   const bool json = inv.globals.output == OutputFormat::kJson;
   const bool bar = !json && isatty(STDOUT_FILENO);
-  ProgressBar progress(stdout);
+  ProgressLine progress(stdout);
   bool encode_failed = false;
   v1::Task task;
   int code = WatchUntilEnd(
@@ -208,7 +141,7 @@ int RunWatch(const Invocation& inv, Client& client) {
           }
           Write(stdout, absl::StrCat(*line, "\n"));
         } else if (bar) {
-          progress.Update(t);
+          progress.Update(FormatProgressBar(t));
         } else {
           Write(stdout, absl::StrCat(FormatWatchLine(t), "\n"));
         }
@@ -494,6 +427,19 @@ constexpr Route kRoutes[] = {
     {"watch", RunWatch},
     {"cancel", RunCancel},
     {"list", RunList},
+    {"map", RunMap},
+    {"group submit", RunGroupSubmit},
+    {"group get", RunGroupGet},
+    {"group watch", RunGroupWatch},
+    {"group cancel", RunGroupCancel},
+    {"chain get", RunChainGet},
+    {"chain cancel", RunChainCancel},
+    {"schedule create", RunScheduleCreate},
+    {"schedule list", RunScheduleList},
+    {"schedule get", RunScheduleGet},
+    {"schedule pause", RunSchedulePause},
+    {"schedule resume", RunScheduleResume},
+    {"schedule delete", RunScheduleDelete},
     {"queue list", RunQueueList},
     {"queue get", RunQueueGet},
     {"queue create", RunQueueCreate},
@@ -541,6 +487,9 @@ int Main(const std::vector<std::string>& args, absl::string_view env_addr) {
   options.timeout = inv.globals.timeout;
   options.credentials = ChannelCredentialsFor(*security);
   options.token = security->token;
+  // As much as the broker sends (its cap is 64 MiB): a page of group
+  // results or a task with a large payload and result fits in one answer.
+  options.channel_args.SetMaxReceiveMessageSize(kMaxReceiveBytes);
   Client client(options);
   int code = run(inv, client);
   if (std::fflush(stdout) != 0 || std::ferror(stdout)) {

@@ -11,12 +11,13 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "client/workflow_args.h"
 #include "common/grpc_util.h"
 
 namespace conveyor::client {
 namespace {
 
-constexpr absl::string_view kGroups[] = {"queue", "dead", "token"};
+constexpr absl::string_view kGroups[] = {"group", "chain", "schedule", "queue", "dead", "token"};
 
 // `update`: the help says how 0 removes a limit.
 std::vector<FlagSpec> QueueConfigFlags(bool update) {
@@ -81,7 +82,15 @@ std::vector<CommandSpec> BuildCommands() {
        "otherwise it is empty. Without --idempotency-key the client picks a random key, "
        "so its own retries never enqueue twice. --priority outside 0-9 is a usage error "
        "(64). With --wait, prints the result (text) or the final task (json) instead of "
-       "the id, and exits 1 unless the task ends SUCCEEDED or FALLBACK.",
+       "the id, and exits 1 unless the task ends SUCCEEDED or FALLBACK. Each --then adds a "
+       "chain stage after this task: when a stage succeeds (or falls back), the next is "
+       "submitted with its result as payload; a stage that fails ends the chain. The "
+       "printed id is then also the chain's id (`conveyor chain get ID`), and --wait waits "
+       "for the whole chain and prints its last stage's result (json: the Chain), exiting 1 "
+       "unless the chain SUCCEEDED. A STAGE is comma-separated KEY=VALUE pairs: queue and "
+       "type (required), priority (0-9), timeout (per attempt), max-attempts and delay, "
+       "e.g. --then queue=thumbs,type=resize,priority=5,timeout=30s. A malformed stage is a "
+       "usage error (64) naming the problem.",
        0,
        1,
        {
@@ -102,11 +111,19 @@ std::vector<CommandSpec> BuildCommands() {
            {"concurrency-key", FlagType::kString, "K",
             "hold a slot of concurrency key K's pool while running (queue --pool, "
             "--key-max-running), e.g. db"},
-           {"wait", FlagType::kBool, "", "wait for the task to end and print its result"},
+           {"then", FlagType::kString, "STAGE",
+            "a chain stage to run after this task: queue=Q,type=T[,priority=N][,timeout=DUR]"
+            "[,max-attempts=N][,delay=DUR]; repeatable, in order (at most 32)",
+            /*repeated=*/true},
+           {"wait", FlagType::kBool, "",
+            "wait for the task (with --then: the chain) to end and print its result"},
        }},
       {"get", "ID", "Show a task.",
        "A SCHEDULED or READY task shows why it waits (\"waiting:\" in text, \"waiting\" in "
-       "json): paused, rate_limited, concurrency_full, not_due, no_worker, or none.",
+       "json): paused, rate_limited, concurrency_full, not_due, no_worker, or none. A task "
+       "that belongs to a workflow shows it: \"group:\" (a group member or its callback), "
+       "\"chain:\" with its stage (0 for the first), \"schedule:\" (the schedule that "
+       "submitted it).",
        1, 1, {}},
       {"watch",
        "ID",
@@ -137,6 +154,160 @@ std::vector<CommandSpec> BuildCommands() {
             "canceled, expired, fallback)"},
            {"limit", FlagType::kUint, "N", "at most N tasks (default 100)"},
        }},
+      {"map", "", "Map a task type over items, results in order.",
+       "Reads items from --input (a file, or - for stdin; default stdin, which must then not "
+       "be a terminal): one item per line (its bytes without the newline, and without a "
+       "\\r before it; empty lines are items too), or with --json-array one JSON array of "
+       "strings (the input is never guessed to be JSON). Submits them as one group, one task "
+       "of --type on --queue per item, and follows it: a progress bar on stderr when stderr "
+       "is a terminal, otherwise a progress line on stderr at most once a second. Then "
+       "prints one line per item, in input order, on stdout: the result as text (one "
+       "trailing newline dropped, control characters escaped as \\n, \\t, \\xNN), or an "
+       "empty line for an item that did not succeed, whose state and error go to stderr "
+       "(\"conveyor: map: item I (task ID) ended DEAD: error\"). -o json: one JSON object "
+       "per item per line instead, in input order: index, task_id, state, result (base64) "
+       "and error. A watch broken by a broker restart is resumed, until --deadline. No items: "
+       "nothing is submitted. Exits 0 if every item SUCCEEDED or fell back (FALLBACK); 1 if "
+       "any ended otherwise (all results are still printed); 65 for input that is not what "
+       "it should be; 66 if --input cannot be read; 75 when --deadline passes first (the "
+       "tasks keep running: run the same command with the same --idempotency-key to follow "
+       "the same group).",
+       0,
+       0,
+       {
+           {"queue", FlagType::kString, "Q", "queue of the tasks (required)"},
+           {"type", FlagType::kString, "T", "handler name (required)"},
+           {"input", FlagType::kString, "FILE", "read the items from FILE, or - for stdin "
+            "(default: stdin)"},
+           {"json-array", FlagType::kBool, "", "the input is a JSON array of strings"},
+           {"priority", FlagType::kUint, "N", "0-9, higher first (default 0)"},
+           {"task-timeout", FlagType::kDuration, "DUR", "bound on each attempt of each item"},
+           {"max-attempts", FlagType::kUint, "N",
+            "attempts in all per item, including the first (at least 1)"},
+           {"fallback", FlagType::kString, "TEXT",
+            "an item whose attempts run out ends FALLBACK with TEXT as its result (a success)"},
+           {"deadline", FlagType::kDuration, "DUR", "give up following after DUR (exit 75)"},
+           {"idempotency-key", FlagType::kString, "K",
+            "the group's key (default: a random one); the same key and items follow the same "
+            "group instead of submitting again"},
+       }},
+      {"group submit",
+       "",
+       "Submit items as one group; print its id.",
+       "Items are read as for `conveyor map` (--input, default stdin; lines or "
+       "--json-array); each becomes one task of --type on --queue. With --callback-queue and "
+       "--callback-type, a callback task is submitted once every member has ended (fan-in); "
+       "its payload is a GroupResults document in proto3 JSON (groupId, the counters, every "
+       "member's result or error, results and payload in base64, payload being "
+       "--callback-payload; see docs/workflows.md). Prints "
+       "the group id (json: the SubmitGroupResponse, with every member's task id). Exits 65 "
+       "for input that is not what it should be or holds no items.",
+       0,
+       0,
+       {
+           {"queue", FlagType::kString, "Q", "queue of the members (required)"},
+           {"type", FlagType::kString, "T", "handler name (required)"},
+           {"input", FlagType::kString, "FILE", "read the items from FILE, or - for stdin "
+            "(default: stdin)"},
+           {"json-array", FlagType::kBool, "", "the input is a JSON array of strings"},
+           {"priority", FlagType::kUint, "N", "0-9, higher first (default 0)"},
+           {"task-timeout", FlagType::kDuration, "DUR", "bound on each attempt of each member"},
+           {"max-attempts", FlagType::kUint, "N",
+            "attempts in all per member, including the first (at least 1)"},
+           {"fallback", FlagType::kString, "TEXT",
+            "a member whose attempts run out ends FALLBACK with TEXT as its result"},
+           {"callback-queue", FlagType::kString, "Q", "queue of the callback (with --callback-type)"},
+           {"callback-type", FlagType::kString, "T", "handler of the callback"},
+           {"callback-payload", FlagType::kString, "P",
+            "the callback's own payload, passed in the GroupResults document"},
+           {"idempotency-key", FlagType::kString, "K",
+            "the group's key (default: a random one per invocation)"},
+       }},
+      {"group get",
+       "ID",
+       "Show a group (and its members).",
+       "--members lists every member (index, task id, state) in submission order, read in "
+       "pages; --results adds each member's result or error (and implies --members). json: "
+       "the Group with all its members.",
+       1,
+       1,
+       {
+           {"members", FlagType::kBool, "", "list the members"},
+           {"results", FlagType::kBool, "", "list the members with their results and errors"},
+       }},
+      {"group watch",
+       "ID",
+       "Follow a group until DONE or CANCELED.",
+       "Shows a progress bar when stdout is a terminal, one line per change otherwise (-o "
+       "json: one Group per line). A watch broken by a broker restart is resumed, until "
+       "--deadline (then exit 75). Exits 0 if the group is DONE and every member SUCCEEDED "
+       "or fell back; 1 if any member ended otherwise or the group was canceled.",
+       1,
+       1,
+       {{"deadline", FlagType::kDuration, "DUR", "give up after DUR (exit 75)"}}},
+      {"group cancel",
+       "ID",
+       "Cancel a group's unfinished members.",
+       "Members that already ended keep their outcome; the callback is never submitted. "
+       "FAILED_PRECONDITION (exit 65) if the group is already DONE.",
+       1,
+       1,
+       {}},
+      {"chain get",
+       "ID",
+       "Show a chain (submit --then) and its stages.",
+       "ID is the chain's first task's id. Stages not submitted yet have no task.",
+       1,
+       1,
+       {}},
+      {"chain cancel",
+       "ID",
+       "Cancel a chain's current stage and the rest.",
+       "",
+       1,
+       1,
+       {}},
+      {"schedule create",
+       "NAME",
+       "Create a cron schedule that submits a task.",
+       "--cron takes five fields, minute hour day-of-month month day-of-week, with *, lists "
+       "(1,5), ranges (1-5), steps (*/15, 10-50/10), month and weekday names (JAN, SUN); or "
+       "@yearly, @monthly, @weekly, @daily, @hourly. --tz is an IANA zone (default UTC). "
+       "--misfire says what to do with ticks missed while the broker was down: skip them "
+       "(default) or run-once (one task for the latest, at once). The task template takes "
+       "the submit flags below; its payload is --payload or --payload-file (default empty). "
+       "ALREADY_EXISTS (exit 65) for a taken name; the broker names a bad cron field or zone "
+       "(exit 65).",
+       1,
+       1,
+       {
+           {"cron", FlagType::kString, "EXPR", "when to run, e.g. \"*/15 * * * *\" (required)"},
+           {"tz", FlagType::kString, "ZONE", "IANA time zone, e.g. Europe/Paris (default UTC)"},
+           {"misfire", FlagType::kString, "skip|run-once",
+            "ticks missed while the broker was down (default skip)"},
+           {"paused", FlagType::kBool, "", "create it paused"},
+           {"queue", FlagType::kString, "Q", "queue to submit to (required)"},
+           {"type", FlagType::kString, "T", "handler name (required)"},
+           {"payload", FlagType::kString, "P", "the task's payload"},
+           {"payload-file", FlagType::kString, "PATH", "read the payload from a file"},
+           {"priority", FlagType::kUint, "N", "0-9, higher first (default 0)"},
+           {"delay", FlagType::kDuration, "DUR", "each task is not leased before its tick + DUR"},
+           {"task-timeout", FlagType::kDuration, "DUR", "bound on each attempt"},
+           {"max-attempts", FlagType::kUint, "N", "attempts in all, including the first"},
+           {"header", FlagType::kString, "K=V", "a header; repeatable", /*repeated=*/true},
+           {"rate-key", FlagType::kString, "K", "the tasks' rate key"},
+           {"concurrency-key", FlagType::kString, "K", "the tasks' concurrency key"},
+           {"then", FlagType::kString, "STAGE",
+            "a chain stage after each task, as for submit --then; repeatable",
+            /*repeated=*/true},
+       }},
+      {"schedule list", "", "List schedules with their next and last runs.", "", 0, 0, {}},
+      {"schedule get", "NAME", "Show a schedule.", "", 1, 1, {}},
+      {"schedule pause", "NAME", "Pause a schedule (missed ticks are skipped).", "", 1, 1,
+       {}},
+      {"schedule resume", "NAME", "Resume a paused schedule.", "", 1, 1, {}},
+      {"schedule delete", "NAME", "Delete a schedule (its tasks are kept).", "", 1, 1,
+       {}},
       {"queue list", "", "List queues with their live counts.", "", 0, 0, {}},
       {"queue get", "NAME", "Show a queue's settings and counts.", "", 1, 1, {}},
       {"queue create", "NAME", "Create a queue.",
@@ -444,7 +615,8 @@ constexpr char kGlobalUsage[] =
     "  --timeout DUR              deadline of each call attempt, e.g. 500ms, 2s\n"
     "                             (default 10s; submits and reads retry UNAVAILABLE)\n"
     "  -o, --output text|json     output format (default text); json: one protobuf JSON\n"
-    "                             document per result (per line for watch)\n"
+    "                             document per result (per line for watch, group\n"
+    "                             watch and map items)\n"
     "  --tls                      connect with TLS, trusting the system's CA roots\n"
     "                             (env CONVEYOR_TLS=1)\n"
     "  --tls-ca FILE              CA bundle (PEM) that signed the broker's certificate;\n"
@@ -458,7 +630,8 @@ constexpr char kGlobalUsage[] =
     "  -h, --help                 show help\n";
 
 constexpr char kExitCodes[] =
-    "Exit codes: 0 ok; 1 the task ended unsuccessfully (watch, submit --wait);\n"
+    "Exit codes: 0 ok; 1 a task ended unsuccessfully (watch, submit --wait), an item\n"
+    "of map or a member of group watch did, or the watched group was canceled;\n"
     "64 usage; 65 bad data (INVALID_ARGUMENT, NOT_FOUND, ALREADY_EXISTS,\n"
     "FAILED_PRECONDITION); 66 unreadable input; 69 unavailable; 75 temporary failure\n"
     "(RESOURCE_EXHAUSTED, e.g. a full queue; DEADLINE_EXCEEDED); 77 permission denied.\n";
@@ -763,6 +936,7 @@ absl::StatusOr<v1::TaskSpec> BuildTaskSpec(const Invocation& inv, std::string pa
   if (std::optional<std::string> key = inv.String("concurrency-key")) {
     spec.set_concurrency_key(*key);
   }
+  if (absl::Status s = ApplyThenFlags(inv, &spec); !s.ok()) return s;
   return spec;
 }
 

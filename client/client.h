@@ -158,6 +158,13 @@ class Client {
   // `include_results` their results and errors). NOT_FOUND: unknown group,
   // or dropped after the workflow TTL.
   absl::StatusOr<v1::Group> GetGroup(const v1::GetGroupRequest& request);
+  // The group with every member (and with `include_results` their results
+  // and errors), in submission order: GetGroup pages of `page_size` members
+  // (1-10,000), halved when a page is larger than the channel accepts, each
+  // page a read retried as GetGroup is. The counters are those of the last
+  // page (a running group may move on between pages).
+  absl::StatusOr<v1::Group> GetGroupWithMembers(absl::string_view id, bool include_results,
+                                                uint32_t page_size = 10000);
   // Follows a group as WatchTask follows a task: `on_change` sees its
   // counters now and on every change (coalesced), until it is DONE or
   // CANCELED, the stream fails, or `on_change` returns false. Bounded by
@@ -277,9 +284,12 @@ class Client {
   absl::StatusOr<v1::Group> FollowGroupUntil(absl::string_view id,
                                              absl::FunctionRef<void(const v1::Group&)> on_change,
                                              absl::Time deadline);
-  // Map's last step: every member with its result, `page_size` at a time.
-  absl::Status ReadMembers(const std::string& group_id, uint32_t page_size, absl::Time deadline,
-                           std::vector<MapItem>* items);
+  // GetGroupWithMembers with each page's attempts ending by `deadline`;
+  // `persist` (Map): also retries failures a later call may not repeat
+  // (UNAVAILABLE after the read attempts, a broker restarting) with backoff
+  // until `deadline`.
+  absl::StatusOr<v1::Group> ReadAllMembers(absl::string_view id, bool include_results,
+                                           uint32_t page_size, absl::Time deadline, bool persist);
   absl::Duration BackoffFor(int failures);
   void AttachKey(v1::TaskSpec* spec);
   std::string NewKey();

@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
 #include "absl/time/time.h"
 #include "common/grpc_util.h"
 #include "google/protobuf/util/json_util.h"
@@ -88,6 +89,17 @@ std::string WaitReasonLabel(v1::WaitReason reason) {
 // The reasons of QueueStats.blocked in the order shown.
 constexpr absl::string_view kBlockedOrder[] = {"paused", "rate_limited", "concurrency_full",
                                                "not_due", "no_worker"};
+
+// An enum value's name without its prefix ("RUNNING" for
+// GROUP_STATE_RUNNING); the number when the name is unknown.
+std::string EnumLabel(const std::string& name, absl::string_view prefix, int number) {
+  if (name.empty()) return absl::StrCat(number);
+  if (absl::StartsWith(name, prefix)) return name.substr(prefix.size());
+  return name;
+}
+
+// Results and errors in a table row are cut to this many characters.
+constexpr size_t kTableCellChars = 200;
 
 }  // namespace
 
@@ -202,6 +214,11 @@ std::string FormatTask(const v1::Task& task) {
   if (!task.idempotency_key().empty()) line("idempotency_key", task.idempotency_key());
   if (!task.rate_key().empty()) line("rate_key", OneLine(task.rate_key(), 128));
   if (!task.concurrency_key().empty()) line("concurrency_key", OneLine(task.concurrency_key(), 128));
+  if (!task.group_id().empty()) line("group", task.group_id());
+  if (!task.chain_id().empty()) {
+    line("chain", absl::StrCat(task.chain_id(), " stage ", task.chain_stage()));
+  }
+  if (!task.schedule().empty()) line("schedule", OneLine(task.schedule(), 128));
   if ((task.state() == v1::TASK_STATE_SCHEDULED || task.state() == v1::TASK_STATE_READY) &&
       task.has_waiting() && task.waiting().reason() != v1::WAIT_REASON_UNSPECIFIED) {
     line("waiting", FormatWaiting(task.waiting()));
@@ -399,6 +416,199 @@ std::string FormatProgressBar(const v1::Task& task, int width) {
     absl::StrAppend(&out, " ", OneLine(task.progress_message(), 60));
   }
   return out;
+}
+
+// ─── workflows ───
+
+std::string GroupStateName(v1::GroupState state) {
+  return EnumLabel(v1::GroupState_Name(state), "GROUP_STATE_", static_cast<int>(state));
+}
+
+std::string ChainStateName(v1::ChainState state) {
+  return EnumLabel(v1::ChainState_Name(state), "CHAIN_STATE_", static_cast<int>(state));
+}
+
+std::string MisfireName(v1::MisfirePolicy policy) {
+  return policy == v1::MISFIRE_POLICY_RUN_ONCE ? "run-once" : "skip";
+}
+
+std::string FormatGroup(const v1::Group& group) {
+  std::string out;
+  auto line = [&out](absl::string_view key, absl::string_view value) {
+    absl::StrAppend(&out, key, ": ", value, "\n");
+  };
+  line("id", group.id());
+  line("state", GroupStateName(group.state()));
+  line("total", absl::StrCat(group.total()));
+  line("ended", absl::StrCat(group.ended()));
+  line("succeeded", absl::StrCat(group.succeeded()));
+  line("fallback", absl::StrCat(group.fallback()));
+  line("dead", absl::StrCat(group.dead()));
+  line("canceled", absl::StrCat(group.canceled()));
+  line("expired", absl::StrCat(group.expired()));
+  line("failed", absl::StrCat(GroupProgress(group).failures));
+  if (!group.callback_task_id().empty()) {
+    line("callback", group.callback_task_id());
+  } else {
+    line("callback", group.has_callback() ? "not submitted yet" : "none");
+  }
+  line("created", FormatTimestamp(group.created_at()));
+  if (group.has_finished_at()) line("finished", FormatTimestamp(group.finished_at()));
+  if (!group.idempotency_key().empty()) line("idempotency_key", group.idempotency_key());
+  return out;
+}
+
+std::string FormatGroupMembers(const std::vector<v1::GroupMember>& members, bool results) {
+  std::vector<std::vector<std::string>> rows;
+  if (results) {
+    rows.push_back({"INDEX", "TASK", "STATE", "RESULT", "ERROR"});
+  } else {
+    rows.push_back({"INDEX", "TASK", "STATE"});
+  }
+  for (const v1::GroupMember& m : members) {
+    std::vector<std::string> row = {absl::StrCat(m.index()), m.task_id(),
+                                    TaskStateName(m.state())};
+    if (results) {
+      row.push_back(m.result().empty() ? "-" : DisplayBytes(m.result(), kTableCellChars));
+      row.push_back(m.error().empty() ? "-" : OneLine(m.error(), kTableCellChars));
+    }
+    rows.push_back(std::move(row));
+  }
+  return FormatTable(rows);
+}
+
+std::string FormatGroupProgressBar(const MapProgress& progress, int width) {
+  width = std::max(width, 1);
+  const double percent =
+      progress.total == 0 ? 100.0 : 100.0 * progress.ended / static_cast<double>(progress.total);
+  const int filled = std::clamp(static_cast<int>(std::lround(percent * width / 100.0)), 0, width);
+  std::string out = "[";
+  out.append(filled, '#');
+  out.append(width - filled, '.');
+  absl::StrAppendFormat(&out, "] %4s %u/%u ended", FormatPercent(percent), progress.ended,
+                        progress.total);
+  if (progress.failures > 0) absl::StrAppend(&out, ", ", progress.failures, " failed");
+  if (progress.state == v1::GROUP_STATE_CANCELED) absl::StrAppend(&out, " CANCELED");
+  return out;
+}
+
+std::string FormatGroupProgressLine(const MapProgress& progress) {
+  std::string out = absl::StrCat(progress.group_id, " ", GroupStateName(progress.state), " ",
+                                 progress.ended, "/", progress.total, " ended");
+  if (progress.failures > 0) absl::StrAppend(&out, ", ", progress.failures, " failed");
+  return out;
+}
+
+std::string FormatMapItemLine(const MapItem& item) {
+  if (!item.ok()) return "";
+  absl::string_view result = item.result;
+  if (absl::ConsumeSuffix(&result, "\n")) absl::ConsumeSuffix(&result, "\r");
+  if (!IsValidUtf8(result)) {
+    return absl::StrCat("<", result.size(), " bytes, not UTF-8> ", absl::BytesToHexString(result));
+  }
+  return EscapeControls(result);
+}
+
+std::string FormatMapItemError(size_t index, const MapItem& item) {
+  std::string out = absl::StrCat("item ", index, " (task ", item.task_id.empty() ? "?" : item.task_id,
+                                 ") ended ", TaskStateName(item.state));
+  if (!item.error.empty()) absl::StrAppend(&out, ": ", OneLine(item.error, 4096));
+  return out;
+}
+
+v1::GroupMember MapItemMessage(size_t index, const MapItem& item) {
+  v1::GroupMember member;
+  member.set_index(static_cast<uint32_t>(index));
+  member.set_task_id(item.task_id);
+  member.set_state(item.state);
+  member.set_result(item.result);
+  member.set_error(item.error);
+  return member;
+}
+
+std::string FormatChain(const v1::Chain& chain) {
+  std::string out;
+  auto line = [&out](absl::string_view key, absl::string_view value) {
+    absl::StrAppend(&out, key, ": ", value, "\n");
+  };
+  line("id", chain.id());
+  line("state", ChainStateName(chain.state()));
+  line("stages", absl::StrCat(chain.stages()));
+  line("current_stage", absl::StrCat(chain.current_stage()));
+  line("result", DisplayBytes(chain.result(), 4096));
+  line("error", OneLine(chain.error(), 4096));
+  line("created", FormatTimestamp(chain.created_at()));
+  if (chain.has_finished_at()) line("finished", FormatTimestamp(chain.finished_at()));
+  std::vector<std::vector<std::string>> rows = {{"STAGE", "QUEUE", "TYPE", "TASK", "STATE", "ERROR"}};
+  for (const v1::Chain::Stage& stage : chain.stage_list()) {
+    rows.push_back({absl::StrCat(stage.index()), OneLine(stage.queue(), 64),
+                    OneLine(stage.type(), 64), stage.task_id().empty() ? "-" : stage.task_id(),
+                    stage.state() == v1::TASK_STATE_UNSPECIFIED ? "-" : TaskStateName(stage.state()),
+                    stage.error().empty() ? "-" : OneLine(stage.error(), kTableCellChars)});
+  }
+  absl::StrAppend(&out, "\n", FormatTable(rows));
+  return out;
+}
+
+std::string FormatChainLine(const v1::Chain& chain) {
+  std::string out = absl::StrCat("chain ", chain.id(), " stage ", chain.current_stage() + 1, "/",
+                                 chain.stages());
+  for (const v1::Chain::Stage& stage : chain.stage_list()) {
+    if (stage.index() != chain.current_stage()) continue;
+    absl::StrAppend(&out, " (", OneLine(stage.queue(), 64), "/", OneLine(stage.type(), 64), ") ",
+                    stage.state() == v1::TASK_STATE_UNSPECIFIED ? "PENDING"
+                                                                : TaskStateName(stage.state()));
+  }
+  if (chain.state() != v1::CHAIN_STATE_RUNNING) {
+    absl::StrAppend(&out, " chain ", ChainStateName(chain.state()));
+  }
+  return out;
+}
+
+std::string FormatSchedule(const v1::Schedule& schedule) {
+  std::string out;
+  auto line = [&out](absl::string_view key, absl::string_view value) {
+    absl::StrAppend(&out, key, ": ", value, "\n");
+  };
+  const v1::TaskSpec& task = schedule.task();
+  line("name", schedule.name());
+  line("cron", OneLine(schedule.cron(), 256));
+  line("time_zone", schedule.time_zone().empty() ? "UTC" : OneLine(schedule.time_zone(), 128));
+  line("misfire", MisfireName(schedule.misfire()));
+  line("paused", schedule.paused() ? "true" : "false");
+  line("queue", task.queue());
+  line("type", OneLine(task.type(), 128));
+  line("priority", absl::StrCat(task.priority()));
+  line("payload", DisplayBytes(task.payload()));
+  if (task.then_size() > 0) {
+    std::vector<std::string> stages;
+    for (const v1::TaskSpec& stage : task.then()) {
+      stages.push_back(absl::StrCat(OneLine(stage.queue(), 64), "/", OneLine(stage.type(), 64)));
+    }
+    line("then", absl::StrJoin(stages, " -> "));
+  }
+  line("created", FormatTimestamp(schedule.created_at()));
+  line("next_run", schedule.paused() ? "- (paused)" : FormatTimestamp(schedule.next_run_at()));
+  line("last_run", FormatTimestamp(schedule.last_run_at()));
+  line("last_task", schedule.last_task_id().empty() ? "-" : schedule.last_task_id());
+  line("runs", absl::StrCat(schedule.runs()));
+  line("missed", absl::StrCat(schedule.missed()));
+  if (!schedule.last_error().empty()) line("last_error", OneLine(schedule.last_error(), 4096));
+  return out;
+}
+
+std::string FormatScheduleTable(const std::vector<v1::Schedule>& schedules) {
+  std::vector<std::vector<std::string>> rows = {{"NAME", "CRON", "TZ", "PAUSED", "QUEUE", "TYPE",
+                                                 "NEXT_RUN", "LAST_RUN", "RUNS", "MISSED"}};
+  for (const v1::Schedule& s : schedules) {
+    rows.push_back({s.name(), OneLine(s.cron(), 64),
+                    s.time_zone().empty() ? "UTC" : OneLine(s.time_zone(), 64),
+                    s.paused() ? "yes" : "no", s.task().queue(), OneLine(s.task().type(), 40),
+                    s.paused() ? "-" : FormatTimestamp(s.next_run_at()),
+                    FormatTimestamp(s.last_run_at()), absl::StrCat(s.runs()),
+                    absl::StrCat(s.missed())});
+  }
+  return FormatTable(rows);
 }
 
 }  // namespace conveyor::client

@@ -39,10 +39,6 @@ bool IsTransient(absl::StatusCode code) {
   }
 }
 
-uint32_t Failures(const v1::Group& group) {
-  return group.dead() + group.canceled() + group.expired();
-}
-
 std::string Progress(const v1::Group& group) {
   return absl::StrCat(group.ended(), "/", group.total(), " ended");
 }
@@ -120,14 +116,7 @@ absl::StatusOr<MapResult> Client::Map(const std::vector<std::string>& items,
   if (items.empty()) return out;
   const absl::Time deadline = absl::Now() + options.deadline;
   auto report = [&](const v1::Group& group) {
-    if (!options.on_progress) return;
-    MapProgress progress;
-    progress.group_id = group.id();
-    progress.state = group.state();
-    progress.total = group.total();
-    progress.ended = group.ended();
-    progress.failures = Failures(group);
-    options.on_progress(progress);
+    if (options.on_progress) options.on_progress(GroupProgress(group));
   };
 
   v1::SubmitGroupRequest request;
@@ -155,9 +144,26 @@ absl::StatusOr<MapResult> Client::Map(const std::vector<std::string>& items,
   absl::StatusOr<v1::Group> final_group = FollowGroupUntil(group_id, report, deadline);
   if (!final_group.ok()) return final_group.status();
 
-  if (absl::Status read = ReadMembers(group_id, options.page_size, deadline, &out.items);
-      !read.ok()) {
-    return read;
+  absl::StatusOr<v1::Group> read = ReadAllMembers(group_id, /*include_results=*/true,
+                                                  options.page_size, deadline, /*persist=*/true);
+  if (!read.ok()) return read.status();
+  std::vector<bool> filled(items.size(), false);
+  for (v1::GroupMember& member : *read->mutable_members()) {
+    const size_t index = member.index();
+    if (index >= items.size()) {
+      return absl::InternalError(absl::StrCat("map: group ", group_id, " listed member ", index,
+                                              " of ", items.size()));
+    }
+    MapItem& item = out.items[index];
+    if (!member.task_id().empty()) item.task_id = member.task_id();
+    item.state = member.state();
+    item.result = std::move(*member.mutable_result());
+    item.error = std::move(*member.mutable_error());
+    filled[index] = true;
+  }
+  if (const auto missing = std::count(filled.begin(), filled.end(), false); missing > 0) {
+    return absl::InternalError(
+        absl::StrCat("map: group ", group_id, ": ", missing, " members were never listed"));
   }
   out.group_id = group_id;
   out.group = *std::move(final_group);
@@ -168,22 +174,36 @@ absl::StatusOr<MapResult> Client::Map(const std::vector<std::string>& items,
   return out;
 }
 
-absl::Status Client::ReadMembers(const std::string& group_id, uint32_t page_size,
-                                 absl::Time deadline, std::vector<MapItem>* items) {
-  const size_t total = items->size();
-  std::vector<bool> filled(total, false);
-  size_t offset = 0;
+absl::StatusOr<v1::Group> Client::GetGroupWithMembers(absl::string_view id,
+                                                      bool include_results,
+                                                      uint32_t page_size) {
+  if (page_size < 1 || page_size > kMaxPageSize) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("page_size must be 1 to ", kMaxPageSize, ", got ", page_size));
+  }
+  return ReadAllMembers(id, include_results, page_size, absl::InfiniteFuture(),
+                        /*persist=*/false);
+}
+
+absl::StatusOr<v1::Group> Client::ReadAllMembers(absl::string_view id, bool include_results,
+                                                 uint32_t page_size, absl::Time deadline,
+                                                 bool persist) {
+  v1::Group all;
+  google::protobuf::RepeatedPtrField<v1::GroupMember> members;
   int breaks = 0;
-  while (offset < total) {
+  // The next member to read; the total is known from the first page.
+  uint32_t offset = 0;
+  bool first = true;
+  while (first || offset < all.total()) {
     if (absl::Now() >= deadline) {
-      return DeadlinePassed(group_id, nullptr,
-                            absl::StrCat("reading results (", offset, "/", total, " read)"));
+      return DeadlinePassed(id, nullptr,
+                            absl::StrCat("reading its members (", offset, " read)"));
     }
     v1::GetGroupRequest request;
-    request.set_id(group_id);
+    request.set_id(std::string(id));
     request.set_include_members(true);
-    request.set_include_results(true);
-    request.set_member_offset(static_cast<uint32_t>(offset));
+    request.set_include_results(include_results);
+    request.set_member_offset(offset);
     request.set_member_limit(page_size);
     absl::StatusOr<v1::Group> page = GetGroupBefore(request, deadline);
     if (!page.ok()) {
@@ -194,41 +214,27 @@ absl::Status Client::ReadMembers(const std::string& group_id, uint32_t page_size
         page_size = std::max<uint32_t>(1, page_size / 2);
         continue;
       }
-      if (!IsTransient(code)) return page.status();
-      absl::SleepFor(std::min(BackoffFor(++breaks), std::max(deadline - absl::Now(),
-                                                            absl::ZeroDuration())));
+      if (!persist || !IsTransient(code)) return page.status();
+      absl::SleepFor(std::min(BackoffFor(++breaks),
+                              std::max(deadline - absl::Now(), absl::ZeroDuration())));
       continue;
     }
     breaks = 0;
-    if (page->members_size() == 0) {
-      return absl::InternalError(absl::StrCat("map: group ", group_id,
-                                              " listed no members from offset ", offset, " of ",
-                                              total));
+    first = false;
+    const int received = page->members_size();
+    // Members come in order from the offset; a broker may cap a page below
+    // the limit asked for, so the next page starts after the last received.
+    if (received > 0) offset = std::max(offset + 1, page->members(received - 1).index() + 1);
+    for (v1::GroupMember& member : *page->mutable_members()) *members.Add() = std::move(member);
+    page->clear_members();
+    all = *std::move(page);
+    if (received == 0 && offset < all.total()) {
+      return absl::InternalError(absl::StrCat("group ", id, " listed no members from offset ",
+                                              offset, " of ", all.total()));
     }
-    for (v1::GroupMember& member : *page->mutable_members()) {
-      const size_t index = member.index();
-      if (index >= total) {
-        return absl::InternalError(absl::StrCat("map: group ", group_id, " listed member ",
-                                                index, " of ", total));
-      }
-      MapItem& item = (*items)[index];
-      if (!member.task_id().empty()) item.task_id = member.task_id();
-      item.state = member.state();
-      item.result = std::move(*member.mutable_result());
-      item.error = std::move(*member.mutable_error());
-      filled[index] = true;
-    }
-    // Members come in order from the offset; a broker may cap the page
-    // below the limit asked for, so the next page starts after the last one
-    // received.
-    offset = std::max<size_t>(offset + 1, page->members(page->members_size() - 1).index() + 1);
   }
-  const size_t missing = static_cast<size_t>(std::count(filled.begin(), filled.end(), false));
-  if (missing > 0) {
-    return absl::InternalError(
-        absl::StrCat("map: group ", group_id, ": ", missing, " members were never listed"));
-  }
-  return absl::OkStatus();
+  all.mutable_members()->Swap(&members);
+  return all;
 }
 
 }  // namespace conveyor::client

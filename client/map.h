@@ -67,6 +67,17 @@ struct MapOptions {
   std::function<void(const MapProgress&)> on_progress;
 };
 
+// A group's counters as Map reports them.
+inline MapProgress GroupProgress(const v1::Group& group) {
+  MapProgress progress;
+  progress.group_id = group.id();
+  progress.state = group.state();
+  progress.total = group.total();
+  progress.ended = group.ended();
+  progress.failures = group.dead() + group.canceled() + group.expired();
+  return progress;
+}
+
 // The outcome of one item.
 struct MapItem {
   std::string task_id;

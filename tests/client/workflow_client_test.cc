@@ -504,6 +504,49 @@ TEST_F(WorkflowClientTest, ScheduleCallsCreateReadPauseResumeAndDelete) {
   EXPECT_EQ(client.DeleteSchedule("nightly").code(), absl::StatusCode::kNotFound);
 }
 
+TEST_F(WorkflowClientTest, GetGroupWithMembersMergesEveryPageInOrder) {
+  fake_.SetPageCap(3);
+  Client client(options_);
+  v1::SubmitGroupRequest request;
+  for (int i = 0; i < 8; ++i) {
+    v1::TaskSpec* spec = request.add_tasks();
+    spec->set_queue("q");
+    spec->set_type("t");
+    spec->set_payload(absl::StrCat("p", i));
+  }
+  ASSERT_TRUE(client.SubmitGroup(request).ok());
+  absl::StatusOr<v1::Group> group =
+      client.GetGroupWithMembers("0000000000000010", /*include_results=*/false, 5);
+  ASSERT_TRUE(group.ok()) << group.status();
+  EXPECT_EQ(group->total(), 8u);
+  ASSERT_EQ(group->members_size(), 8);
+  for (int i = 0; i < 8; ++i) {
+    EXPECT_EQ(group->members(i).index(), static_cast<uint32_t>(i));
+    EXPECT_EQ(group->members(i).task_id(), absl::StrCat("t0000000000000010-", i));
+  }
+  std::vector<uint32_t> offsets;
+  for (const v1::GetGroupRequest& read : fake_.member_reads()) {
+    EXPECT_FALSE(read.include_results());
+    offsets.push_back(read.member_offset());
+  }
+  EXPECT_EQ(offsets, (std::vector<uint32_t>{0, 3, 6}));
+  EXPECT_EQ(client.GetGroupWithMembers("0000000000000010", true, 0).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(WorkflowClientTest, GetGroupWithMembersIsARetriedReadNotAPersistentOne) {
+  Client client(options_);
+  ASSERT_TRUE(client.SubmitGroup(TwoMembers()).ok());
+  fake_.FailNext("GetGroup", 2, grpc::StatusCode::UNAVAILABLE);
+  options_.read_attempts = 2;
+  Client two_attempts(options_);
+  EXPECT_EQ(two_attempts.GetGroupWithMembers("0000000000000010", true).status().code(),
+            absl::StatusCode::kUnavailable);
+  EXPECT_EQ(fake_.calls("GetGroup"), 2);
+  EXPECT_EQ(client.GetGroupWithMembers("00000000000000ff", true).status().code(),
+            absl::StatusCode::kNotFound);
+}
+
 // ─── WatchGroup and FollowGroup ───
 
 TEST_F(WorkflowClientTest, WatchGroupDeliversEveryUpdateUntilDone) {
