@@ -167,6 +167,9 @@ struct Broker::Chain {
   absl::Time created = absl::InfinitePast();
   absl::Time finished = absl::InfinitePast();
   bool cancel_requested = false;
+  // The payload of a next stage whose submit was not stored (the previous
+  // stage's result), kept for the retry: retention may drop that stage first.
+  std::optional<std::string> retry_payload;
   static constexpr uint8_t kNoState = 0xff;
 };
 

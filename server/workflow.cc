@@ -381,6 +381,10 @@ void Broker::UnlinkTask(uint64_t task_id, bool undurable) {
         chain.stage_tasks[l.stage] = 0;
         chain.stage_states[l.stage] = Chain::kNoState;
         chain.current = l.stage - 1;
+        // Called before the record goes: its payload is the previous result.
+        if (const Task* t = FindTask(TaskId(task_id)); t != nullptr) {
+          chain.retry_payload = std::string(t->payload());
+        }
         workflow_retry_.insert(l.chain);
         PushTimer(clock_->Now() + kWorkflowRetryDelay, kWorkflowRetry, 0, 0);
       }
@@ -409,7 +413,10 @@ void Broker::WorkflowStep(Task* task, Deferred& after) {
   if (l.group != 0 && l.index != kCallbackIndex) {
     if (auto g = groups_.find(l.group); g != groups_.end()) {
       Group& group = *g->second;
-      if (group.state() == GroupState::kRunning && group.ended == group.total) {
+      // A group without a callback counts as DONE as soon as its last member
+      // ends, but it still needs finishing: finished_at, its record, the TTL.
+      if (!group.canceled_group && group.ended == group.total &&
+          (group.state() == GroupState::kRunning || group.finished == absl::InfinitePast())) {
         FinishGroup(group, after);
       } else {
         NotifyGroupWatchers(group, after);
@@ -766,10 +773,20 @@ void Broker::RecoverWorkflows(Deferred& after) {
     auto it = groups_.find(id);
     if (it == groups_.end()) continue;
     Group& g = *it->second;
-    const bool any_member = std::any_of(g.member_ids.begin(), g.member_ids.end(),
-                                        [](uint64_t m) { return m != 0; });
+    // A member is known by its task or by its recorded end. A snapshot taken
+    // while the group's submit was in flight lists the member ids all the
+    // same, so ids alone do not show that the members reached the disk.
+    bool any_member = false;
+    for (uint32_t i = 0; i < g.total && !any_member; ++i) {
+      any_member = IsTerminal(g.outcomes[i].state) ||
+                   (g.member_ids[i] != 0 && FindTask(TaskId(g.member_ids[i])) != nullptr);
+    }
     if (!any_member && !g.canceled_group) {
       // Its members never reached the disk (a failed write at a snapshot's cut).
+      if (auto k = group_idempotency_.find(g.idempotency_key);
+          k != group_idempotency_.end() && k->second == id) {
+        group_idempotency_.erase(k);
+      }
       groups_.erase(it);
       continue;
     }
@@ -798,6 +815,13 @@ void Broker::RecoverWorkflows(Deferred& after) {
       continue;
     }
     const uint8_t known = c.stage_states[c.current];
+    if (c.current == 0 &&
+        (known == Chain::kNoState || !IsTerminal(static_cast<TaskState>(known)))) {
+      // Its first task never reached the disk (a failed write at a snapshot's
+      // cut): the chain never existed.
+      chains_.erase(id);
+      continue;
+    }
     if (known != Chain::kNoState && IsTerminal(static_cast<TaskState>(known)) &&
         !Succeeded(static_cast<TaskState>(known))) {
       EndChain(c, known == static_cast<uint8_t>(TaskState::kCanceled) ? ChainState::kCanceled
@@ -850,10 +874,29 @@ void Broker::RetryWorkflows(Deferred& after) {
     }
     if (auto c = chains_.find(id); c != chains_.end()) {
       Chain& chain = *c->second;
+      std::optional<std::string> payload = std::move(chain.retry_payload);
+      chain.retry_payload.reset();
       if (chain.state != ChainState::kRunning) continue;
-      if (Task* stage = FindTask(TaskId(chain.stage_tasks[chain.current]));
-          stage != nullptr && IsTerminal(stage->state)) {
+      Task* stage = FindTask(TaskId(chain.stage_tasks[chain.current]));
+      if (stage != nullptr && IsTerminal(stage->state)) {
         AdvanceChain(chain, *stage, after);
+      } else if (stage == nullptr && payload && chain.current + 1 < chain.stages.size()) {
+        // The stage that ended was dropped (retention): submit the next one
+        // with the payload its failed submit carried.
+        const uint32_t index = chain.current + 1;
+        Link link;
+        link.chain = chain.id;
+        link.stage = index;
+        if (chain.cancel_requested) {
+          EndChain(chain, ChainState::kCanceled, "",
+                   absl::StrCat("canceled before stage ", index, " was submitted"));
+        } else if (absl::StatusOr<Task*> next =
+                       SubmitTemplate(chain.stages[index], *std::move(payload), link, after);
+                   !next.ok()) {
+          EndChain(chain, ChainState::kFailed, "",
+                   absl::StrCat("stage ", index, " could not be submitted: ",
+                                next.status().message()));
+        }
       }
     }
   }
@@ -1080,13 +1123,18 @@ absl::StatusOr<GroupInfo> Broker::CancelGroup(TaskId id, Ticket* ticket) {
       g.finished = clock_->Now();
       PersistGroup(g, /*full=*/false);
       PushTimer(g.finished + options_.workflow_ttl, kWorkflowDrop, g.id, 0);
+      // The group is CANCELED already, so the first member end below would
+      // be its watchers' final notification: set them aside until every
+      // queued member is counted.
+      std::vector<WatchId> watchers = std::move(g.watchers);
+      g.watchers.clear();
       const std::vector<uint64_t> members = g.member_ids;
       for (uint64_t member : members) {
         Task* task = member != 0 ? FindTask(TaskId(member)) : nullptr;
         if (task != nullptr && !IsTerminal(task->state)) CancelLocked(task, after);
       }
-      // The member ends above notified watchers; the last word is CANCELED.
       if (auto again = groups_.find(id.value()); again != groups_.end()) {
+        again->second->watchers = std::move(watchers);
         NotifyGroupWatchers(*again->second, after);
       }
     }
