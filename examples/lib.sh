@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # examples/lib.sh: what every examples/*/run.sh shares. Sourced, never run.
 #
 #   - The broker: $CONVEYOR_ADDR (default 127.0.0.1:7400); it must be running.
@@ -14,7 +15,9 @@
 set -euo pipefail
 
 EXAMPLES_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-EXAMPLE=$(basename "$(cd "$(dirname "$0")" && pwd)")
+# The example's own directory (where its handler scripts are) and name.
+HERE=$(cd "$(dirname "$0")" && pwd)
+EXAMPLE=$(basename "$HERE")
 export CONVEYOR_ADDR=${CONVEYOR_ADDR:-127.0.0.1:7400}
 # Queue names get this suffix, so repeated runs never share a queue.
 RUN_ID=$$
@@ -91,8 +94,8 @@ stop_worker() {
   return "$status"
 }
 
-# On exit: stop every worker still running (a second SIGTERM ends a draining
-# worker at once), and remove $WORK.
+# On exit: stop every worker still running (SIGTERM; SIGKILL for one still
+# draining after 5 s), and remove $WORK.
 cleanup() {
   local pid i
   for pid in "${WORKER_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done

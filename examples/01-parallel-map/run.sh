@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Parallel map: one task per input item, run by a pool of workers, results
 # back in input order, with `conveyor map` and with Client::Map (map_squares.cc).
+set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
 QUEUE=squares-$RUN_ID
 

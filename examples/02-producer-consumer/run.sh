@@ -2,6 +2,7 @@
 # Producer-consumer over a bounded queue: a fast producer, a slow consumer, and
 # a queue of capacity 5 with --full-policy wait, so the producer is held back
 # (each submit waits for room) instead of the queue growing without bound.
+set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
 QUEUE=jobs-$RUN_ID
 CAPACITY=5 TASKS=20
@@ -14,7 +15,7 @@ start_worker consumer --queue="$QUEUE" --concurrency=1
 
 step "The producer: $TASKS submits as fast as it can, in the background"
 start=$(now)
-(for i in $(seq "$TASKS"); do conveyor submit --queue "$QUEUE" --type sleep 200ms >/dev/null; done) &
+(for _ in $(seq "$TASKS"); do conveyor submit --queue "$QUEUE" --type sleep 200ms >/dev/null; done) &
 producer=$!
 
 # Meanwhile, sample the queue's unfinished tasks (scheduled + ready + running).

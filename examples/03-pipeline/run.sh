@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Pipeline: a chain of stages (`conveyor submit --then`), each stage's result
 # the next stage's payload, across two queues served by different workers.
+set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
 TEXT_Q=text-$RUN_ID STATS_Q=stats-$RUN_ID
 

@@ -2,13 +2,14 @@
 # Fan-out / fan-in: a group of tasks run in parallel (fan-out), and one
 # callback task, submitted by the broker once every member has ended, that
 # receives all their results (fan-in).
+set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
 PARTS_Q=parts-$RUN_ID COLLECT_Q=collect-$RUN_ID
 
 step "Workers: 4 slots on $PARTS_Q (built-in sum_squares), and the collector on $COLLECT_Q"
 start_worker parts --queue="$PARTS_Q" --concurrency=4
 # collect.py reads the GroupResults JSON on stdin and prints the total.
-start_worker collector --queue="$COLLECT_Q" --exec collect="python3 $(dirname "$0")/collect.py"
+start_worker collector --queue="$COLLECT_Q" --exec collect="python3 $HERE/collect.py"
 
 step "Fan out: 8 parts as one group, with a callback on $COLLECT_Q"
 group=$(seq 1000 1000 8000 | conveyor group submit --queue "$PARTS_Q" --type sum_squares \

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Worker pool with per-task results and errors: many tasks spread over a pool
 # of workers; each task's own result, or its own error, comes back.
+set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
 QUEUE=pool-$RUN_ID
 
 step "A pool of two workers, 3 slots each; handler square.sh (n -> n*n, exit 65 if not a number)"
 for w in w1 w2; do
-  start_worker "$w" --queue="$QUEUE" --concurrency=3 --exec square="$(dirname "$0")/square.sh"
+  start_worker "$w" --queue="$QUEUE" --concurrency=3 --exec square="$HERE/square.sh"
 done
 
 step "12 tasks, two of them bad; conveyor map -o json gives one line per task, in order"

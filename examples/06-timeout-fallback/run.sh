@@ -2,6 +2,7 @@
 # Timeout with fallback: each attempt is bounded by a timeout; a task whose
 # attempts run out ends FALLBACK with a fallback result (a success) instead of
 # DEAD, so the caller always gets an answer in bounded time.
+set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
 QUEUE=quotes-$RUN_ID
 

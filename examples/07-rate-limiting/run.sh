@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Rate limiting: the broker starts at most 5 tasks a second from the queue,
 # across every worker, however many slots are free (here 2 workers x 8 slots).
+set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
 QUEUE=api-$RUN_ID TASKS=20
 

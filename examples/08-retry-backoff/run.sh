@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Retry with backoff: a failed attempt is retried by the broker after a delay
 # that grows each time (initial * multiplier^(n-1)), up to --max-attempts.
+set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
 QUEUE=flaky-$RUN_ID
 
@@ -9,7 +10,7 @@ conveyor queue create "$QUEUE" --max-attempts 5 --initial-backoff 500ms --multip
   --jitter 0 >/dev/null
 
 step "A worker whose handler flaky.sh fails until its 3rd attempt"
-start_worker flaky --queue="$QUEUE" --exec flaky="$(dirname "$0")/flaky.sh $WORK/attempts"
+start_worker flaky --queue="$QUEUE" --exec flaky="$HERE/flaky.sh $WORK/attempts"
 
 step "Submit and wait for the result"
 conveyor submit --queue "$QUEUE" --type flaky --wait "" || fail "the task did not succeed"

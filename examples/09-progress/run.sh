@@ -3,13 +3,14 @@
 # with `conveyor watch` (or read it with `conveyor get`) while it runs. Shown
 # with a command (report.sh, PROGRESS lines on stderr) and with a C++ SDK
 # handler (progress_worker.cc, ctx.ReportProgress).
+set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
 EXEC_Q=reports-exec-$RUN_ID SDK_Q=reports-sdk-$RUN_ID
 
 step "Two workers, heartbeats every 200ms (they carry the progress):"
 echo "conveyor-worker running report.sh on $EXEC_Q; progress_worker (C++ SDK) on $SDK_Q"
 start_worker reports --queue="$EXEC_Q" --heartbeat-interval=200ms \
-  --exec report="$(dirname "$0")/report.sh"
+  --exec report="$HERE/report.sh"
 start_program sdk "$(find_bin progress_worker examples)" --broker="$CONVEYOR_ADDR" --queue="$SDK_Q"
 
 # follow QUEUE: submit a `report` task, watch it, check what watch showed.
