@@ -6,7 +6,8 @@
 #     conveyor-worker and the example programs, e.g. /usr/local/bin) or else
 #     from a CMake build tree, $CONVEYOR_BUILD_DIR (default: the repo's build/).
 #   - `conveyor` and `conveyor-worker` are shell functions running those
-#     binaries, so the examples read like the commands you would type.
+#     binaries, so the examples read like the commands you would type (each
+#     `conveyor` call is bounded by 60 s).
 #   - start_worker runs a worker in the background (metrics on a free port,
 #     its log in $WORK); every worker still running is stopped on exit.
 #   - step prints a heading; `fail MESSAGE` ends the example (exit 1) with a
@@ -52,7 +53,9 @@ find_bin() {
 
 CONVEYOR_CLI=$(find_bin conveyor client)
 CONVEYOR_WORKER=$(find_bin conveyor-worker worker)
-conveyor() { "$CONVEYOR_CLI" "$@"; }
+# Bounded, so that an example never hangs (watch and submit --wait have no
+# deadline of their own): exit 124 after 60 s.
+conveyor() { timeout --foreground 60 "$CONVEYOR_CLI" "$@"; }
 conveyor-worker() { "$CONVEYOR_WORKER" "$@"; }
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/conveyor-$EXAMPLE.XXXXXX")

@@ -22,6 +22,5 @@ wait_for 20 chain_ended || fail "the chain did not end within 20 s"
 conveyor chain get "$id"
 
 result=$(conveyor chain get "$id" | sed -n "s/^result: //p")
-echo "result: $result"
 [[ $result == "the=4, a=2, cat=2" ]] || fail "unexpected result '$result'"
 echo "OK: three stages on two queues and two workers, each fed the previous result"

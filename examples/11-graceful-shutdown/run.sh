@@ -24,7 +24,9 @@ two_running() { [[ $(count "$QUEUE" running) -eq 2 ]]; }
 wait_for 10 two_running || fail "worker A did not start two tasks"
 status=0
 stop_worker "$worker_a" || status=$?
-echo "worker A exited with status $status"
+echo "worker A exited with status $status; its log:"
+sed -nE 's/.*"ts":"[^T]*T([^Z]*)Z","level":"[a-z]*","msg":"([^"]*)"(.*"outcome":"([^"]*)")?.*/  \1  \2 \4/p' \
+  "$WORK/a.log" | grep -v 'task started'
 show
 
 [[ $status -eq 0 ]] || fail "worker A exited $status, expected 0 after a drain"
@@ -40,4 +42,5 @@ all_done() { [[ $(count "$QUEUE" succeeded) -eq 4 ]]; }
 wait_for 20 all_done || fail "worker B did not finish the handed-back tasks"
 show
 conveyor get "$long" | grep -q '^attempts: 0/' || fail "the long task spent an attempt"
-echo "OK: the running task finished, the rest were handed back and run by worker B"
+# 'long' was cut at the end of the grace; it and the two never started went back unspent.
+echo "OK: 'short' finished within the grace, the other three were handed back and run by worker B"
