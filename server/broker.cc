@@ -59,9 +59,16 @@ Broker::Broker(BrokerOptions options, const Clock* clock, BrokerListener* listen
     : options_(std::move(options)), clock_(clock), listener_(listener), journal_(journal) {}
 
 Broker::~Broker() {
-  absl::MutexLock lock(&mu_);
+  // Journal writes in flight call back into this broker (BatchDone): wait
+  // for them. A closed journal has run them all; an open one finishes them.
+  mu_.LockWhen(absl::Condition(
+      +[](Broker* b) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+        return b->journal_ == nullptr || b->durable_ticket_ >= b->last_ticket_;
+      },
+      this));
   for (Task* task : tasks_) Task::Destroy(task);
   tasks_.clear();
+  mu_.Unlock();
 }
 
 void Broker::Run(Deferred& after) {
@@ -1865,9 +1872,18 @@ absl::Status Broker::Apply(const conveyor::internal::JournalEntry& e) {
       const pb::TaskSubmitted& r = e.submitted();
       auto q = queues_.find(r.queue());
       if (q == queues_.end()) {
-        return absl::DataLossError(absl::StrCat("journal: task ", TaskId(r.id()).ToString(),
-                                                " names queue ", Quoted(r.queue()),
-                                                ", which was never recorded"));
+        // The queue's record was in a write that failed (a full disk) while
+        // later writes, with this task, succeeded. The task was acknowledged:
+        // keep it, on a queue with the default settings, as auto-creation
+        // would have made it, and record the queue again once recovered.
+        if (!ValidateQueueName(r.queue()).ok()) {
+          return absl::DataLossError(absl::StrCat("journal: task ", TaskId(r.id()).ToString(),
+                                                  " names a malformed queue ", Quoted(r.queue())));
+        }
+        QueueConfig config = options_.queue_defaults;
+        config.name = r.queue();
+        q = queues_.emplace(config.name, std::make_unique<Queue>(config)).first;
+        lost_queue_records_.push_back(q->second.get());
       }
       if (FindTask(TaskId(r.id())) != nullptr) return absl::OkStatus();  // already known
       Queue* queue = q->second.get();
@@ -2005,6 +2021,13 @@ void Broker::FinishRecovery(Deferred& after) {
       MakeReady(task, after);
     }
   }
+  for (Queue* queue : lost_queue_records_) {
+    LogWarning("journal: a queue's record was lost in a failed write; recreated with the "
+               "default settings",
+               {{"queue", queue->name()}});
+    PersistQueue(*queue);
+  }
+  lost_queue_records_.clear();
   RecoverWorkflows(after);
   RecoverSchedules(after);
   for (auto& [name, queue] : queues_) EnforceRetention(queue.get(), after);

@@ -882,6 +882,9 @@ class Broker {
       ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<uint64_t, ScheduleState*> schedules_by_key_ ABSL_GUARDED_BY(mu_);
   uint64_t next_schedule_key_ ABSL_GUARDED_BY(mu_) = 1;
+  // Queues that replay found named by tasks but never recorded (their record
+  // was in a failed write); recorded again at the end of recovery.
+  std::vector<Queue*> lost_queue_records_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace conveyor::server

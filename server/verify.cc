@@ -111,11 +111,14 @@ class Replay {
         break;
       case pb::JournalEntry::kSubmitted: {
         const pb::TaskSubmitted& s = e.submitted();
-        if (!queues_.contains(s.queue())) {
-          return absl::DataLossError(absl::StrCat(
-              "task ", TaskId(s.id()).ToString(), " names queue \"", s.queue(),
-              "\", which was never recorded"));
+        // A queue whose record was lost in a failed write: the broker
+        // recreates it with default settings (Broker::Apply), unless the
+        // name could never have been a queue's.
+        if (!queues_.contains(s.queue()) && !ValidateQueueName(s.queue()).ok()) {
+          return absl::DataLossError(absl::StrCat("task ", TaskId(s.id()).ToString(),
+                                                  " names a malformed queue \"", s.queue(), "\""));
         }
+        queues_.insert(s.queue());
         tasks_.try_emplace(s.id(), TaskRecord{TaskState::kScheduled,
                                               s.not_before_us(), false});
         break;
@@ -137,9 +140,27 @@ class Replay {
       case pb::JournalEntry::kDropped:
         for (uint64_t id : e.dropped().ids()) tasks_.erase(id);
         break;
-      case pb::JournalEntry::kBarrier:
       case pb::JournalEntry::kGroup:
+        // What the broker's replay refuses of a group record.
+        if (e.group().total() == 0 || e.group().total() > 10'000'000) {
+          return absl::DataLossError(absl::StrCat("group ", TaskId(e.group().id()).ToString(),
+                                                  " has ", e.group().total(), " members"));
+        }
+        for (const pb::GroupMemberRecord& m : e.group().ended()) {
+          if (m.index() >= e.group().total() ||
+              m.state() > static_cast<uint32_t>(TaskState::kFallback)) {
+            return absl::DataLossError(absl::StrCat("group ", TaskId(e.group().id()).ToString(),
+                                                    " has a bad member record"));
+          }
+        }
+        break;
       case pb::JournalEntry::kChain:
+        if (e.chain().stages_size() > 1000) {
+          return absl::DataLossError(absl::StrCat("chain ", TaskId(e.chain().id()).ToString(),
+                                                  " has ", e.chain().stages_size(), " stages"));
+        }
+        break;
+      case pb::JournalEntry::kBarrier:
       case pb::JournalEntry::kSchedule:
       case pb::JournalEntry::KIND_NOT_SET:
         break;

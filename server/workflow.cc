@@ -681,6 +681,12 @@ absl::Status Broker::ApplyWorkflow(const pb::JournalEntry& e) {
   switch (e.kind_case()) {
     case pb::JournalEntry::kGroup: {
       const pb::GroupRecord& r = e.group();
+      // Bounds a record could only break by corruption (--max-group-size is
+      // at most 10 million): never allocate what a bad record claims.
+      if (r.total() == 0 || r.total() > 10'000'000) {
+        return absl::DataLossError(absl::StrCat("journal: group ", TaskId(r.id()).ToString(),
+                                                " has ", r.total(), " members"));
+      }
       std::unique_ptr<Group>& slot = groups_[r.id()];
       if (slot == nullptr) {
         slot = std::make_unique<Group>();
@@ -713,6 +719,10 @@ absl::Status Broker::ApplyWorkflow(const pb::JournalEntry& e) {
     }
     case pb::JournalEntry::kChain: {
       const pb::ChainRecord& r = e.chain();
+      if (r.stages_size() > 1000) {
+        return absl::DataLossError(absl::StrCat("journal: chain ", TaskId(r.id()).ToString(),
+                                                " has ", r.stages_size(), " stages"));
+      }
       auto chain = std::make_unique<Chain>();
       chain->id = r.id();
       TaskSpec first;

@@ -158,6 +158,49 @@ TEST(BrokerHeldJournalTest, AnswersWaitForTheirWriteAndAFailedSubmitLeavesNothin
   EXPECT_TRUE(acked);
 }
 
+// A queue created by a submit whose write failed (a full disk) is in memory
+// but not on disk; a later submit to it is stored. The restart must keep that
+// acknowledged task (recreating the queue with default settings), not refuse
+// the journal.
+TEST(BrokerHeldJournalTest, ATaskWhoseQueueRecordWasLostInAFailedWriteSurvivesARestart) {
+  FakeClock clock;
+  HeldJournal journal;
+  {
+    Broker broker(BrokerOptions(), &clock, nullptr, &journal);
+    std::thread recover_done([&] {
+      while (journal.held() == 0) std::this_thread::yield();
+      journal.CompleteOne();
+    });
+    ASSERT_THAT(broker.Recover(), IsOk());
+    recover_done.join();
+
+    std::optional<absl::StatusOr<SubmitResult>> lost, kept;
+    broker.Submit(Spec("fresh", "lost"), absl::InfiniteFuture(),
+                  [&](absl::StatusOr<SubmitResult> r) { lost = std::move(r); });
+    broker.Submit(Spec("fresh", "kept"), absl::InfiniteFuture(),
+                  [&](absl::StatusOr<SubmitResult> r) { kept = std::move(r); });
+    journal.CompleteOne(absl::ResourceExhaustedError("disk full"));  // queue + "lost"
+    journal.CompleteOne();                                          // "kept"
+    ASSERT_TRUE(lost.has_value() && kept.has_value());
+    EXPECT_THAT(*lost, StatusIs(absl::StatusCode::kResourceExhausted));
+    ASSERT_THAT(*kept, IsOk());
+  }
+  Broker restarted(BrokerOptions(), &clock, nullptr, &journal);
+  std::thread recover_done([&] {
+    while (journal.held() == 0) std::this_thread::yield();
+    journal.CompleteAll();
+  });
+  ASSERT_THAT(restarted.Recover(), IsOk());
+  recover_done.join();
+  std::vector<LeasedTask> leased = LeaseNow(restarted, "fresh");
+  ASSERT_EQ(leased.size(), 1u);
+  EXPECT_EQ(leased[0].payload, "kept");
+  // The queue's record was written again: a second restart needs no repair.
+  absl::StatusOr<QueueInfo> q = restarted.GetQueue("fresh");
+  ASSERT_THAT(q, IsOk());
+  EXPECT_EQ(q->config.capacity, BrokerOptions().queue_defaults.capacity);
+}
+
 class FileJournalBrokerTest : public ::testing::Test {
  protected:
   void SetUp() override {
