@@ -111,6 +111,9 @@ std::vector<CommandSpec> BuildCommands() {
            {"concurrency-key", FlagType::kString, "K",
             "hold a slot of concurrency key K's pool while running (queue --pool, "
             "--key-max-running), e.g. db"},
+           {"fallback", FlagType::kString, "TEXT",
+            "when its attempts run out (failure or timeout), end FALLBACK with TEXT as the "
+            "result instead of DEAD"},
            {"then", FlagType::kString, "STAGE",
             "a chain stage to run after this task: queue=Q,type=T[,priority=N][,timeout=DUR]"
             "[,max-attempts=N][,delay=DUR]; repeatable, in order (at most 32)",
@@ -936,6 +939,7 @@ absl::StatusOr<v1::TaskSpec> BuildTaskSpec(const Invocation& inv, std::string pa
   if (std::optional<std::string> key = inv.String("concurrency-key")) {
     spec.set_concurrency_key(*key);
   }
+  if (std::optional<std::string> text = inv.String("fallback")) spec.set_fallback_result(*text);
   if (absl::Status s = ApplyThenFlags(inv, &spec); !s.ok()) return s;
   return spec;
 }

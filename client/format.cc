@@ -194,7 +194,12 @@ std::string FormatTask(const v1::Task& task) {
   line("state", TaskStateName(task.state()));
   if (task.cancel_requested()) line("cancel_requested", "true");
   line("priority", absl::StrCat(task.priority()));
-  line("attempts", absl::StrCat(task.attempts(), "/", task.max_attempts()));
+  // `attempts` counts failed attempts; the attempt running (or the one that
+  // succeeded) is the next one.
+  if (task.state() == v1::TASK_STATE_RUNNING || task.state() == v1::TASK_STATE_SUCCEEDED) {
+    line("attempt", absl::StrCat(task.attempts() + 1, "/", task.max_attempts()));
+  }
+  line("failures", absl::StrCat(task.attempts(), "/", task.max_attempts()));
   if (task.crashes() > 0) line("crashes", absl::StrCat(task.crashes()));
   std::string progress = FormatPercent(task.progress_percent());
   if (!task.progress_message().empty()) {
@@ -309,7 +314,7 @@ std::string FormatTable(const std::vector<std::vector<std::string>>& rows) {
 
 std::string FormatTaskTable(const std::vector<v1::Task>& tasks) {
   std::vector<std::vector<std::string>> rows = {
-      {"ID", "STATE", "TYPE", "PRI", "ATTEMPTS", "CREATED", "ERROR"}};
+      {"ID", "STATE", "TYPE", "PRI", "FAILURES", "CREATED", "ERROR"}};
   for (const v1::Task& task : tasks) {
     rows.push_back({task.id(), TaskStateName(task.state()), OneLine(task.type(), 40),
                     absl::StrCat(task.priority()),
@@ -388,8 +393,11 @@ std::string FormatQueueTable(const std::vector<v1::Queue>& queues) {
 }
 
 std::string FormatWatchLine(const v1::Task& task) {
-  std::string out = absl::StrCat(task.id(), " ", TaskStateName(task.state()), " attempt ",
-                                 task.attempts(), "/", task.max_attempts());
+  const bool on_attempt =
+      task.state() == v1::TASK_STATE_RUNNING || task.state() == v1::TASK_STATE_SUCCEEDED;
+  std::string out = absl::StrCat(task.id(), " ", TaskStateName(task.state()),
+                                 on_attempt ? " attempt " : " failures ",
+                                 task.attempts() + (on_attempt ? 1 : 0), "/", task.max_attempts());
   if (task.state() == v1::TASK_STATE_RUNNING || task.progress_percent() > 0) {
     absl::StrAppend(&out, " ", FormatPercent(task.progress_percent()));
   }

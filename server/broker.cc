@@ -1171,6 +1171,9 @@ std::vector<absl::Status> Broker::Complete(const std::vector<CompleteItem>& item
       // the report with the current token wins either way.
       task->mutable_extra().result = item.result;
       task->mutable_extra().error.clear();
+      // Done is 100%, whatever the last heartbeat carried (a handler's last
+      // progress report may not have gone out before its result).
+      task->mutable_extra().progress_percent = 100;
       End(task, TaskState::kSucceeded, after);
     }
     Ticket t = Commit(after);

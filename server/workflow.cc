@@ -33,6 +33,9 @@ constexpr uint32_t kDefaultMemberPage = 1'000;
 constexpr uint32_t kMaxMemberPage = 10'000;
 // Room kept in a callback's payload for the document around the results.
 constexpr size_t kFanInOverhead = 64 << 10;
+// A callback's own payload (base64 in the document: 4/3 of this, well within
+// the overhead).
+constexpr size_t kMaxCallbackPayloadBytes = 32 << 10;
 constexpr absl::Duration kWorkflowRetryDelay = absl::Seconds(1);
 constexpr size_t kMaxIdempotencyKeyBytes = 256;
 
@@ -961,6 +964,14 @@ void Broker::SubmitGroup(GroupSpec spec, SubmitGroupCallback done) {
     if (absl::Status s = ValidateTemplate(*spec.callback, "callback", TemplateKind::kCallback, now);
         !s.ok()) {
       return reject(s);
+    }
+    // It travels base64-encoded inside the GroupResults document, in the
+    // room kept for the document itself.
+    if (spec.callback->payload.size() > kMaxCallbackPayloadBytes) {
+      return reject(Invalid("callback.payload",
+                            absl::StrCat("is ", spec.callback->payload.size(),
+                                         " bytes; at most ", kMaxCallbackPayloadBytes,
+                                         " (it is carried inside the GroupResults document)")));
     }
   }
 

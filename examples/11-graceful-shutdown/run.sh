@@ -33,7 +33,7 @@ show
 state_of() { conveyor get "$1" | sed -n 's/^state: //p'; }
 [[ $(state_of "$short") == SUCCEEDED ]] || fail "the short task did not finish within the grace"
 [[ $(state_of "$long") == READY ]] || fail "the long task was not handed back READY"
-conveyor get "$long" | grep -q '^attempts: 0/' || fail "handing the long task back spent an attempt"
+conveyor get "$long" | grep -q '^failures: 0/' || fail "handing the long task back spent an attempt"
 [[ $(state_of "$next1") == READY && $(state_of "$next2") == READY ]] || fail "next1, next2 not READY"
 
 step "Worker B picks up the rest"
@@ -41,6 +41,6 @@ start_worker b --queue="$QUEUE" --concurrency=4
 all_done() { [[ $(count "$QUEUE" succeeded) -eq 4 ]]; }
 wait_for 20 all_done || fail "worker B did not finish the handed-back tasks"
 show
-conveyor get "$long" | grep -q '^attempts: 0/' || fail "the long task spent an attempt"
+conveyor get "$long" | grep -q '^failures: 0/' || fail "the long task spent an attempt"
 # 'long' was cut at the end of the grace; it and the two never started went back unspent.
 echo "OK: 'short' finished within the grace, the other three were handed back and run by worker B"

@@ -106,7 +106,8 @@ TEST(CliArgsTest, HeaderWithoutEqualsOrKeyIsRejected) {
 TEST(CliArgsTest, SubmitBuildsTheWholeTaskSpec) {
   Invocation inv = MustParse({"submit", "--queue", "q", "--type", "t", "--priority", "7", "--delay",
                               "1m", "--task-timeout", "30s", "--max-attempts", "5",
-                              "--idempotency-key", "k1", "--expires-in", "1h", "hello"});
+                              "--idempotency-key", "k1", "--expires-in", "1h", "--fallback",
+                              "cached", "hello"});
   EXPECT_EQ(inv.args, std::vector<std::string>{"hello"});
   absl::StatusOr<v1::TaskSpec> spec = BuildTaskSpec(inv, "payload", kNow);
   ASSERT_TRUE(spec.ok()) << spec.status();
@@ -119,6 +120,8 @@ TEST(CliArgsTest, SubmitBuildsTheWholeTaskSpec) {
   EXPECT_EQ(spec->retry().max_attempts(), 5u);
   EXPECT_EQ(spec->idempotency_key(), "k1");
   EXPECT_EQ(FromProto(spec->expires_at()), kNow + absl::Hours(1));
+  ASSERT_TRUE(spec->has_fallback_result());
+  EXPECT_EQ(spec->fallback_result(), "cached");
 }
 
 TEST(CliArgsTest, SubmitWithoutOptionsLeavesFieldsUnsetForBrokerDefaults) {
@@ -129,6 +132,7 @@ TEST(CliArgsTest, SubmitWithoutOptionsLeavesFieldsUnsetForBrokerDefaults) {
   EXPECT_FALSE(spec->has_timeout());
   EXPECT_FALSE(spec->has_retry());
   EXPECT_FALSE(spec->has_expires_at());
+  EXPECT_FALSE(spec->has_fallback_result());
   EXPECT_TRUE(spec->idempotency_key().empty());
 }
 

@@ -49,7 +49,8 @@ TEST(FormatTest, TaskTextHasOneKeyValueLinePerField) {
   const std::string text = FormatTask(task);
   EXPECT_TRUE(absl::StartsWith(text, "id: 0000018b2f3c4d5e\nqueue: emails\ntype: send\n")) << text;
   EXPECT_TRUE(absl::StrContains(text, "state: RUNNING\n")) << text;
-  EXPECT_TRUE(absl::StrContains(text, "attempts: 1/3\n")) << text;
+  EXPECT_TRUE(absl::StrContains(text, "attempt: 2/3\n")) << text;
+  EXPECT_TRUE(absl::StrContains(text, "failures: 1/3\n")) << text;
   EXPECT_TRUE(absl::StrContains(text, "progress: 42% halfway\n")) << text;
   EXPECT_TRUE(absl::StrContains(text, "created: 2023-11-14T22:13:20Z\n")) << text;
   EXPECT_TRUE(absl::StrContains(text, "result: ok\n")) << text;
@@ -135,12 +136,13 @@ TEST(FormatTest, QueueTextShowsSettingsAndStats) {
 
 TEST(FormatTest, WatchLineShowsStateAttemptsProgressAndError) {
   v1::Task task = SampleTask();
-  EXPECT_EQ(FormatWatchLine(task), "0000018b2f3c4d5e RUNNING attempt 1/3 42% halfway");
+  // One failed attempt so far: the running one is the second.
+  EXPECT_EQ(FormatWatchLine(task), "0000018b2f3c4d5e RUNNING attempt 2/3 42% halfway");
   task.set_state(v1::TASK_STATE_DEAD);
   task.set_progress_percent(0);
   task.clear_progress_message();
   task.set_error("boom");
-  EXPECT_EQ(FormatWatchLine(task), "0000018b2f3c4d5e DEAD attempt 1/3 error: boom");
+  EXPECT_EQ(FormatWatchLine(task), "0000018b2f3c4d5e DEAD failures 1/3 error: boom");
 }
 
 TEST(FormatTest, ProgressBarFillsInProportionAndIsFullOnSuccess) {

@@ -383,7 +383,7 @@ TEST_F(CliE2eTest, SubmitOptionsReachTheTaskAndGetShowsThem) {
   EXPECT_TRUE(absl::StrContains(r.out, "type: resize\n")) << r;
   EXPECT_TRUE(absl::StrContains(r.out, "state: READY\n")) << r;
   EXPECT_TRUE(absl::StrContains(r.out, "priority: 7\n")) << r;
-  EXPECT_TRUE(absl::StrContains(r.out, "attempts: 0/5\n")) << r;
+  EXPECT_TRUE(absl::StrContains(r.out, "failures: 0/5\n")) << r;
   EXPECT_TRUE(absl::StrContains(r.out, "payload: payload\n")) << r;
 
   // The same idempotency key returns the original task; nothing new is queued.
@@ -614,7 +614,7 @@ TEST_F(CliE2eTest, LeasedTaskIsWatchedToSuccess) {
   EXPECT_EQ(watched.code, 0) << watched;
   std::vector<std::string> changes = absl::StrSplit(watched.out, '\n', absl::SkipEmpty());
   ASSERT_GE(changes.size(), 2u) << watched;
-  EXPECT_EQ(changes.front(), absl::StrCat(id, " RUNNING attempt 0/3 50% halfway")) << watched;
+  EXPECT_EQ(changes.front(), absl::StrCat(id, " RUNNING attempt 1/3 50% halfway")) << watched;
   EXPECT_TRUE(absl::StartsWith(changes.back(), absl::StrCat(id, " SUCCEEDED"))) << watched;
 
   r = Cli({"watch", id, "-o", "json"});
