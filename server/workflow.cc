@@ -503,6 +503,21 @@ void Broker::EndChain(Chain& chain, ChainState state, std::string result, std::s
 std::string Broker::FanInPayload(const Group& group) const {
   const std::string payload =
       group.callback ? absl::Base64Escape(group.callback->payload) : std::string();
+  // Each member's result and error: kept by the group, or (past the group's
+  // budget) only in the task record.
+  std::vector<std::pair<absl::string_view, absl::string_view>> texts(group.total);
+  for (uint32_t i = 0; i < group.total; ++i) {
+    const Group::Outcome& o = group.outcomes[i];
+    texts[i] = {o.result, o.error};
+    if (o.stored) continue;
+    const Task* t = FindTask(TaskId(group.member_ids[i]));
+    if (t == nullptr || t->extra() == nullptr) continue;
+    if (Succeeded(o.state)) {
+      texts[i].first = t->extra()->result;
+    } else {
+      texts[i].second = t->extra()->error;
+    }
+  }
   auto build = [&](bool members, bool results) {
     std::string out;
     absl::StrAppend(&out, "{\"groupId\":\"", TaskId(group.id).ToString(), "\"");
@@ -520,16 +535,7 @@ std::string Broker::FanInPayload(const Group& group) const {
                         TaskId(group.member_ids[i]).ToString(), "\",\"state\":\"",
                         StateEnumName(o.state), "\"");
         if (results) {
-          absl::string_view result = o.result, error = o.error;
-          if (!o.stored) {
-            // Kept in the task record only (the group's budget was spent).
-            Task* t = FindTask(TaskId(group.member_ids[i]));
-            if (t != nullptr && t->extra() != nullptr && Succeeded(o.state)) {
-              result = t->extra()->result;
-            } else if (t != nullptr && t->extra() != nullptr) {
-              error = t->extra()->error;
-            }
-          }
+          const auto [result, error] = texts[i];
           if (!result.empty()) absl::StrAppend(&out, ",\"result\":\"", absl::Base64Escape(result), "\"");
           if (!error.empty()) {
             out += ",\"error\":";
