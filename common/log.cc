@@ -1,5 +1,6 @@
 #include "common/log.h"
 
+
 #include <unistd.h>
 
 #include <atomic>
@@ -10,6 +11,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/json.h"
 
 namespace conveyor {
 namespace {
@@ -32,28 +34,7 @@ LogValue::LogValue(double v) {
   text_ = std::isfinite(v) ? absl::StrFormat("%.6g", v) : std::string("null");
 }
 
-std::string LogValue::Quote(std::string_view s) {
-  std::string out;
-  out.reserve(s.size() + 2);
-  out.push_back('"');
-  for (unsigned char c : s) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (c < 0x20) {
-          out += absl::StrFormat("\\u%04x", c);
-        } else {
-          out.push_back(static_cast<char>(c));
-        }
-    }
-  }
-  out.push_back('"');
-  return out;
-}
+std::string LogValue::Quote(std::string_view s) { return JsonQuote(s); }
 
 void SetLogLevel(LogLevel level) { g_level.store(static_cast<int>(level)); }
 

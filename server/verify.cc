@@ -14,6 +14,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
+#include "common/json.h"
 #include "conveyor/internal/journal.pb.h"
 #include "google/protobuf/util/json_util.h"
 #include "server/journal/backup.h"
@@ -63,27 +64,6 @@ const char* BatchName(RecordType type) {
     case RecordType::kLast: return "last";
   }
   return "unknown";
-}
-
-// A JSON string literal.
-std::string JsonString(absl::string_view s) {
-  std::string out = "\"";
-  for (char c : s) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          out += absl::StrFormat("\\u%04x", static_cast<unsigned char>(c));
-        } else {
-          out += c;
-        }
-    }
-  }
-  out += "\"";
-  return out;
 }
 
 std::string EntryJson(const pb::JournalEntry& entry) {
@@ -238,7 +218,7 @@ absl::Status ProcessSnapshot(const journal::SnapshotView& snap,
     }
     ++r->snapshot_entries;
     const std::string prefix = absl::StrCat(
-        "{\"file\":", JsonString(snap.path), ",\"offset\":", offset,
+        "{\"file\":", JsonQuote(snap.path), ",\"offset\":", offset,
         ",\"snapshot_cut\":", snap.cut);
     if (absl::Status s = Process(state.substr(pos + 4, n), snap.path, offset,
                                  absl::StrCat("snapshot entry ", r->snapshot_entries),
@@ -267,7 +247,7 @@ absl::Status ProcessSegment(const journal::SegmentView& seg, uint64_t cut,
     if (r->first_seq == 0) r->first_seq = rec.seq;
     r->last_seq = rec.seq;
     const std::string prefix = absl::StrCat(
-        "{\"file\":", JsonString(seg.path), ",\"offset\":", rec.offset,
+        "{\"file\":", JsonQuote(seg.path), ",\"offset\":", rec.offset,
         ",\"seq\":", rec.seq, ",\"batch\":\"", BatchName(rec.type), "\"");
     if (absl::Status s = Process(seg.RecordData(rec), seg.path, rec.offset,
                                  absl::StrCat("record ", rec.seq), prefix,

@@ -18,6 +18,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
+#include "common/json.h"
 #include "common/log.h"
 #include "server/broker.h"
 #include "server/broker_internal.h"
@@ -128,26 +129,6 @@ TaskSpec TemplateFromRecord(const pb::TaskSubmitted& r) {
 namespace {
 
 // ── the fan-in document (GroupResults in the proto3 JSON mapping) ──
-
-void AppendJsonString(std::string& out, absl::string_view s) {
-  out.push_back('"');
-  for (char c : s) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          absl::StrAppend(&out, "\\u00", absl::Hex(static_cast<unsigned char>(c), absl::kZeroPad2));
-        } else {
-          out.push_back(c);
-        }
-    }
-  }
-  out.push_back('"');
-}
 
 const char* StateEnumName(TaskState s) {
   switch (s) {
@@ -539,7 +520,7 @@ std::string Broker::FanInPayload(const Group& group) const {
           if (!result.empty()) absl::StrAppend(&out, ",\"result\":\"", absl::Base64Escape(result), "\"");
           if (!error.empty()) {
             out += ",\"error\":";
-            AppendJsonString(out, error);
+            AppendJsonString(std::string_view(error.data(), error.size()), &out);
           }
         }
         out.push_back('}');

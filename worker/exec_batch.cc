@@ -1,5 +1,6 @@
 #include "worker/exec_batch.h"
 
+
 #include <algorithm>
 #include <cmath>
 #include <optional>
@@ -13,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "common/json.h"
 #include "worker/json_line.h"
 
 namespace conveyor::worker {

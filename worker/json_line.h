@@ -18,11 +18,6 @@
 
 namespace conveyor::worker {
 
-// Appends `s` as a JSON string literal, quotes included: '"', '\\' and
-// control characters are escaped, other bytes are copied (callers pass
-// UTF-8).
-void AppendJsonString(absl::string_view s, std::string* out);
-
 struct JsonScalar {
   enum class Kind { kString, kNumber, kBool, kNull };
   Kind kind = Kind::kNull;

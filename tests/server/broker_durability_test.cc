@@ -22,68 +22,15 @@
 #include "server/broker.h"
 #include "server/journal/file_journal.h"
 #include "tests/server/broker_test_util.h"
+#include "tests/server/durability_fixtures.h"
 
 namespace conveyor::server {
 namespace {
 
 using broker_test::IsOk;
+using durability_test::HeldJournal;
+using durability_test::LeaseNow;
 using broker_test::StatusIs;
-
-// A Journal whose appends wait in a queue until Complete(n) finishes them
-// (or fails them), so a test sees the broker between "written" and "durable".
-class HeldJournal final : public journal::Journal {
- public:
-  absl::Status Recover(
-      absl::FunctionRef<absl::Status(const journal::JournalSnapshot&)>,
-      absl::FunctionRef<absl::Status(const journal::JournalRecord&)> on_record) override {
-    for (const std::string& r : stored_) {
-      if (absl::Status s = on_record(journal::JournalRecord{0, r}); !s.ok()) return s;
-    }
-    return absl::OkStatus();
-  }
-  void Append(std::vector<std::string> records,
-              std::function<void(absl::Status)> done) override {
-    absl::MutexLock lock(&mu_);
-    held_.push_back({std::move(records), std::move(done)});
-  }
-  absl::StatusOr<journal::SequenceNumber> BeginSnapshot() override { return 1; }
-  absl::Status WriteSnapshot(journal::SequenceNumber, absl::string_view) override {
-    return absl::OkStatus();
-  }
-  absl::Status Close() override { return absl::OkStatus(); }
-  journal::JournalStats stats() const override { return {}; }
-
-  size_t held() {
-    absl::MutexLock lock(&mu_);
-    return held_.size();
-  }
-  // Finishes the oldest held append with `status` (stored if OK).
-  void CompleteOne(absl::Status status = absl::OkStatus()) {
-    Held h;
-    {
-      absl::MutexLock lock(&mu_);
-      ASSERT_FALSE(held_.empty());
-      h = std::move(held_.front());
-      held_.pop_front();
-    }
-    if (status.ok()) {
-      for (std::string& r : h.records) stored_.push_back(std::move(r));
-    }
-    h.done(status);
-  }
-  void CompleteAll() {
-    while (held() > 0) CompleteOne();
-  }
-
- private:
-  struct Held {
-    std::vector<std::string> records;
-    std::function<void(absl::Status)> done;
-  };
-  absl::Mutex mu_;
-  std::deque<Held> held_ ABSL_GUARDED_BY(mu_);
-  std::vector<std::string> stored_;  // test thread only
-};
 
 TaskSpec Spec(const std::string& queue, const std::string& payload = "p") {
   TaskSpec spec;
@@ -91,19 +38,6 @@ TaskSpec Spec(const std::string& queue, const std::string& payload = "p") {
   spec.type = "t";
   spec.payload = payload;
   return spec;
-}
-
-std::vector<LeasedTask> LeaseNow(Broker& broker, const std::string& queue, uint32_t max = 10) {
-  std::vector<LeasedTask> out;
-  LeaseRequest req;
-  req.worker_id = "w";
-  req.queues = {queue};
-  req.max_tasks = max;
-  broker.Lease(req, [&](absl::StatusOr<std::vector<LeasedTask>> r) {
-    ASSERT_TRUE(r.ok()) << r.status();
-    out = std::move(*r);
-  });
-  return out;
 }
 
 TEST(BrokerHeldJournalTest, AnswersWaitForTheirWriteAndAFailedSubmitLeavesNothing) {
@@ -201,47 +135,7 @@ TEST(BrokerHeldJournalTest, ATaskWhoseQueueRecordWasLostInAFailedWriteSurvivesAR
   EXPECT_EQ(q->config.capacity, BrokerOptions().queue_defaults.capacity);
 }
 
-class FileJournalBrokerTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/conveyor-durability-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-  }
-  void TearDown() override {
-    broker_.reset();
-    if (journal_ != nullptr) (void)journal_->Close();
-    journal_.reset();
-    std::filesystem::remove_all(dir_);
-  }
-  // (Re)opens the broker on the directory, as a restart does.
-  void Open() {
-    broker_.reset();
-    if (journal_ != nullptr) {
-      ASSERT_THAT(journal_->Close(), IsOk());
-    }
-    journal_.reset();
-    journal::FileJournalOptions options;
-    options.dir = dir_;
-    options.segment_bytes = 1 << 20;
-    absl::StatusOr<std::unique_ptr<journal::FileJournal>> j =
-        journal::FileJournal::Open(std::move(options));
-    ASSERT_THAT(j, IsOk());
-    journal_ = std::move(*j);
-    broker_ = std::make_unique<Broker>(BrokerOptions(), &clock_, nullptr, journal_.get());
-    ASSERT_THAT(broker_->Recover(), IsOk());
-  }
-  // A crash: the journal is dropped without Close (its files stay as written).
-  void Crash() {
-    broker_.reset();
-    journal_.reset();
-  }
-
-  FakeClock clock_;
-  std::string dir_;
-  std::unique_ptr<journal::FileJournal> journal_;
-  std::unique_ptr<Broker> broker_;
-};
+using FileJournalBrokerTest = durability_test::RestartTest;
 
 TEST_F(FileJournalBrokerTest, RestartKeepsQueuesTasksResultsDeadLettersAndKeys) {
   Open();

@@ -15,6 +15,7 @@
 #include "server/broker.h"
 #include "server/journal/file_journal.h"
 #include "tests/server/broker_test_util.h"
+#include "tests/server/durability_fixtures.h"
 
 namespace conveyor::server {
 namespace {
@@ -159,38 +160,8 @@ TEST_F(BrokerScheduleTest, ListsByNameWithTheirZoneAndNextRun) {
 
 // ── across restarts (the real file journal) ──
 
-class ScheduleRestartTest : public ::testing::Test {
+class ScheduleRestartTest : public durability_test::RestartTest {
  protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/conveyor-schedule-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-  }
-  void TearDown() override {
-    Stop();
-    std::filesystem::remove_all(dir_);
-  }
-  void Open() {
-    Stop();
-    journal::FileJournalOptions options;
-    options.dir = dir_;
-    options.segment_bytes = 1 << 20;
-    absl::StatusOr<std::unique_ptr<journal::FileJournal>> j =
-        journal::FileJournal::Open(std::move(options));
-    ASSERT_THAT(j, IsOk());
-    journal_ = std::move(*j);
-    broker_ = std::make_unique<Broker>(BrokerOptions(), &clock_, nullptr, journal_.get());
-    ASSERT_THAT(broker_->Recover(), IsOk());
-  }
-  // The broker goes down: the journal finishes what it holds, then the
-  // broker is dropped (ticks commit without waiting for the disk).
-  void Stop() {
-    if (journal_ != nullptr) {
-      ASSERT_THAT(journal_->Close(), IsOk());
-    }
-    broker_.reset();
-    journal_.reset();
-  }
   // Tasks the schedule submitted so far (all of them stay READY here).
   size_t Submitted() {
     absl::StatusOr<QueueInfo> q = broker_->GetQueue("cron-q");
@@ -202,10 +173,6 @@ class ScheduleRestartTest : public ::testing::Test {
     broker_->Tick();
   }
 
-  FakeClock clock_;
-  std::string dir_;
-  std::unique_ptr<journal::FileJournal> journal_;
-  std::unique_ptr<Broker> broker_;
 };
 
 TEST_F(ScheduleRestartTest, ARestartNeverRunsATickTwice) {
