@@ -898,17 +898,7 @@ class BrokerService::TaskServiceImpl final : public v1::TaskService::CallbackSer
 
   grpc::ServerWriteReactor<v1::Task>* WatchTask(grpc::CallbackServerContext* ctx,
                                                 const v1::WatchTaskRequest* req) override {
-    auto* reactor = new StreamWatch<TaskWatchKind>(
-        s_, s_->broker_, RpcTimer(s_->metrics_, kService, "WatchTask", true));
-    absl::StatusOr<TaskId> id = TaskId::Parse(req->id());
-    if (absl::Status allowed = s_->Authorize(ctx, kService, "WatchTask"); !allowed.ok()) {
-      reactor->FinishWith(allowed);
-    } else if (!id.ok()) {
-      reactor->FinishWith(id.status());
-    } else {
-      reactor->Start(*id);
-    }
-    return reactor;
+    return StartWatch<TaskWatchKind>(ctx, "WatchTask", req->id());
   }
 
   grpc::ServerUnaryReactor* CancelTask(grpc::CallbackServerContext* ctx,
@@ -1007,17 +997,7 @@ class BrokerService::TaskServiceImpl final : public v1::TaskService::CallbackSer
 
   grpc::ServerWriteReactor<v1::Group>* WatchGroup(grpc::CallbackServerContext* ctx,
                                                   const v1::WatchGroupRequest* req) override {
-    auto* reactor = new StreamWatch<GroupWatchKind>(
-        s_, s_->broker_, RpcTimer(s_->metrics_, kService, "WatchGroup", true));
-    absl::StatusOr<TaskId> id = TaskId::Parse(req->id());
-    if (absl::Status allowed = s_->Authorize(ctx, kService, "WatchGroup"); !allowed.ok()) {
-      reactor->FinishWith(allowed);
-    } else if (!id.ok()) {
-      reactor->FinishWith(id.status());
-    } else {
-      reactor->Start(*id);
-    }
-    return reactor;
+    return StartWatch<GroupWatchKind>(ctx, "WatchGroup", req->id());
   }
 
   grpc::ServerUnaryReactor* CancelGroup(grpc::CallbackServerContext* ctx,
@@ -1065,6 +1045,25 @@ class BrokerService::TaskServiceImpl final : public v1::TaskService::CallbackSer
 
  private:
   static constexpr const char* kService = "conveyor.v1.TaskService";
+
+  // WatchTask and WatchGroup: the stream ends at once for a refused call or
+  // a malformed id, else follows the broker's snapshots.
+  template <typename Kind>
+  grpc::ServerWriteReactor<typename Kind::Proto>* StartWatch(grpc::CallbackServerContext* ctx,
+                                                             const char* method,
+                                                             const std::string& id_text) {
+    auto* reactor =
+        new StreamWatch<Kind>(s_, s_->broker_, RpcTimer(s_->metrics_, kService, method, true));
+    absl::StatusOr<TaskId> id = TaskId::Parse(id_text);
+    if (absl::Status allowed = s_->Authorize(ctx, kService, method); !allowed.ok()) {
+      reactor->FinishWith(allowed);
+    } else if (!id.ok()) {
+      reactor->FinishWith(id.status());
+    } else {
+      reactor->Start(*id);
+    }
+    return reactor;
+  }
   BrokerService* s_;
 };
 
