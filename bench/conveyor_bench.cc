@@ -30,6 +30,9 @@
 //        Raw "submit_ns start_ns done_ns" lines go to --raw (stats.py lat).
 //        Also printed: lease_* (submit -> Task.started_at, the broker's lease
 //        grant) and ack_* (the producer's Submit round trip).
+//   PING (not a peer workload) --n (20,000) awaited grpc.health.v1 Check
+//        calls: the cost of one unary call on this machine, the floor of
+//        any design that spends one call per task.
 //   MEM  --n (1,000,000) tasks enqueued with SubmitBatch of --fill-batch,
 //        nothing consuming: bytes per task = broker RSS growth / N (RSS read
 //        0.5 s before and 2 s after the fill, as run.sh does), peak RSS
@@ -448,6 +451,13 @@ void Say(const Config& cfg, const std::string& fields, const CpuMeter& cpu) {
   std::fflush(stdout);
 }
 
+// For bench/profile_bench.sh: stop sampling here (reading the tasks back
+// afterwards is not part of the workload).
+void TimedPartOver() {
+  std::fprintf(stderr, "conveyor-bench: timed part over\n");
+  std::fflush(stderr);
+}
+
 int Fail(const char* what, const absl::Status& s) {
   std::fprintf(stderr, "conveyor-bench: %s: %s\n", what, s.ToString().c_str());
   return 1;
@@ -474,6 +484,30 @@ int RunW1(const Config& cfg, client::Client& c, Producer& p, bool batched) {
   return 0;
 }
 
+// Not a peer workload: N awaited unary calls that do no work in the broker
+// (grpc.health.v1 Check), the floor of any one-call-per-task design here.
+int RunPing(const Config& cfg, client::Client& c) {
+  const int64_t n = cfg.n > 0 ? cfg.n : 20'000;
+  CpuMeter cpu(cfg.broker_pid);
+  std::vector<double> us;
+  us.reserve(n);
+  const int64_t t0 = MonoNs();
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t a = MonoNs();
+    absl::StatusOr<client::ServingStatus> h = c.Health();
+    if (!h.ok()) return Fail("Health", h.status());
+    us.push_back(static_cast<double>(MonoNs() - a) / 1e3);
+  }
+  const double secs = static_cast<double>(MonoNs() - t0) / 1e9;
+  cpu.Stop();
+  std::sort(us.begin(), us.end());
+  Say(cfg,
+      absl::StrFormat("calls_per_s=%.0f rtt_p50_us=%.0f rtt_p99_us=%.0f n=%d secs=%.3f", n / secs,
+                      Pct(us, .5), Pct(us, .99), n, secs),
+      cpu);
+  return 0;
+}
+
 int RunW2(const Config& cfg, client::Client& c, Producer& p) {
   const int64_t n = cfg.n > 0 ? cfg.n : 100'000;
   if (absl::Status s = CreateQueue(c, cfg, n + 1000); !s.ok()) return Fail("CreateQueue", s);
@@ -487,6 +521,7 @@ int RunW2(const Config& cfg, client::Client& c, Producer& p) {
       absl::Seconds(cfg.timeout_s), absl::Milliseconds(20));
   const double wrk_cpu = pool.CpuSeconds();
   cpu.Stop();
+  TimedPartOver();
   pool.Stop();
   if (!st.ok()) return Fail("drain", st.status());
   absl::StatusOr<std::vector<v1::Task>> tasks = SucceededTasks(c, cfg);
@@ -563,6 +598,7 @@ int RunW3(const Config& cfg, client::Client& c, Producer& p) {
       absl::Seconds(60), absl::Milliseconds(20));
   cpu.Stop();
   const double wrk_cpu = pool.CpuSeconds() - wrk0;
+  TimedPartOver();
   pool.Stop();
   if (!st.ok()) return Fail("completions", st.status());
   absl::StatusOr<std::vector<v1::Task>> tasks = SucceededTasks(c, cfg);
@@ -640,7 +676,7 @@ int RunMem(const Config& cfg, client::Client& c, Producer& p) {
 // ───────────────────────────── main ─────────────────────────────
 
 constexpr char kUsage[] =
-    "usage: conveyor-bench W1u|W1b|W2|W3|MEM --addr=HOST:PORT [--broker-pid=PID]\n"
+    "usage: conveyor-bench W1u|W1b|W2|W3|MEM|PING --addr=HOST:PORT [--broker-pid=PID]\n"
     "  [--label=conveyor] [--client=lib|stub] [--queue=bench] [--n=N] [--batch=100]\n"
     "  [--fill-batch=1000] [--conc=8] [--workers=1] [--worker=PATH] [--worker-args='...']\n"
     "  [--work-dir=/tmp] [--rate=500] [--secs=10] [--raw=FILE] [--data-dir=DIR]\n"
@@ -670,7 +706,7 @@ bool ParseConfig(int argc, char** argv, Config* cfg) {
   cfg->data_dir = flags.String("data-dir", "");
   cfg->timeout_s = flags.Number<double>("timeout", cfg->timeout_s);
   if (!flags.AllUsed()) return false;
-  const std::vector<std::string> known = {"W1u", "W1b", "W2", "W3", "MEM"};
+  const std::vector<std::string> known = {"W1u", "W1b", "W2", "W3", "MEM", "PING"};
   return std::find(known.begin(), known.end(), cfg->workload) != known.end() &&
          !cfg->addr.empty() && (cfg->client == "lib" || cfg->client == "stub") &&
          cfg->batch >= 1 && cfg->batch <= 1000 && cfg->fill_batch >= 1 &&
@@ -695,6 +731,7 @@ int Main(int argc, char** argv) {
   if (cfg.workload == "W1b") return RunW1(cfg, c, p, /*batched=*/true);
   if (cfg.workload == "W2") return RunW2(cfg, c, p);
   if (cfg.workload == "W3") return RunW3(cfg, c, p);
+  if (cfg.workload == "PING") return RunPing(cfg, c);
   return RunMem(cfg, c, p);
 }
 

@@ -12,7 +12,8 @@
 #          conveyor-i50     --fsync=interval:50, the client library
 #          conveyor-stub    --fsync=always,      the generated stub, no idempotency key
 #          conveyor-i50-stub --fsync=interval:50, the generated stub
-# WL       W1u W1b W2 W3 MEM  (see bench/conveyor_bench.cc)
+# WL       W1u W1b W2 W3 MEM, and PING (awaited no-op unary calls: the gRPC floor here; not a
+#          peer workload)  (see bench/conveyor_bench.cc)
 #
 # Environment:
 #   BUILD_DIR   build tree with server/conveyord, worker/conveyor-worker, bench/conveyor-bench
@@ -74,7 +75,7 @@ if [ "${1:-}" = one ]; then
   for _ in $(seq 100); do [ -s "$WORK/port" ] && break; gone $SERVER_PID && break; sleep 0.1; done
   [ -s "$WORK/port" ] || { echo "conveyord did not start:" >&2; cat "$WORK/conveyord.log" >&2; exit 1; }
   PORT=$(cat "$WORK/port")
-  case $WL in MEM) n=$MEM_N ;; W3) n=0 ;; *) n=$N ;; esac
+  case $WL in MEM) n=$MEM_N ;; W3) n=0 ;; PING) n=${PB_PING_N:-20000} ;; *) n=$N ;; esac
   timeout 900 "$BUILD_DIR/bench/conveyor-bench" "$WL" --addr="127.0.0.1:$PORT" --broker-pid=$SERVER_PID \
     --label="$VARIANT" --client="$CLIENT" --n=$n --work-dir="$WORK" --data-dir="$WORK/data" \
     --raw="$WORK/lat.txt" --timeout=600
@@ -85,7 +86,7 @@ fi
 
 # ───────────────────────────── the plan ─────────────────────────────
 REPS=${1:-3} FILTER=${2:-.}
-PLAN="conveyor:W1u conveyor:W1b conveyor:W2 conveyor:W3 conveyor:MEM
+PLAN="conveyor:PING conveyor:W1u conveyor:W1b conveyor:W2 conveyor:W3 conveyor:MEM
 conveyor-i50:W1u conveyor-i50:W1b conveyor-i50:W2 conveyor-i50:W3
 conveyor-stub:W1u conveyor-stub:W1b conveyor-stub:MEM
 conveyor-i50-stub:W1u"
@@ -111,7 +112,7 @@ quiet_wait() {  # >= 90 % idle for 5 s in a row, at most QUIET_MAX s
   return 1
 }
 { echo "# $(date -Is) $(uname -r) nproc=$(nproc) reps=$REPS build=$BUILD_DIR $(grep -m1 CMAKE_BUILD_TYPE: "$BUILD_DIR/CMakeCache.txt" 2>/dev/null)"
-  echo "# git $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)$(git -C "$ROOT" diff --quiet -- server worker client common proto 2>/dev/null || echo ' (server/worker/client/common/proto have uncommitted changes)')"
+  echo "# git $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)$(git -C "$ROOT" diff --quiet -- server worker client common proto 2>/dev/null || echo ' (server/worker/client/common/proto have uncommitted changes)'); binaries built $(date -r "$BUILD_DIR/server/conveyord" -Is) / $(date -r "$BUILD_DIR/worker/conveyor-worker" -Is)"
   echo "# $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo); uptime:$(uptime)"
   command -v beanstalkd >/dev/null && [ "${PEERS:-0}" = 1 ] && echo "# $(beanstalkd -v)"
 } | tee "$LOG"
@@ -133,7 +134,14 @@ for r in $(seq "$REPS"); do
   done
 done
 rm -f "$TF"
+ALL=$(mktemp /tmp/conveyor-bench-all.XXXXXX)
+sed 's/ foreign_cpu_pct=/ foreign_cpu=/' "$LOG" >"$ALL"  # every run, contended ones included
 { echo "Raw log: $(basename "$LOG")"; echo
-  $PY "$STATS" agg "$LOG"; echo
-  $PY "$STATS" table "$LOG"; } > "$OUT/summary-$STAMP.md"
-$PY "$STATS" table "$LOG"
+  echo "## Every metric, every run (median min–max)"; echo
+  $PY "$STATS" agg "$ALL"; echo
+  echo "## Runs with foreign_cpu_pct <= 10 (as peers/RESULTS.md; † = all runs of the pair contended)"; echo
+  $PY "$STATS" table "$LOG"; echo
+  echo "## Every run, contended ones included"; echo
+  $PY "$STATS" table "$ALL"; } > "$OUT/summary-$STAMP.md"
+rm -f "$ALL"
+cat "$OUT/summary-$STAMP.md"
