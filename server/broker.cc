@@ -252,6 +252,62 @@ bool Broker::NoWorker(const Queue& queue, absl::Time now) const {
 void Broker::PushTimer(absl::Time when, int kind, uint64_t key, int64_t stamp) {
   timers_.push_back(Timer{absl::ToUnixMicros(when), kind, key, stamp});
   std::push_heap(timers_.begin(), timers_.end(), std::greater<>());
+  if (timers_.size() >= timer_sweep_at_) SweepTimers();
+}
+
+// Amortized O(1) per push: a sweep over n timers happens only after n/2
+// pushes since the last one.
+void Broker::SweepTimers() {
+  size_t kept = 0;
+  for (const Timer& t : timers_) {
+    if (TimerLive(t)) timers_[kept++] = t;
+  }
+  timers_.resize(kept);
+  if (timers_.capacity() > 4 * kept + kMinTimerSweep) timers_.shrink_to_fit();
+  std::make_heap(timers_.begin(), timers_.end(), std::greater<>());
+  timer_sweep_at_ = std::max(kMinTimerSweep, 2 * timers_.size());
+}
+
+Task* Broker::TimerTask(const Timer& timer) const {
+  Task* task = FindTask(TaskId(timer.key));
+  if (task == nullptr) return nullptr;
+  switch (timer.kind) {
+    case kDue:
+      return task->state == TaskState::kScheduled &&
+                     absl::ToUnixMicros(task->not_before()) == timer.stamp
+                 ? task
+                 : nullptr;
+    case kLeaseCheck:
+      return task->state == TaskState::kRunning &&
+                     task->token == static_cast<uint64_t>(timer.stamp)
+                 ? task
+                 : nullptr;
+    case kExpire:
+      return task->token == 0 &&
+                     (task->state == TaskState::kReady || task->state == TaskState::kScheduled)
+                 ? task
+                 : nullptr;
+    case kRetention:
+      return task->ended_stamp() == timer.stamp ? task : nullptr;
+    default:
+      return nullptr;
+  }
+}
+
+bool Broker::TimerLive(const Timer& timer) const {
+  switch (timer.kind) {
+    case kDue:
+    case kLeaseCheck:
+    case kExpire:
+    case kRetention:
+      return TimerTask(timer) != nullptr;
+    case kLeaseWait:
+      return lease_waiters_.contains(timer.key);
+    case kSubmitWait:
+      return submit_waiters_.contains(timer.key);
+    default:  // queue wakes, workflow and schedule timers: few, checked when they fire
+      return true;
+  }
 }
 
 // ───────────────────────────── validation ─────────────────────────────
@@ -2189,40 +2245,25 @@ void Broker::CheckLease(Task* task, absl::Time now, Deferred& after) {
 
 void Broker::FireTimer(const Timer& timer, absl::Time now, Deferred& after) {
   switch (timer.kind) {
-    case kDue: {
-      Task* task = FindTask(TaskId(timer.key));
-      if (task != nullptr && task->state == TaskState::kScheduled &&
-          absl::ToUnixMicros(task->not_before()) == timer.stamp) {
-        MakeReady(task, after);
-      }
+    case kDue:
+      if (Task* task = TimerTask(timer); task != nullptr) MakeReady(task, after);
       break;
-    }
-    case kLeaseCheck: {
-      Task* task = FindTask(TaskId(timer.key));
-      if (task != nullptr && task->state == TaskState::kRunning &&
-          task->token == static_cast<uint64_t>(timer.stamp)) {
-        CheckLease(task, now, after);
-      }
+    case kLeaseCheck:
+      if (Task* task = TimerTask(timer); task != nullptr) CheckLease(task, now, after);
       break;
-    }
-    case kExpire: {
-      Task* task = FindTask(TaskId(timer.key));
-      if (task != nullptr && task->token == 0 &&
-          (task->state == TaskState::kReady || task->state == TaskState::kScheduled)) {
+    case kExpire:
+      if (Task* task = TimerTask(timer); task != nullptr) {
         task->mutable_extra().error = "expired before it was leased";
         End(task, TaskState::kExpired, after);
       }
       break;
-    }
-    case kRetention: {
-      Task* task = FindTask(TaskId(timer.key));
-      if (task != nullptr && task->ended_stamp() == timer.stamp) {
+    case kRetention:
+      if (Task* task = TimerTask(timer); task != nullptr) {
         Queue* queue = task->queue();
         Drop(task, "ttl", after);
         EnforceRetention(queue, after);  // also pops stale entries at the front
       }
       break;
-    }
     case kLeaseWait: {
       if (std::unique_ptr<LeaseWaiter> w = RemoveLeaseWaiter(timer.key); w != nullptr) {
         after.push_back([done = std::move(w->done)] { done(std::vector<LeasedTask>{}); });
@@ -2293,6 +2334,11 @@ void Broker::Tick() {
     Commit(after);
   }
   Run(after);
+}
+
+size_t Broker::timer_count() const {
+  absl::MutexLock lock(&mu_);
+  return timers_.size();
 }
 
 absl::Time Broker::NextTimer() const {

@@ -608,6 +608,8 @@ class Broker {
 
   // Number of live task records (live and retained); for tests and metrics.
   size_t task_count() const;
+  // Number of pending timers, stale ones included; for tests.
+  size_t timer_count() const;
 
  private:
   struct Timer;
@@ -676,8 +678,19 @@ class Broker {
   void ServeSubmitWaiters(Queue* queue, Deferred& after)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
+  // Timers are never removed when what they watch moves on; each checks at
+  // fire time whether it still applies. PushTimer sweeps the stale ones out
+  // whenever the heap has doubled since the last sweep, so a finished task
+  // dropped early (retention count, purge) does not leave its timers behind
+  // until its result TTL.
   void PushTimer(absl::Time when, int kind, uint64_t key, int64_t stamp)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The task a task timer (kDue, kLeaseCheck, kExpire, kRetention) acts on,
+  // or null when the timer is stale: the task is gone or has moved on.
+  Task* TimerTask(const Timer& timer) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // False when firing `timer` now would do nothing.
+  bool TimerLive(const Timer& timer) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  void SweepTimers() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FireTimer(const Timer& timer, absl::Time now, Deferred& after)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void CheckLease(Task* task, absl::Time now, Deferred& after)
@@ -829,6 +842,8 @@ class Broker {
   std::vector<std::string> type_names_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, uint32_t> type_ids_ ABSL_GUARDED_BY(mu_);
   std::vector<Timer> timers_ ABSL_GUARDED_BY(mu_);  // min-heap
+  size_t timer_sweep_at_ ABSL_GUARDED_BY(mu_) = kMinTimerSweep;
+  static constexpr size_t kMinTimerSweep = 4096;
   uint64_t next_wait_id_ ABSL_GUARDED_BY(mu_) = 1;
   absl::flat_hash_map<WaitId, std::unique_ptr<LeaseWaiter>> lease_waiters_
       ABSL_GUARDED_BY(mu_);

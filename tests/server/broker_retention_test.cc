@@ -146,6 +146,36 @@ TEST_F(BrokerTest, RetainedZeroDropsEachTaskAsItEnds) {
   EXPECT_EQ(s.count(TaskState::kSucceeded), 0u);
 }
 
+// A task dropped by the retained-count bound leaves timers behind (its
+// retention timer, its last lease check); they must not pile up until the
+// result TTL, while the timers that still matter keep firing.
+TEST_F(BrokerTest, TimersOfDroppedTasksDoNotPileUp) {
+  QueueConfig c = Config("q");
+  c.capacity = 1'000'000;
+  c.retained = 10;
+  c.result_ttl = absl::Hours(1);
+  c.lease_duration = absl::Minutes(10);
+  MustCreateQueue(c);
+  TaskSpec later = Spec("q");
+  later.not_before = Now() + absl::Minutes(5);
+  TaskId delayed = MustSubmit(later);
+  TaskId last_done;
+  constexpr int kChurn = 50'000;  // each leaves a retention and a lease-check timer
+  for (int i = 0; i < kChurn; ++i) {
+    last_done = MustSubmit(Spec("q"));
+    ASSERT_THAT(CompleteOne(last_done, LeaseOne("q").token), IsOk());
+  }
+  EXPECT_LT(broker_->timer_count(), 20'000u);
+  EXPECT_EQ(GetQueue("q").stats.count(TaskState::kSucceeded), 10u);
+
+  AdvanceAndTick(absl::Minutes(6));  // the delayed task's timer survived the sweeps
+  EXPECT_EQ(StateOf(delayed), TaskState::kReady);
+  EXPECT_EQ(Get(last_done).result, "ok");
+  AdvanceAndTick(absl::Minutes(55));  // and so did the retained tasks' TTL timers
+  EXPECT_THAT(broker_->GetTask(last_done), StatusIs(kNotFound));
+  EXPECT_EQ(broker_->task_count(), 1u);  // only the delayed task
+}
+
 TEST_F(BrokerTest, LoweringRetainedDropsTheOldestEndedTasksAtOnce) {
   std::vector<TaskId> ids;
   for (int i = 0; i < 4; ++i) {
