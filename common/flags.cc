@@ -1,6 +1,7 @@
 #include "common/flags.h"
 
 #include "absl/flags/usage_config.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/strings/match.h"
 
 namespace conveyor {
@@ -44,5 +45,7 @@ void ListFlagsFromFile(std::string main_file) {
   config.contains_helpshort_flags = config.contains_help_flags;
   absl::SetFlagsUsageConfig(config);
 }
+
+void SetDaemonDefaults() { absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore); }
 
 }  // namespace conveyor

@@ -19,6 +19,12 @@ std::vector<char*> ArgvOf(std::vector<std::string>& args);
 // `main_file` (Abseil's default looks for a file named after the binary).
 void ListFlagsFromFile(std::string main_file);
 
+// Process-wide settings for a daemon, called first in main(): Abseil's mutex
+// deadlock detection off. Debian's Abseil is built with it on; it records
+// every lock acquisition in a global graph (a few percent of the broker's
+// CPU under load). Tests and tools keep it on.
+void SetDaemonDefaults();
+
 }  // namespace conveyor
 
 #endif  // CONVEYOR_COMMON_FLAGS_H_

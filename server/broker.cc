@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <functional>
+#include <limits>
 #include <utility>
 
 #include "absl/strings/escaping.h"
@@ -250,7 +251,14 @@ bool Broker::NoWorker(const Queue& queue, absl::Time now) const {
 }
 
 void Broker::PushTimer(absl::Time when, int kind, uint64_t key, int64_t stamp) {
-  timers_.push_back(Timer{absl::ToUnixMicros(when), kind, key, stamp});
+  // Rounded up to the microsecond: a timer fires only once Now() >= when, so
+  // a check that compares the exact time (a lease that ends 0.4 µs later)
+  // never re-arms itself for the same microsecond and spins in Tick().
+  int64_t when_us = absl::ToUnixMicros(when);
+  if (when_us != std::numeric_limits<int64_t>::max() && absl::FromUnixMicros(when_us) < when) {
+    ++when_us;
+  }
+  timers_.push_back(Timer{when_us, kind, key, stamp});
   std::push_heap(timers_.begin(), timers_.end(), std::greater<>());
   if (timers_.size() >= timer_sweep_at_) SweepTimers();
 }

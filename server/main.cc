@@ -164,6 +164,7 @@ bool WritePortFile(const std::string& path, int port) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  conveyor::SetDaemonDefaults();
   conveyor::ListFlagsFromFile("server/main.cc");
   absl::SetProgramUsageMessage(
       "the Conveyor task-queue broker.\n"

@@ -23,8 +23,10 @@ DeadlineTimer::Key DeadlineTimer::Add(absl::Time when, std::function<void()> fn)
   absl::MutexLock lock(&mu_);
   Key key{when, next_id_++};
   if (when == absl::InfiniteFuture()) return key;
-  timers_.emplace(key, std::move(fn));
-  ++changes_;
+  // The thread sleeps until the earliest deadline: wake it only when this
+  // one comes first.
+  const auto it = timers_.emplace(key, std::move(fn)).first;
+  if (it == timers_.begin()) ++changes_;
   return key;
 }
 

@@ -5,8 +5,11 @@
 
 namespace conveyor::worker {
 
-Executor::Executor(int concurrency, SlotObserver observer)
-    : concurrency_(std::max(1, concurrency)), observer_(std::move(observer)) {}
+Executor::Executor(int concurrency, SlotObserver observer, int prefetch)
+    : concurrency_(std::max(1, concurrency)),
+      capacity_(concurrency_ + std::max(0, prefetch)),
+      refill_(std::max(1, std::max(0, prefetch) / 2)),
+      observer_(std::move(observer)) {}
 
 Executor::~Executor() { Stop(); }
 
@@ -14,7 +17,7 @@ void Executor::Start() {
   threads_.reserve(concurrency_);
   for (int i = 0; i < concurrency_; ++i) threads_.emplace_back([this] { ThreadMain(); });
   absl::MutexLock lock(&mu_);
-  Notify(busy_, concurrency_ - busy_);
+  Notify();
 }
 
 void Executor::Stop() {
@@ -32,11 +35,11 @@ int Executor::Reserve(int max, absl::Duration timeout) {
   if (max <= 0) return 0;
   absl::MutexLock lock(&mu_);
   auto available = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return stopping_ || busy_ + reserved_ < concurrency_;
+    const int free = capacity_ - busy_ - reserved_;
+    return stopping_ || (free > 0 && (free >= refill_ || jobs_.empty()));
   };
-  mu_.AwaitWithTimeout(absl::Condition(&available), timeout);
-  if (stopping_) return 0;
-  const int n = std::min(max, concurrency_ - busy_ - reserved_);
+  if (!mu_.AwaitWithTimeout(absl::Condition(&available), timeout) || stopping_) return 0;
+  const int n = std::min(max, capacity_ - busy_ - reserved_);
   if (n <= 0) return 0;
   reserved_ += n;
   return n;
@@ -53,7 +56,7 @@ void Executor::Run(std::function<void()> job) {
   if (reserved_ > 0) --reserved_;
   ++busy_;
   jobs_.push_back(std::move(job));
-  Notify(busy_, concurrency_ - busy_);
+  Notify();
 }
 
 bool Executor::WaitIdle(absl::Duration timeout) {
@@ -79,17 +82,20 @@ void Executor::ThreadMain() {
       if (jobs_.empty()) return;  // stopping, and nothing left to run
       job = std::move(jobs_.front());
       jobs_.pop_front();
+      Notify();
     }
     job();
     job = nullptr;  // destroy captures before the slot counts as free
     absl::MutexLock lock(&mu_);
     --busy_;
-    Notify(busy_, concurrency_ - busy_);
+    Notify();
   }
 }
 
-void Executor::Notify(int busy, int free) {
-  if (observer_) observer_(busy, free);
+void Executor::Notify() {
+  if (!observer_) return;
+  const int running = std::min(concurrency_, busy_ - static_cast<int>(jobs_.size()));
+  observer_(running, concurrency_ - running);
 }
 
 }  // namespace conveyor::worker

@@ -44,9 +44,10 @@ void Heartbeater::Track(std::shared_ptr<Attempt> attempt) {
   absl::MutexLock lock(&mu_);
   // After an idle spell the first beat is one interval after this lease.
   if (attempts_.empty()) last_beat_ = clock_->Now();
+  // Wake the thread only when this lease shortens the interval in force.
+  if (IntervalFor(attempt->lease_duration()) < interval_) wake_ = true;
   Key key{attempt->task().id, attempt->task().token};
   attempts_[key] = std::move(attempt);
-  wake_ = true;  // the interval may have become shorter
 }
 
 void Heartbeater::Untrack(const Attempt& attempt) {
@@ -74,11 +75,17 @@ absl::Duration Heartbeater::Interval() const {
 }
 
 absl::Duration Heartbeater::IntervalLocked() const {
-  if (options_.interval > absl::ZeroDuration()) return options_.interval;
   absl::Duration shortest = absl::InfiniteDuration();
-  for (const auto& [key, a] : attempts_) shortest = std::min(shortest, a->lease_duration());
-  if (shortest == absl::InfiniteDuration()) return kMaxInterval;
-  return std::clamp(shortest / 3, kMinInterval, kMaxInterval);
+  if (options_.interval <= absl::ZeroDuration()) {
+    for (const auto& [key, a] : attempts_) shortest = std::min(shortest, a->lease_duration());
+  }
+  return IntervalFor(shortest);
+}
+
+absl::Duration Heartbeater::IntervalFor(absl::Duration lease) const {
+  if (options_.interval > absl::ZeroDuration()) return options_.interval;
+  if (lease == absl::InfiniteDuration()) return kMaxInterval;
+  return std::clamp(lease / 3, kMinInterval, kMaxInterval);
 }
 
 void Heartbeater::ThreadMain() {
@@ -95,7 +102,8 @@ void Heartbeater::ThreadMain() {
           continue;
         }
         const absl::Time now = clock_->Now();
-        const absl::Time next = last_beat_ + IntervalLocked();
+        interval_ = IntervalLocked();
+        const absl::Time next = last_beat_ + interval_;
         if (now >= next) {
           last_beat_ = now;
           break;

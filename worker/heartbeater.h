@@ -81,6 +81,8 @@ class Heartbeater {
   using Key = std::pair<std::string, uint64_t>;  // task id, token
   void ThreadMain();
   absl::Duration IntervalLocked() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // The pace for attempts whose shortest lease is `lease`.
+  absl::Duration IntervalFor(absl::Duration lease) const;
 
   BrokerRpc* const rpc_;
   const HeartbeaterOptions options_;
@@ -91,6 +93,9 @@ class Heartbeater {
   mutable absl::Mutex mu_;
   absl::flat_hash_map<Key, std::shared_ptr<Attempt>> attempts_ ABSL_GUARDED_BY(mu_);
   absl::Time last_beat_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  // The pace the thread last waited with (while nothing is tracked: the
+  // longest, so that the first Track wakes it).
+  absl::Duration interval_ ABSL_GUARDED_BY(mu_) = absl::InfiniteDuration();
   bool wake_ ABSL_GUARDED_BY(mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   // For logging connection changes once, not on every failed call.

@@ -22,12 +22,14 @@ constexpr absl::Duration kSlotWait = absl::Milliseconds(100);
 }  // namespace
 
 LeaseLoop::LeaseLoop(std::shared_ptr<grpc::Channel> channel, Executor* executor,
-                     LeaseLoopOptions options, TaskSink sink, PollObserver observer)
+                     LeaseLoopOptions options, TaskSink sink, PollObserver observer,
+                     RoomWait wait_for_room)
     : stub_(v1::WorkerService::NewStub(std::move(channel))),
       executor_(executor),
       options_(std::move(options)),
       sink_(std::move(sink)),
-      observer_(std::move(observer)) {}
+      observer_(std::move(observer)),
+      wait_for_room_(std::move(wait_for_room)) {}
 
 LeaseLoop::~LeaseLoop() { Stop(); }
 
@@ -107,6 +109,7 @@ void LeaseLoop::ThreadMain() {
       if (!SleepFor(paused_until - absl::Now())) return;
       continue;
     }
+    if (wait_for_room_ && !wait_for_room_(kSlotWait)) continue;
     const int slots = executor_->Reserve(kMaxTasksPerCall, kSlotWait);
     if (slots == 0) continue;
 

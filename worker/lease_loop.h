@@ -1,6 +1,7 @@
 // LeaseLoop: the "fetcher" for one broker. Reserves the executor's free
 // slots, long-polls Lease for at most that many tasks of the worker's queues
-// and types in one call, and hands what it gets to the worker.
+// and types in one call, and hands what it gets to the worker. It leases
+// only while the broker keeps up with the results (RoomWait).
 //
 // Stop() ends leasing at once: it cancels a parked Lease call
 // (ClientContext::TryCancel on the loop's own WorkerService stub) and joins
@@ -69,9 +70,13 @@ class LeaseLoop {
   using TaskSink = std::function<void(std::vector<v1::LeasedTask> tasks, bool stopping)>;
   enum class PollResult { kTasks, kEmpty, kError };
   using PollObserver = std::function<void(PollResult result)>;
+  // Flow control: blocks up to `timeout` until results are delivered fast
+  // enough to lease more (Reporter::WaitForRoom); false if not yet.
+  using RoomWait = std::function<bool(absl::Duration timeout)>;
 
   LeaseLoop(std::shared_ptr<grpc::Channel> channel, Executor* executor,
-            LeaseLoopOptions options, TaskSink sink, PollObserver observer = {});
+            LeaseLoopOptions options, TaskSink sink, PollObserver observer = {},
+            RoomWait wait_for_room = {});
   ~LeaseLoop();
   LeaseLoop(const LeaseLoop&) = delete;
   LeaseLoop& operator=(const LeaseLoop&) = delete;
@@ -104,6 +109,7 @@ class LeaseLoop {
   const LeaseLoopOptions options_;
   const TaskSink sink_;
   const PollObserver observer_;
+  const RoomWait wait_for_room_;
 
   absl::Mutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;

@@ -79,6 +79,12 @@ ABSL_FLAG(std::string, rate, "",
           "handler runs, keeping its slot; its lease is heartbeated meanwhile and the "
           "wait counts against its timeout. Repeatable.");
 ABSL_FLAG(int, concurrency, 0, "Tasks run at once (the pool's slots). 0: the number of cores.");
+ABSL_FLAG(int, prefetch, 0,
+          "Tasks leased ahead beyond the free slots (0 to 10000), waiting for a slot: a "
+          "freed slot starts the next task without a lease round trip, and leases come in "
+          "bigger batches. Their leases are heartbeated and their timeouts count from the "
+          "lease; on drain, those not started are handed back. Raise it for many short "
+          "tasks; keep 0 when tasks are long or must not wait behind each other.");
 ABSL_FLAG(std::string, worker_id, "", "Worker identity shown by the broker. Default host:pid.");
 ABSL_FLAG(bool, enable_test_handlers, false,
           "Also register the `crash` handler, which ends the worker process at once "
@@ -102,8 +108,10 @@ ABSL_FLAG(uint64_t, max_output_bytes, 1 << 20,
           "--exec-batch commands: a task's decoded result over this fails that task "
           "(retryable).");
 ABSL_FLAG(uint64_t, max_pending_reports, 10000,
-          "Results kept per broker while it cannot be reached; past it the oldest are "
-          "dropped (the broker retries those tasks when their leases expire).");
+          "Results kept per broker while it cannot be reached (at least twice "
+          "--concurrency plus --prefetch); past half of it the worker leases no more, "
+          "and past all of it the oldest are dropped (the broker retries those tasks when "
+          "their leases expire).");
 ABSL_FLAG(std::string, metrics_addr, "127.0.0.1:9465",
           "host:port for the Prometheus /metrics endpoint (port 0 picks one); empty "
           "disables it.");
@@ -202,6 +210,7 @@ int main(int argc, char** argv) {
   // Before any thread exists (gRPC's, the worker's): main alone takes the
   // stop signals.
   const sigset_t stop_signals = conveyor::BlockStopSignals();
+  conveyor::SetDaemonDefaults();
   conveyor::ListFlagsFromFile("worker/main.cc");
   absl::SetProgramUsageMessage(
       "pulls tasks from Conveyor brokers and runs them.\n"
@@ -250,6 +259,7 @@ int main(int argc, char** argv) {
   if (options.queues.empty()) return Usage("give at least one --queue to serve");
   options.concurrency = absl::GetFlag(FLAGS_concurrency);
   if (options.concurrency < 0) return Usage("--concurrency must not be negative");
+  options.prefetch = absl::GetFlag(FLAGS_prefetch);
   options.worker_id = absl::GetFlag(FLAGS_worker_id);
   options.heartbeat_interval = absl::GetFlag(FLAGS_heartbeat_interval);
   options.grace = absl::GetFlag(FLAGS_grace);

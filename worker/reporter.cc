@@ -17,6 +17,8 @@ namespace {
 // The broker keeps at most 64 KiB of an error.
 constexpr size_t kMaxErrorBytes = 64 << 10;
 constexpr size_t kMaxReasonBytes = 256;
+// Results and errors per round, well under the broker's message limit.
+constexpr size_t kMaxBatchBytes = 4 << 20;
 
 bool LeaseGone(absl::StatusCode code) {
   return code == absl::StatusCode::kFailedPrecondition || code == absl::StatusCode::kNotFound;
@@ -77,6 +79,15 @@ size_t Reporter::pending() const {
   return items_.size();
 }
 
+bool Reporter::WaitForRoom(absl::Duration timeout) {
+  absl::MutexLock lock(&mu_);
+  auto room = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return stopping_ || items_.size() <= options_.max_pending / 2;
+  };
+  mu_.AwaitWithTimeout(absl::Condition(&room), timeout);
+  return items_.size() <= options_.max_pending / 2;
+}
+
 ReporterStats Reporter::stats() const {
   absl::MutexLock lock(&mu_);
   return stats_;
@@ -128,7 +139,11 @@ absl::Time Reporter::SendOnce() {
     if (now < next_try_) return next_try_;
     const size_t n = std::min(items_.size(), options_.max_batch);
     batch.reserve(n);
-    for (size_t i = 0; i < n; ++i) {
+    size_t bytes = 0;
+    while (batch.size() < n) {
+      const Report& r = items_.front().report;
+      bytes += r.result.size() + r.error.size();
+      if (!batch.empty() && bytes > kMaxBatchBytes) break;
       batch.push_back(std::move(items_.front()));
       items_.pop_front();
     }

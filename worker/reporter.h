@@ -20,8 +20,12 @@
 // failed call.
 //
 // Memory is bounded: at most `max_pending` reports are kept; past that the
-// oldest are dropped, each with a log line. Nothing blocks: Add never waits,
-// and Stop waits at most its timeout (plus one call's deadline).
+// oldest are dropped, each with a log line. The worker's lease loop waits
+// for room (WaitForRoom: at most half of max_pending waiting) before it
+// leases more, so a broker slow to take reports slows leasing down instead
+// of losing results. Add never waits, and Stop waits at most its timeout
+// (plus one call's deadline). A call carries at most `max_batch` reports and
+// about 4 MiB of results and errors.
 //
 // Thread-safe. SendOnce() runs one round synchronously, for tests (which do
 // not Start() the thread); its times come from the injected Clock.
@@ -114,6 +118,11 @@ class Reporter {
 
   size_t pending() const;
   ReporterStats stats() const;
+
+  // Flow control for the lease loop: blocks until at most half of
+  // `max_pending` reports wait (or the reporter stops), at most `timeout`.
+  // True if there is room.
+  bool WaitForRoom(absl::Duration timeout);
 
  private:
   struct Pending {

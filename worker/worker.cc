@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <exception>
 #include <thread>
 #include <utility>
@@ -39,6 +40,7 @@ namespace {
 // LeaseRequest limits: at most 64 queue names, a worker id of 256 bytes.
 constexpr size_t kMaxQueues = 64;
 constexpr size_t kMaxWorkerIdBytes = 256;
+constexpr int kMaxPrefetch = 10000;
 
 std::string DefaultWorkerId() {
   char host[256] = {0};
@@ -175,6 +177,8 @@ class Worker::Impl {
   // Built by Start, then only read.
   std::vector<std::unique_ptr<BrokerSession>> sessions_;
 
+  // Set when Shutdown begins: jobs that had not started hand their tasks back.
+  std::atomic<bool> draining_{false};
   mutable absl::Mutex mu_;
   State state_ ABSL_GUARDED_BY(mu_) = State::kNew;
   // Written by Register before Start, read-only after.
@@ -198,6 +202,10 @@ absl::Status Worker::Impl::Validate() const {
   }
   for (const std::string& q : options_.queues) {
     if (q.empty()) return absl::InvalidArgumentError("--queue: an empty queue name");
+  }
+  if (options_.prefetch < 0 || options_.prefetch > kMaxPrefetch) {
+    return absl::InvalidArgumentError(absl::StrCat("--prefetch: ", options_.prefetch,
+                                                   "; must be 0 to ", kMaxPrefetch));
   }
   if (options_.worker_id.size() > kMaxWorkerIdBytes) {
     return absl::InvalidArgumentError(absl::StrCat("--worker-id: ", options_.worker_id.size(),
@@ -257,7 +265,8 @@ absl::Status Worker::Impl::Start() {
 
   WorkerMetrics* metrics = metrics_.get();
   executor_ = std::make_unique<Executor>(
-      options_.concurrency, [metrics](int busy, int free) { metrics->Slots(busy, free); });
+      options_.concurrency, [metrics](int busy, int free) { metrics->Slots(busy, free); },
+      options_.prefetch);
   executor_->Start();
   timer_.Start();
   for (size_t i = 0; i < options_.brokers.size(); ++i) {
@@ -312,7 +321,11 @@ void Worker::Impl::StartSession(int index, const std::string& address,
   ReporterOptions ropts;
   ropts.max_batch = options_.report_batch;
   ropts.flush_delay = options_.report_flush_delay;
-  ropts.max_pending = options_.max_pending_reports;
+  // Room for two pools' worth of results, so that flow control (the lease
+  // loop waits while over half is taken) never has to drop one.
+  ropts.max_pending = std::max<size_t>(
+      options_.max_pending_reports,
+      2 * static_cast<size_t>(executor_->concurrency() + executor_->prefetch()));
   ropts.worker_id = options_.worker_id;
   ropts.broker = address;
   s->reporter = std::make_unique<Reporter>(s->rpc.get(), ropts, RealClock::Get(), connected);
@@ -356,6 +369,9 @@ void Worker::Impl::StartSession(int index, const std::string& address,
             break;
         }
         metrics->Connected(index, r != LeaseLoop::PollResult::kError);
+      },
+      [reporter = s->reporter.get()](absl::Duration timeout) {
+        return reporter->WaitForRoom(timeout);
       });
 
   s->reporter->Start();
@@ -429,6 +445,14 @@ void Worker::Impl::OnLeased(BrokerSession* s, std::vector<v1::LeasedTask> tasks,
 
 void Worker::Impl::ProcessBatch(BrokerSession* s, const std::string& type,
                                 const HandlerEntry& entry, std::vector<v1::LeasedTask> tasks) {
+  if (draining_.load(std::memory_order_acquire)) {  // as in Process
+    const absl::Time now = absl::Now();
+    for (v1::LeasedTask& t : tasks) {
+      HandBack(InfoFromProto(t, options_.worker_id), FromProto(t.lease_expires_at(), now), now,
+               s->reporter.get(), "handing back a task that had not started: the worker drains");
+    }
+    return;
+  }
   BatchRunnerDeps deps;
   deps.worker_id = options_.worker_id;
   deps.heartbeater = s->heartbeater.get();
@@ -452,6 +476,16 @@ void Worker::Impl::ProcessBatch(BrokerSession* s, const std::string& type,
 void Worker::Impl::Process(BrokerSession* s, const std::shared_ptr<Attempt>& attempt,
                            const Handler& handler) {
   const TaskInfo& t = attempt->task();
+  if (draining_.load(std::memory_order_acquire)) {
+    // Leased ahead (prefetch) and still waiting for a thread when the drain
+    // began: it goes back unstarted, spending nothing.
+    if (!attempt->TryFinish()) return;
+    s->heartbeater->Untrack(*attempt);
+    HandBack(t, attempt->lease_expires_at(), absl::Now(), s->reporter.get(),
+             "handing back a task that had not started: the worker drains");
+    metrics_->TaskFinished(t.queue, "released", absl::Now() - attempt->received_at());
+    return;
+  }
   LogTask(LogLevel::kInfo, "task started",
           t, {{"attempt", t.attempt},
               {"max_attempts", t.max_attempts},
@@ -518,6 +552,7 @@ void Worker::Impl::Shutdown() {
     }
     state_ = State::kStopped;
   }
+  draining_.store(true, std::memory_order_release);
   metrics_->Draining(true);
   LogInfo("draining", {{"worker_id", options_.worker_id},
                        {"running", executor_->busy()},

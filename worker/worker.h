@@ -88,6 +88,11 @@ struct WorkerOptions {
   std::vector<std::string> queues;
   // Attempts running at once. 0: the number of cores.
   int concurrency = 0;
+  // Tasks leased ahead beyond the free slots (0 to 10,000), waiting in the
+  // pool for a thread; see worker/executor.h. Their leases are heartbeated,
+  // their attempt timeouts count from the lease, and a drain hands back those
+  // not yet started.
+  int prefetch = 0;
   // Shown by the broker as the lease holder. Empty: "<hostname>:<pid>".
   std::string worker_id;
   // Heartbeat pace. Zero: a third of the lease time seen in Lease answers,
@@ -107,7 +112,7 @@ struct WorkerOptions {
   // most per call, how long the first waits for company, and how long a
   // drain spends delivering what is left.
   size_t max_pending_reports = 10'000;
-  size_t report_batch = 100;
+  size_t report_batch = 1000;
   absl::Duration report_flush_delay = absl::Milliseconds(5);
   absl::Duration report_flush_timeout = absl::Seconds(5);
   // Local rate limits per task type (see worker/rate_limiter.h).

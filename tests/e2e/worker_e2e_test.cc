@@ -423,6 +423,46 @@ TEST_F(WorkerE2eTest, SigtermLetsShortTasksFinishAndHandsLongOnesBack) {
   }
 }
 
+// --prefetch: tasks leased beyond the free slots wait in the worker, their
+// leases heartbeated; a drain hands back those not started, spending nothing.
+TEST_F(WorkerE2eTest, PrefetchedTasksAreLeasedAheadAndHandedBackUnstartedOnDrain) {
+  CreateQueue("ahead", absl::Seconds(2));  // heartbeats must keep the waiting ones
+  const std::string running = Submit("ahead", "sleep", "4s", {}, absl::Seconds(60));
+  std::vector<std::string> waiting;
+  for (int i = 0; i < 3; ++i) {
+    waiting.push_back(Submit("ahead", "sleep", "1ms", {}, absl::Seconds(60)));
+  }
+  Process* p = StartWorker("p", "ahead", {"--concurrency=1", "--prefetch=3", "--grace=10s"});
+  for (const std::string& id : waiting) {
+    v1::Task t = WaitForTask(id, RunningOn("p", 1));
+    ASSERT_TRUE(RunningOn("p", 1)(t)) << "leased ahead: " << t.DebugString();
+  }
+  // Past the 2 s lease: the waiting tasks' leases were extended.
+  absl::SleepFor(absl::Seconds(3));
+  for (const std::string& id : waiting) {
+    absl::StatusOr<v1::Task> t = client_->GetTask(id);
+    ASSERT_TRUE(t.ok()) << t.status();
+    EXPECT_TRUE(RunningOn("p", 1)(*t)) << t->DebugString();
+  }
+  p->Signal(SIGTERM);
+  EXPECT_EQ(p->Wait(kStopTimeout), 0) << "the worker drains and exits 0";
+  v1::Task done = WaitForTask(running, Ended, absl::Seconds(5));
+  EXPECT_EQ(done.state(), v1::TASK_STATE_SUCCEEDED) << done.DebugString();
+  for (const std::string& id : waiting) {
+    absl::StatusOr<v1::Task> t = client_->GetTask(id);
+    ASSERT_TRUE(t.ok()) << t.status();
+    EXPECT_EQ(t->state(), v1::TASK_STATE_READY) << t->DebugString();
+    EXPECT_EQ(t->attempts(), 0u) << "a hand-back spends no attempt";
+    EXPECT_EQ(t->crashes(), 0u) << t->DebugString();
+  }
+  const std::string log = p->log();
+  EXPECT_TRUE(absl::StrContains(log, "handing back a task that had not started")) << log;
+  for (const std::string& id : waiting) {
+    EXPECT_FALSE(absl::StrContains(log, absl::StrCat("\"msg\":\"task started\",\"task_id\":\"", id)))
+        << id << " never started";
+  }
+}
+
 TEST_F(WorkerE2eTest, AFrozenWorkerCannotOverwriteTheAttemptThatReplacedIt) {
   CreateQueue("fenced", absl::Seconds(2));
   // The first attempt's command ends (with "1") while its worker is frozen;

@@ -244,6 +244,24 @@ TEST_F(BrokerTest, LeaseDurationComesFromTheQueue) {
   EXPECT_EQ(LeaseOne().lease_expires_at, Now() + absl::Seconds(5));
 }
 
+// Timers keep microseconds, clocks nanoseconds: a lease ending a fraction of
+// a microsecond after a tick must neither expire early nor make the tick
+// re-arm the same check for ever (it once spun Tick() at 100% CPU).
+TEST_F(BrokerTest, LeaseEndingMidMicrosecondExpiresOnTimeWithoutSpinning) {
+  QueueConfig c = Config("q");
+  c.lease_duration = absl::Seconds(5);
+  MustCreateQueue(c);
+  clock_.Advance(absl::Nanoseconds(700));
+  TaskId id = MustSubmit(Spec("q"));
+  LeasedTask l = LeaseOne("q");
+  ASSERT_EQ(l.lease_expires_at, Now() + absl::Seconds(5));
+  // Same microsecond as the expiry, 400 ns before it.
+  AdvanceAndTick(absl::Seconds(5) - absl::Nanoseconds(400));
+  EXPECT_EQ(StateOf(id), TaskState::kRunning);
+  AdvanceAndTick(absl::Microseconds(1));
+  EXPECT_EQ(StateOf(id), TaskState::kReady);
+}
+
 TEST_F(BrokerTest, LeaseReturnsUpToMaxTasks) {
   for (int i = 0; i < 5; ++i) MustSubmit(Spec());
   EXPECT_THAT(LeaseNow({"q"}, 3), SizeIs(3));

@@ -74,6 +74,64 @@ TEST(ExecutorTest, NeverRunsMoreJobsThanSlots) {
   for (int busy : observed_busy) EXPECT_LE(busy, kSlots);
 }
 
+TEST(ExecutorTest, PrefetchQueuesJobsBeyondTheThreadsButNeverRunsMore) {
+  constexpr int kSlots = 2;
+  constexpr int kPrefetch = 4;
+  std::atomic<int> running{0};
+  std::atomic<int> most{0};
+  absl::Notification release;
+  absl::Mutex observed_mu;
+  std::vector<int> observed_busy;
+  Executor executor(kSlots, [&](int busy, int free) {
+    EXPECT_EQ(busy + free, kSlots);
+    absl::MutexLock lock(&observed_mu);
+    observed_busy.push_back(busy);
+  }, kPrefetch);
+  executor.Start();
+  EXPECT_EQ(executor.prefetch(), kPrefetch);
+  ASSERT_EQ(executor.Reserve(100, absl::ZeroDuration()), kSlots + kPrefetch);
+  for (int i = 0; i < kSlots + kPrefetch; ++i) {
+    executor.Run([&] {
+      const int now = ++running;
+      int prev = most.load();
+      while (now > prev && !most.compare_exchange_weak(prev, now)) {
+      }
+      release.WaitForNotificationWithTimeout(absl::Seconds(30));
+      --running;
+    });
+  }
+  EXPECT_EQ(executor.Reserve(1, absl::Milliseconds(5)), 0);
+  EXPECT_EQ(executor.busy(), kSlots + kPrefetch);
+  release.Notify();
+  ASSERT_TRUE(executor.WaitIdle(absl::Seconds(30)));
+  executor.Stop();
+  EXPECT_EQ(most.load(), kSlots);
+  absl::MutexLock lock(&observed_mu);
+  for (int busy : observed_busy) EXPECT_LE(busy, kSlots);
+}
+
+TEST(ExecutorTest, WithPrefetchReserveWaitsForHalfTheRoomWhileJobsAreQueued) {
+  Executor executor(1, {}, /*prefetch=*/4);
+  executor.Start();
+  absl::Notification release_first;
+  absl::Notification release_rest;
+  ASSERT_EQ(executor.Reserve(5, absl::ZeroDuration()), 5);
+  executor.Run([&] { release_first.WaitForNotificationWithTimeout(absl::Seconds(30)); });
+  for (int i = 0; i < 4; ++i) {
+    executor.Run([&] { release_rest.WaitForNotificationWithTimeout(absl::Seconds(30)); });
+  }
+  // One slot frees (the first job ends, the next starts): 3 jobs still
+  // queued, 1 free of the 2 it waits for.
+  release_first.Notify();
+  EXPECT_EQ(executor.Reserve(5, absl::Milliseconds(50)), 0);
+  // Queue ran dry: any free slot will do.
+  release_rest.Notify();
+  ASSERT_TRUE(executor.WaitIdle(absl::Seconds(30)));
+  EXPECT_EQ(executor.Reserve(5, absl::ZeroDuration()), 5);
+  executor.Unreserve(5);
+  executor.Stop();
+}
+
 TEST(ExecutorTest, WaitIdleTimesOutWhileAJobRuns) {
   Executor executor(1);
   executor.Start();

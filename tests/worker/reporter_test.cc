@@ -155,6 +155,47 @@ TEST(ReporterTest, DropsTheOldestPastTheCap) {
   EXPECT_EQ(rpc.completes()[0].items(0).id(), "3");
 }
 
+TEST(ReporterTest, HasRoomForMoreLeasesOnlyWhileAtMostHalfOfMaxPendingWaits) {
+  FakeClock clock;
+  FakeBrokerRpc rpc;
+  ReporterOptions o = Options();
+  o.max_pending = 6;
+  o.max_batch = 4;
+  Reporter reporter(&rpc, o, &clock);
+  for (int i = 0; i < 3; ++i) reporter.Add(Complete(std::to_string(i), "r"));
+  EXPECT_TRUE(reporter.WaitForRoom(absl::ZeroDuration()));
+  reporter.Add(Complete("3", "r"));
+  EXPECT_FALSE(reporter.WaitForRoom(absl::Milliseconds(1)));
+  reporter.SendOnce();  // delivers 4
+  EXPECT_TRUE(reporter.WaitForRoom(absl::ZeroDuration()));
+  EXPECT_EQ(reporter.stats().dropped_overflow, 0u);
+}
+
+TEST(ReporterTest, ACallCarriesAtMostAboutFourMebibytesOfResults) {
+  FakeClock clock;
+  FakeBrokerRpc rpc;
+  ReporterOptions o = Options();
+  o.max_batch = 100;
+  o.max_pending = 100;
+  Reporter reporter(&rpc, o, &clock);
+  const std::string mib(1 << 20, 'x');
+  for (int i = 0; i < 6; ++i) reporter.Add(Complete(std::to_string(i), mib));
+  reporter.SendOnce();
+  ASSERT_EQ(rpc.completes().size(), 1u);
+  EXPECT_EQ(rpc.completes()[0].items_size(), 4);
+  EXPECT_EQ(reporter.pending(), 2u);
+  reporter.SendOnce();
+  ASSERT_EQ(rpc.completes().size(), 2u);
+  EXPECT_EQ(rpc.completes()[1].items_size(), 2);
+  // One result over the cap still goes, alone.
+  reporter.Add(Complete("big", std::string(5 << 20, 'y')));
+  reporter.Add(Complete("small", "r"));
+  reporter.SendOnce();
+  ASSERT_EQ(rpc.completes().size(), 3u);
+  EXPECT_EQ(rpc.completes()[2].items_size(), 1);
+  EXPECT_EQ(rpc.completes()[2].items(0).id(), "big");
+}
+
 TEST(ReporterTest, AStaleTokenIsRejectedForGoodNotRetried) {
   FakeClock clock;
   FakeBrokerRpc rpc;
