@@ -34,13 +34,19 @@ class Cancellation {
   CancelReason reason() const;
   // Blocks until cancelled or `timeout` passes; true if cancelled.
   bool WaitFor(absl::Duration timeout) const;
-  // A descriptor that is readable once cancelled (never read from it).
-  int fd() const { return pipe_[0]; }
+  // A descriptor that is readable once cancelled (never read from it);
+  // -1 if none could be made. Made on the first call: most attempts (the
+  // in-process handlers) never need one.
+  int fd() const;
 
  private:
+  // Makes `write_fd` (the pipe's write end; -1: none) readable at the other end.
+  static void Signal(int write_fd);
+
   mutable absl::Mutex mu_;
   CancelReason reason_ ABSL_GUARDED_BY(mu_) = CancelReason::kNone;
-  int pipe_[2] = {-1, -1};
+  mutable bool pipe_made_ ABSL_GUARDED_BY(mu_) = false;
+  mutable int pipe_[2] ABSL_GUARDED_BY(mu_) = {-1, -1};
 };
 
 }  // namespace conveyor::worker

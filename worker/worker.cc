@@ -486,11 +486,13 @@ void Worker::Impl::Process(BrokerSession* s, const std::shared_ptr<Attempt>& att
     metrics_->TaskFinished(t.queue, "released", absl::Now() - attempt->received_at());
     return;
   }
-  LogTask(LogLevel::kInfo, "task started",
-          t, {{"attempt", t.attempt},
-              {"max_attempts", t.max_attempts},
-              {"token", static_cast<unsigned long long>(t.token)},
-              {"deadline", absl::FormatTime(absl::RFC3339_full, t.deadline, absl::UTCTimeZone())}});
+  if (LogEnabled(LogLevel::kInfo)) {  // formatting the deadline is not free
+    LogTask(LogLevel::kInfo, "task started", t,
+            {{"attempt", t.attempt},
+             {"max_attempts", t.max_attempts},
+             {"token", static_cast<unsigned long long>(t.token)},
+             {"deadline", absl::FormatTime(absl::RFC3339_full, t.deadline, absl::UTCTimeZone())}});
+  }
   const DeadlineTimer::Key deadline =
       timer_.Add(t.deadline, [attempt] { attempt->Cancel(CancelReason::kTimeout); });
 
