@@ -84,6 +84,36 @@ Task* Broker::FindTask(TaskId id) const {
   return it == tasks_.end() ? nullptr : *it;
 }
 
+size_t Broker::IdemHash::operator()(const IdemRef& r) const {
+  return absl::Hash<std::pair<absl::string_view, absl::string_view>>()({r.queue, r.key});
+}
+
+size_t Broker::IdemHash::operator()(const Task* t) const { return (*this)(IdemEq::Ref(t)); }
+
+Broker::IdemRef Broker::IdemEq::Ref(const Task* t) {
+  return IdemRef{t->queue()->name(), t->idempotency_key()};
+}
+
+Task* Broker::FindByIdempotencyKey(absl::string_view queue, absl::string_view key) const {
+  auto it = idempotency_.find(IdemRef{queue, key});
+  return it == idempotency_.end() ? nullptr : *it;
+}
+
+void Broker::IndexIdempotencyKey(Task* task) {
+  if (task->idempotency_key().empty()) return;
+  auto [it, inserted] = idempotency_.insert(task);
+  if (!inserted) {  // replay: the later submit with the key wins
+    idempotency_.erase(it);
+    idempotency_.insert(task);
+  }
+}
+
+void Broker::ForgetIdempotencyKey(Task* task) {
+  if (task->idempotency_key().empty()) return;
+  auto it = idempotency_.find(task);
+  if (it != idempotency_.end() && *it == task) idempotency_.erase(it);
+}
+
 absl::StatusOr<Queue*> Broker::FindQueue(absl::string_view name) const {
   auto it = queues_.find(name);
   if (it == queues_.end()) {
@@ -151,6 +181,7 @@ TaskInfo Broker::Snapshot(const Task& task, bool with_payload) const {
   info.created_at = task.created_at();
   info.not_before = task.not_before();
   info.cancel_requested = task.cancel_requested;
+  info.idempotency_key = std::string(task.idempotency_key());
   info.timeout = TimeoutOf(task);
   info.version = change_seq_;
   if (const Link* link = LinkOf(task.id().value()); link != nullptr) {
@@ -172,7 +203,6 @@ TaskInfo Broker::Snapshot(const Task& task, bool with_payload) const {
     info.progress_message = x->progress_message;
     info.result = x->result;
     info.error = x->error;
-    info.idempotency_key = x->idempotency_key;
     info.rate_key = x->rate_key;
     info.concurrency_key = x->concurrency_key;
   }
@@ -465,11 +495,9 @@ absl::StatusOr<SubmitResult> Broker::SubmitLocked(TaskSpec& spec, Queue* queue,
                                                   bool allow_wait, bool* must_wait,
                                                   Deferred& after) {
   if (!spec.idempotency_key.empty()) {
-    auto it = idempotency_.find(IdemKey(queue->name(), spec.idempotency_key));
-    if (it != idempotency_.end()) {
-      if (Task* original = FindTask(TaskId(it->second)); original != nullptr) {
-        return SubmitResult{Snapshot(*original, /*with_payload=*/false), true};
-      }
+    if (Task* original = FindByIdempotencyKey(queue->name(), spec.idempotency_key);
+        original != nullptr) {
+      return SubmitResult{Snapshot(*original, /*with_payload=*/false), true};
     }
   }
   if (queue->full()) {
@@ -497,16 +525,15 @@ absl::StatusOr<Task*> Broker::CreateTask(TaskSpec& spec, Queue* queue, const Lin
   }
 
   TaskId id = NextId();
-  Task* task = Task::Create(id, queue, InternType(spec.type), spec.payload, now);
+  Task* task =
+      Task::Create(id, queue, InternType(spec.type), spec.payload, now, spec.idempotency_key);
   task->priority = static_cast<uint8_t>(spec.priority);
-  bool needs_extra = !spec.headers.empty() || !spec.idempotency_key.empty() ||
-                     !spec.rate_key.empty() || !spec.concurrency_key.empty() ||
+  bool needs_extra = !spec.headers.empty() || !spec.rate_key.empty() || !spec.concurrency_key.empty() ||
                      spec.fallback_result.has_value() || !spec.retry.empty() ||
                      spec.timeout.has_value() || spec.expires_at != absl::InfiniteFuture();
   if (needs_extra) {
     TaskExtra& x = task->mutable_extra();
     x.headers = std::move(spec.headers);
-    x.idempotency_key = spec.idempotency_key;
     x.rate_key = std::move(spec.rate_key);
     x.concurrency_key = std::move(spec.concurrency_key);
     x.fallback_result = std::move(spec.fallback_result);
@@ -515,9 +542,7 @@ absl::StatusOr<Task*> Broker::CreateTask(TaskSpec& spec, Queue* queue, const Lin
     x.expires_at = spec.expires_at;
   }
   tasks_.insert(task);
-  if (!spec.idempotency_key.empty()) {
-    idempotency_[IdemKey(queue->name(), spec.idempotency_key)] = id.value();
-  }
+  IndexIdempotencyKey(task);
   task->state = TaskState::kScheduled;
   queue->CountIn(TaskState::kScheduled);
   ++change_seq_;
@@ -881,10 +906,7 @@ void Broker::Drop(Task* task, absl::string_view reason, Deferred& after) {
     WorkflowStep(task, after);
   }
   queue->CountOut(task->state);
-  if (task->extra() != nullptr && !task->extra()->idempotency_key.empty()) {
-    auto it = idempotency_.find(IdemKey(queue->name(), task->extra()->idempotency_key));
-    if (it != idempotency_.end() && it->second == task->id().value()) idempotency_.erase(it);
-  }
+  ForgetIdempotencyKey(task);
   if (task->watched) {
     // Dropped while watched (retention of an ended task): end the watches.
     NotifyWatchers(*task, /*final=*/true, after);
@@ -1843,10 +1865,7 @@ void Broker::RemoveUndurable(Task* task) {
     --running_;
     queue->SlotFreed(*task);
   }
-  if (task->extra() != nullptr && !task->extra()->idempotency_key.empty()) {
-    auto it = idempotency_.find(IdemKey(queue->name(), task->extra()->idempotency_key));
-    if (it != idempotency_.end() && it->second == task->id().value()) idempotency_.erase(it);
-  }
+  ForgetIdempotencyKey(task);
   if (IsTerminal(task->state)) --queue->ended_live;
   ++change_seq_;
   UnlinkTask(task->id().value(), /*undurable=*/true);
@@ -1955,11 +1974,10 @@ absl::Status Broker::Apply(const conveyor::internal::JournalEntry& e) {
       if (FindTask(TaskId(r.id())) != nullptr) return absl::OkStatus();  // already known
       Queue* queue = q->second.get();
       Task* task = Task::Create(TaskId(r.id()), queue, InternType(r.type()), r.payload(),
-                                absl::FromUnixMicros(r.created_us()));
+                                absl::FromUnixMicros(r.created_us()), r.idempotency_key());
       task->priority = static_cast<uint8_t>(r.priority());
       const bool extra = r.headers_size() > 0 || r.not_before_us() != 0 || r.expires_us() != 0 ||
-                         r.has_retry() || r.timeout_us() != 0 || !r.idempotency_key().empty() ||
-                         !r.rate_key().empty() || !r.concurrency_key().empty() ||
+                         r.has_retry() || r.timeout_us() != 0 || !r.rate_key().empty() || !r.concurrency_key().empty() ||
                          r.has_fallback_result();
       if (extra) {
         TaskExtra& x = task->mutable_extra();
@@ -1968,7 +1986,6 @@ absl::Status Broker::Apply(const conveyor::internal::JournalEntry& e) {
         if (r.expires_us() != 0) x.expires_at = absl::FromUnixMicros(r.expires_us());
         if (r.has_retry()) x.retry = RetryFromRecord(r.retry());
         if (r.timeout_us() != 0) x.timeout = absl::Microseconds(r.timeout_us());
-        x.idempotency_key = r.idempotency_key();
         x.rate_key = r.rate_key();
         x.concurrency_key = r.concurrency_key();
         if (r.has_fallback_result()) x.fallback_result = r.fallback_result();
@@ -1976,9 +1993,7 @@ absl::Status Broker::Apply(const conveyor::internal::JournalEntry& e) {
       task->state = TaskState::kScheduled;  // placed by FinishRecovery
       queue->CountIn(TaskState::kScheduled);
       tasks_.insert(task);
-      if (!r.idempotency_key().empty()) {
-        idempotency_[IdemKey(queue->name(), r.idempotency_key())] = r.id();
-      }
+      IndexIdempotencyKey(task);
       last_id_ = std::max<uint64_t>(last_id_, r.id());
       LinkFromRecord(r, task);
       if (!r.schedule().empty()) NoteScheduleTick(r.schedule(), r.schedule_tick_us(), r.id());
@@ -2036,9 +2051,7 @@ absl::Status Broker::Apply(const conveyor::internal::JournalEntry& e) {
         }
         if (IsTerminal(task->state)) --queue->ended_live;
         queue->CountOut(task->state);
-        if (task->extra() != nullptr && !task->extra()->idempotency_key.empty()) {
-          idempotency_.erase(IdemKey(queue->name(), task->extra()->idempotency_key));
-        }
+        ForgetIdempotencyKey(task);
         UnlinkTask(id, /*undurable=*/false);
         tasks_.erase(id);
         Task::Destroy(task);

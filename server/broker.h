@@ -685,6 +685,13 @@ class Broker {
   // until its result TTL.
   void PushTimer(absl::Time when, int kind, uint64_t key, int64_t stamp)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The idempotency index: the kept task submitted to `queue` with `key`
+  // (or null); add a task (the latest with its key wins); remove a task
+  // (if it is the one indexed).
+  Task* FindByIdempotencyKey(absl::string_view queue, absl::string_view key) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  void IndexIdempotencyKey(Task* task) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ForgetIdempotencyKey(Task* task) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The task a task timer (kDue, kLeaseCheck, kExpire, kRetention) acts on,
   // or null when the timer is stale: the task is gone or has moved on.
   Task* TimerTask(const Timer& timer) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
@@ -851,8 +858,28 @@ class Broker {
   // arrival order.
   absl::flat_hash_map<std::string, std::vector<WaitId>> lease_waiters_by_queue_
       ABSL_GUARDED_BY(mu_);
-  // (queue, idempotency key) -> task id, while the task is kept.
-  absl::flat_hash_map<std::string, uint64_t> idempotency_ ABSL_GUARDED_BY(mu_);
+  // Tasks with an idempotency key, found by (queue name, key) while kept:
+  // a pointer per task, the key itself lives in the task.
+  struct IdemRef {
+    absl::string_view queue;
+    absl::string_view key;
+  };
+  struct IdemHash {
+    using is_transparent = void;
+    size_t operator()(const IdemRef& r) const;
+    size_t operator()(const Task* t) const;
+  };
+  struct IdemEq {
+    using is_transparent = void;
+    static IdemRef Ref(const IdemRef& r) { return r; }
+    static IdemRef Ref(const Task* t);
+    template <typename A, typename B>
+    bool operator()(const A& a, const B& b) const {
+      const IdemRef x = Ref(a), y = Ref(b);
+      return x.queue == y.queue && x.key == y.key;
+    }
+  };
+  absl::flat_hash_set<Task*, IdemHash, IdemEq> idempotency_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<WaitId, std::unique_ptr<SubmitWaiter>> submit_waiters_
       ABSL_GUARDED_BY(mu_);
   uint64_t next_watch_id_ ABSL_GUARDED_BY(mu_) = 1;

@@ -39,11 +39,6 @@ inline std::string Quoted(absl::string_view s) {
   return absl::StrCat("\"", absl::CHexEscape(s.substr(0, 128)), s.size() > 128 ? "...\"" : "\"");
 }
 
-// Key of the idempotency maps: queue NUL key.
-inline std::string IdemKey(absl::string_view queue, absl::string_view key) {
-  return absl::StrCat(queue, std::string(1, '\0'), key);
-}
-
 // Templates (chain stages, callbacks, schedule tasks) in journal records.
 void TemplateToRecord(const TaskSpec& t, conveyor::internal::TaskSubmitted* r);
 TaskSpec TemplateFromRecord(const conveyor::internal::TaskSubmitted& r);

@@ -135,6 +135,7 @@ void SubmittedToRecord(const Task& task, absl::string_view type, const TaskLinks
   s->set_payload(std::string(task.payload()));
   s->set_priority(task.priority);
   s->set_created_us(Us(task.created_at()));
+  if (!task.idempotency_key().empty()) s->set_idempotency_key(std::string(task.idempotency_key()));
   if (const TaskExtra* x = task.extra(); x != nullptr) {
     for (const auto& [k, v] : x->headers) {
       pb::Header* h = s->add_headers();
@@ -145,7 +146,6 @@ void SubmittedToRecord(const Task& task, absl::string_view type, const TaskLinks
     s->set_expires_us(Us(x->expires_at));
     if (x->retry) RetryToRecord(*x->retry, s->mutable_retry());
     if (x->timeout) s->set_timeout_us(Us(*x->timeout));
-    s->set_idempotency_key(x->idempotency_key);
     s->set_rate_key(x->rate_key);
     s->set_concurrency_key(x->concurrency_key);
     if (x->fallback_result) s->set_fallback_result(*x->fallback_result);

@@ -57,19 +57,35 @@ RetryPolicy RetryOverride::ApplyTo(const RetryPolicy& base) const {
 }
 
 Task* Task::Create(TaskId id, Queue* queue, uint32_t type_id,
-                   absl::string_view payload, absl::Time created) {
-  // The payload lives right after the record, in the same allocation.
-  void* mem = ::operator new(sizeof(Task) + payload.size());
+                   absl::string_view payload, absl::Time created,
+                   absl::string_view idempotency_key) {
+  // The payload (and the key) live right after the record, in the same
+  // allocation.
+  const uint16_t key_size = static_cast<uint16_t>(idempotency_key.size());
+  const size_t key_bytes = key_size == 0 ? 0 : sizeof(key_size) + key_size;
+  void* mem = ::operator new(sizeof(Task) + payload.size() + key_bytes);
   Task* task = new (mem) Task();
   task->id_ = id.value();
   task->queue_ = queue;
   task->type_id_ = type_id;
   task->created_us_ = absl::ToUnixMicros(created);
   task->payload_size_ = static_cast<uint32_t>(payload.size());
-  if (!payload.empty()) {
-    std::memcpy(reinterpret_cast<char*>(task + 1), payload.data(), payload.size());
+  char* tail = reinterpret_cast<char*>(task + 1);
+  if (!payload.empty()) std::memcpy(tail, payload.data(), payload.size());
+  if (key_size > 0) {
+    task->has_idempotency_key_ = true;
+    std::memcpy(tail + payload.size(), &key_size, sizeof(key_size));
+    std::memcpy(tail + payload.size() + sizeof(key_size), idempotency_key.data(), key_size);
   }
   return task;
+}
+
+absl::string_view Task::idempotency_key() const {
+  if (!has_idempotency_key_) return {};
+  const char* at = reinterpret_cast<const char*>(this + 1) + payload_size_;
+  uint16_t size;
+  std::memcpy(&size, at, sizeof(size));
+  return absl::string_view(at + sizeof(size), size);
 }
 
 void Task::Destroy(Task* task) {

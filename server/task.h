@@ -105,7 +105,6 @@ struct TaskLinks {
 // task sets one of these, is leased, or ends.
 struct TaskExtra {
   Headers headers;
-  std::string idempotency_key;
   std::string rate_key;
   std::string concurrency_key;
   std::optional<std::string> fallback_result;
@@ -136,8 +135,12 @@ class Queue;
 // stored inline after the fields) and freed with Task::Destroy.
 class Task {
  public:
+  // `idempotency_key` (at most 65,535 bytes) is kept inline after the
+  // payload: the library puts one on every task, and a TaskExtra for it
+  // alone would cost hundreds of bytes per queued task.
   static Task* Create(TaskId id, Queue* queue, uint32_t type_id,
-                      absl::string_view payload, absl::Time created);
+                      absl::string_view payload, absl::Time created,
+                      absl::string_view idempotency_key = {});
   static void Destroy(Task* task);
 
   TaskId id() const { return TaskId(id_); }
@@ -147,6 +150,7 @@ class Task {
     return absl::string_view(reinterpret_cast<const char*>(this + 1),
                              payload_size_);
   }
+  absl::string_view idempotency_key() const;
   absl::Time created_at() const { return absl::FromUnixMicros(created_us_); }
   // When a SCHEDULED task becomes READY (kept in the extra: READY tasks
   // submitted without a delay never need it).
@@ -186,10 +190,14 @@ class Task {
   TaskState state = TaskState::kReady;
   uint8_t priority = 0;
   uint8_t crashes = 0;
-  bool cancel_requested = false;
-  bool watched = false;  // some WatchTask follows it
+  bool cancel_requested : 1 = false;
+  bool watched : 1 = false;  // some WatchTask follows it
   // Submitted, but its record is not durable yet: not leaseable, not timed.
-  bool pending_durable = false;
+  bool pending_durable : 1 = false;
+
+ private:
+  // The payload is followed by a 2-byte length and the key.
+  bool has_idempotency_key_ : 1 = false;
 };
 
 }  // namespace conveyor::server

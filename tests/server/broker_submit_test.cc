@@ -369,6 +369,40 @@ TEST_F(BrokerTest, SameIdempotencyKeyReturnsOriginalTaskDeduplicated) {
   EXPECT_THAT(LeaseNow({"q"}, 10), SizeIs(1));
 }
 
+// The key is kept inline after the payload: any bytes, any payload size
+// (including none), up to the 256-byte limit, each task its own.
+TEST_F(BrokerTest, IdempotencyKeysOfEverySizeAndPayloadAreKeptExactly) {
+  const std::string binary_key("k\0\xff\x01", 4);
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"", "a"}, {"payload", std::string(256, 'z')}, {std::string(70'000, 'p'), binary_key},
+      {"x", "b"}};
+  std::vector<TaskId> ids;
+  for (const auto& [payload, key] : cases) {
+    TaskSpec spec = Spec("q", "t", payload);
+    spec.idempotency_key = key;
+    absl::StatusOr<SubmitResult> r = broker_->SubmitNow(spec);
+    ASSERT_THAT(r, IsOk());
+    EXPECT_FALSE(r->deduplicated) << key;
+    ids.push_back(r->task.id);
+  }
+  for (size_t i = 0; i < cases.size(); ++i) {
+    TaskInfo t = Get(ids[i]);
+    EXPECT_EQ(t.payload, cases[i].first);
+    EXPECT_EQ(t.idempotency_key, cases[i].second);
+    TaskSpec again = Spec("q", "t", "other");
+    again.idempotency_key = cases[i].second;
+    absl::StatusOr<SubmitResult> r = broker_->SubmitNow(again);
+    ASSERT_THAT(r, IsOk());
+    EXPECT_TRUE(r->deduplicated);
+    EXPECT_EQ(r->task.id, ids[i]);
+  }
+  TaskSpec none = Spec("q", "t", "no key");
+  absl::StatusOr<SubmitResult> r = broker_->SubmitNow(none);
+  ASSERT_THAT(r, IsOk());
+  EXPECT_EQ(Get(r->task.id).idempotency_key, "");
+  EXPECT_EQ(broker_->task_count(), cases.size() + 1);
+}
+
 TEST_F(BrokerTest, IdempotentResubmitAfterEndReturnsEndedTaskWithResult) {
   TaskSpec spec = Spec();
   spec.idempotency_key = "k1";
