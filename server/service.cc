@@ -9,14 +9,45 @@
 #include "common/grpc_util.h"
 #include "common/log.h"
 #include "common/security.h"
+#include "google/protobuf/arena.h"
 #include "grpc/grpc_security_constants.h"
 #include "grpcpp/security/auth_context.h"
+#include "grpcpp/support/message_allocator.h"
 #include "server/auth.h"
 #include "server/metrics.h"
 
 namespace conveyor::server {
 namespace v1 = ::conveyor::v1;
 namespace {
+
+// Request and response of one call on a protobuf arena: parsing a batch of
+// tasks and building its answer take a few block allocations instead of
+// several per task, all freed at once when the call ends. For the calls
+// that carry tasks in bulk (submits, leases and reports).
+template <typename Req, typename Resp>
+class ArenaMessages final : public grpc::MessageAllocator<Req, Resp> {
+ public:
+  grpc::MessageHolder<Req, Resp>* AllocateMessages() override { return new Holder(); }
+
+ private:
+  class Holder final : public grpc::MessageHolder<Req, Resp> {
+   public:
+    Holder() : arena_(Options()) {
+      this->set_request(google::protobuf::Arena::CreateMessage<Req>(&arena_));
+      this->set_response(google::protobuf::Arena::CreateMessage<Resp>(&arena_));
+    }
+    void Release() override { delete this; }
+
+   private:
+    static google::protobuf::ArenaOptions Options() {
+      google::protobuf::ArenaOptions o;
+      o.start_block_size = 4096;
+      o.max_block_size = 256 << 10;
+      return o;
+    }
+    google::protobuf::Arena arena_;
+  };
+};
 
 absl::Status Invalid(absl::string_view field, absl::string_view problem) {
   return absl::InvalidArgumentError(absl::StrCat(field, " ", problem));
@@ -802,7 +833,10 @@ class StreamWatch final : public grpc::ServerWriteReactor<typename Kind::Proto>,
 
 class BrokerService::TaskServiceImpl final : public v1::TaskService::CallbackService {
  public:
-  explicit TaskServiceImpl(BrokerService* s) : s_(s) {}
+  explicit TaskServiceImpl(BrokerService* s) : s_(s) {
+    SetMessageAllocatorFor_Submit(&submit_messages_);
+    SetMessageAllocatorFor_SubmitBatch(&batch_messages_);
+  }
 
   grpc::ServerUnaryReactor* Submit(grpc::CallbackServerContext* ctx,
                                    const v1::SubmitRequest* req,
@@ -1065,6 +1099,8 @@ class BrokerService::TaskServiceImpl final : public v1::TaskService::CallbackSer
     return reactor;
   }
   BrokerService* s_;
+  ArenaMessages<v1::SubmitRequest, v1::SubmitResponse> submit_messages_;
+  ArenaMessages<v1::SubmitBatchRequest, v1::SubmitBatchResponse> batch_messages_;
 };
 
 // ───────────────────────────── ScheduleService ─────────────────────────────
@@ -1351,7 +1387,13 @@ class BrokerService::QueueServiceImpl final : public v1::QueueService::CallbackS
 
 class BrokerService::WorkerServiceImpl final : public v1::WorkerService::CallbackService {
  public:
-  explicit WorkerServiceImpl(BrokerService* s) : s_(s) {}
+  explicit WorkerServiceImpl(BrokerService* s) : s_(s) {
+    SetMessageAllocatorFor_Lease(&lease_messages_);
+    SetMessageAllocatorFor_Heartbeat(&heartbeat_messages_);
+    SetMessageAllocatorFor_Complete(&complete_messages_);
+    SetMessageAllocatorFor_Fail(&fail_messages_);
+    SetMessageAllocatorFor_Release(&release_messages_);
+  }
 
   grpc::ServerUnaryReactor* Lease(grpc::CallbackServerContext* ctx, const v1::LeaseRequest* req,
                                   v1::LeaseResponse* resp) override {
@@ -1568,6 +1610,11 @@ class BrokerService::WorkerServiceImpl final : public v1::WorkerService::Callbac
   }
 
   BrokerService* s_;
+  ArenaMessages<v1::LeaseRequest, v1::LeaseResponse> lease_messages_;
+  ArenaMessages<v1::HeartbeatRequest, v1::HeartbeatResponse> heartbeat_messages_;
+  ArenaMessages<v1::CompleteRequest, v1::CompleteResponse> complete_messages_;
+  ArenaMessages<v1::FailRequest, v1::FailResponse> fail_messages_;
+  ArenaMessages<v1::ReleaseRequest, v1::ReleaseResponse> release_messages_;
 };
 
 // ───────────────────────────── BrokerService ─────────────────────────────
