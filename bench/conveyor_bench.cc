@@ -13,7 +13,10 @@
 //   W1b  the same with SubmitBatch of --batch (100) tasks, each batch awaited.
 //   W2   N tasks pre-enqueued with SubmitBatch of --fill-batch (1000), not
 //        timed; then --workers real `conveyor-worker` processes (built-in
-//        `noop` handler, --conc slots in all, default 1 x 8) drain them.
+//        `noop` handler, --conc slots in all, default 1 x 8) drain them,
+//        run with --worker-args (default for W2: "--prefetch=1000
+//        --log-level=warning": tasks leased ahead, no log line per task;
+//        W3 keeps the worker's defaults, its "task started" lines are read).
 //        tasks/s = N / (last completion - first dequeue), both broker times:
 //        the latest Task.finished_at (the broker applied the Complete) and
 //        the earliest Task.started_at (the lease grant), read with ListTasks
@@ -678,7 +681,8 @@ int RunMem(const Config& cfg, client::Client& c, Producer& p) {
 constexpr char kUsage[] =
     "usage: conveyor-bench W1u|W1b|W2|W3|MEM|PING --addr=HOST:PORT [--broker-pid=PID]\n"
     "  [--label=conveyor] [--client=lib|stub] [--queue=bench] [--n=N] [--batch=100]\n"
-    "  [--fill-batch=1000] [--conc=8] [--workers=1] [--worker=PATH] [--worker-args='...']\n"
+    "  [--fill-batch=1000] [--conc=8] [--workers=1] [--worker=PATH]\n"
+    "  [--worker-args='...' (W2 default: '--prefetch=1000 --log-level=warning')]\n"
     "  [--work-dir=/tmp] [--rate=500] [--secs=10] [--raw=FILE] [--data-dir=DIR]\n"
     "  [--timeout=300]\n"
     "See the header of bench/conveyor_bench.cc and bench/README.md.\n";
@@ -698,7 +702,8 @@ bool ParseConfig(int argc, char** argv, Config* cfg) {
   cfg->conc = flags.Number<int>("conc", cfg->conc);
   cfg->workers = flags.Number<int>("workers", cfg->workers);
   cfg->worker = flags.String("worker", cfg->worker);
-  cfg->worker_args = flags.String("worker-args", "");
+  cfg->worker_args = flags.String(
+      "worker-args", cfg->workload == "W2" ? "--prefetch=1000 --log-level=warning" : "");
   cfg->work_dir = flags.String("work-dir", cfg->work_dir);
   cfg->rate = flags.Number<int>("rate", cfg->rate);
   cfg->secs = flags.Number<int>("secs", cfg->secs);
