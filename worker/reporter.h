@@ -4,7 +4,9 @@
 // Release) to Add(), which only queues it. One thread sends what is queued
 // in batched calls (one Complete, one Fail and one Release call per round)
 // as soon as `max_batch` reports wait or `flush_delay` after the oldest
-// arrived.
+// arrived. The worker uses 1 ms: a lone result is hardly held back, and the
+// reports that arrive while a call is in flight go together in the next call,
+// so batches grow with the load.
 //
 // A throttled Fail carries `throttled` and `retry_after` (see Report).
 //

@@ -109,11 +109,12 @@ struct WorkerOptions {
   // Drain: after cancelling, how long handlers get to return.
   absl::Duration cancel_wait = absl::Seconds(10);
   // Reports: the most kept per broker (the oldest are dropped past it), the
-  // most per call, how long the first waits for company, and how long a
-  // drain spends delivering what is left.
+  // most per call, how long the first waits for company (reports that arrive
+  // while a call is in flight also go together in the next one), and how
+  // long a drain spends delivering what is left.
   size_t max_pending_reports = 10'000;
   size_t report_batch = 1000;
-  absl::Duration report_flush_delay = absl::Milliseconds(5);
+  absl::Duration report_flush_delay = absl::Milliseconds(1);
   absl::Duration report_flush_timeout = absl::Seconds(5);
   // Local rate limits per task type (see worker/rate_limiter.h).
   std::vector<RateLimit> rate_limits;
