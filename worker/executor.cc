@@ -94,8 +94,9 @@ void Executor::ThreadMain() {
 
 void Executor::Notify() {
   if (!observer_) return;
-  const int running = std::min(concurrency_, busy_ - static_cast<int>(jobs_.size()));
-  observer_(running, concurrency_ - running);
+  const int waiting = static_cast<int>(jobs_.size());
+  const int running = std::min(concurrency_, busy_ - waiting);
+  observer_(running, concurrency_ - running, waiting);
 }
 
 }  // namespace conveyor::worker

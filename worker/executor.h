@@ -37,9 +37,9 @@ class Executor {
   // Told the number of busy (running a job) and free slots whenever they
   // change. Called under the executor's lock (so the values arrive in
   // order): it must be fast and must not call back into the executor.
-  // `busy` counts jobs running on a thread (not those waiting for one), so
-  // busy + free = concurrency.
-  using SlotObserver = std::function<void(int busy, int free)>;
+  // `busy` counts jobs running on a thread, so busy + free = concurrency;
+  // `waiting` the jobs queued for a thread (prefetched tasks).
+  using SlotObserver = std::function<void(int busy, int free, int waiting)>;
 
   explicit Executor(int concurrency, SlotObserver observer = {}, int prefetch = 0);
   ~Executor();

@@ -36,6 +36,9 @@ WorkerMetrics::WorkerMetrics(int brokers)
       slots_(GaugeFamily(*registry_, "conveyor_worker_slots", "Executor slots by state.")),
       busy_(slots_.Add({{"state", "busy"}})),
       free_(slots_.Add({{"state", "free"}})),
+      prefetched_(GaugeFamily(*registry_, "conveyor_worker_prefetched",
+                              "Leased tasks waiting in the worker for a free slot (--prefetch).")
+                      .Add({})),
       polls_(prometheus::BuildCounter()
                  .Name("conveyor_worker_polls_total")
                  .Help("Lease calls by result.")
@@ -84,9 +87,10 @@ void WorkerMetrics::TaskFinished(const std::string& queue, const char* outcome,
   histogram->Observe(absl::ToDoubleSeconds(duration));
 }
 
-void WorkerMetrics::Slots(int busy, int free) {
+void WorkerMetrics::Slots(int busy, int free, int waiting) {
   busy_.Set(busy);
   free_.Set(free);
+  prefetched_.Set(waiting);
 }
 
 void WorkerMetrics::Poll(PollResult result) {

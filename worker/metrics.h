@@ -2,6 +2,8 @@
 //   conveyor_worker_tasks_total{queue,outcome}         attempts by outcome
 //   conveyor_worker_task_duration_seconds{queue}       histogram, 1 ms to 1 h
 //   conveyor_worker_slots{state="busy"|"free"}          executor slots
+//   conveyor_worker_prefetched                          leased tasks waiting
+//                                                       for a slot (--prefetch)
 //   conveyor_worker_polls_total{result="tasks"|"empty"|"error"}
 //   conveyor_worker_connected                           1 if the last call to
 //                                                       every broker succeeded
@@ -46,7 +48,7 @@ class WorkerMetrics {
   std::shared_ptr<prometheus::Registry> registry() const { return registry_; }
 
   void TaskFinished(const std::string& queue, const char* outcome, absl::Duration duration);
-  void Slots(int busy, int free);
+  void Slots(int busy, int free, int waiting);
   enum class PollResult { kTasks, kEmpty, kError };
   void Poll(PollResult result);
   // The last call to broker `index` succeeded (or not).
@@ -62,6 +64,7 @@ class WorkerMetrics {
   prometheus::Family<prometheus::Gauge>& slots_;
   prometheus::Gauge& busy_;
   prometheus::Gauge& free_;
+  prometheus::Gauge& prefetched_;
   prometheus::Family<prometheus::Counter>& polls_;
   prometheus::Counter& polls_tasks_;
   prometheus::Counter& polls_empty_;

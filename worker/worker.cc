@@ -265,7 +265,7 @@ absl::Status Worker::Impl::Start() {
 
   WorkerMetrics* metrics = metrics_.get();
   executor_ = std::make_unique<Executor>(
-      options_.concurrency, [metrics](int busy, int free) { metrics->Slots(busy, free); },
+      options_.concurrency, [metrics](int busy, int free, int waiting) { metrics->Slots(busy, free, waiting); },
       options_.prefetch);
   executor_->Start();
   timer_.Start();

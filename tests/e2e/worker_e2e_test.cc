@@ -432,11 +432,26 @@ TEST_F(WorkerE2eTest, PrefetchedTasksAreLeasedAheadAndHandedBackUnstartedOnDrain
   for (int i = 0; i < 3; ++i) {
     waiting.push_back(Submit("ahead", "sleep", "1ms", {}, absl::Seconds(60)));
   }
-  Process* p = StartWorker("p", "ahead", {"--concurrency=1", "--prefetch=3", "--grace=10s"});
+  const fs::path metrics_port_file = dir_.path() / "prefetch-metrics.port";
+  Process* p = StartWorker("p", "ahead",
+                           {"--concurrency=1", "--prefetch=3", "--grace=10s",
+                            "--metrics-addr=127.0.0.1:0",
+                            absl::StrCat("--metrics-port-file=", metrics_port_file.string())});
   for (const std::string& id : waiting) {
     v1::Task t = WaitForTask(id, RunningOn("p", 1));
     ASSERT_TRUE(RunningOn("p", 1)(t)) << "leased ahead: " << t.DebugString();
   }
+  const int metrics_port = e2e::WaitForPortFile(metrics_port_file, *p, kStartTimeout);
+  ASSERT_GT(metrics_port, 0);
+  // The broker shows the leases a moment before the worker has queued them.
+  std::string metrics = e2e::HttpGetMetrics(metrics_port);
+  for (const absl::Time until = absl::Now() + absl::Seconds(10);
+       !absl::StrContains(metrics, "conveyor_worker_prefetched 3") && absl::Now() < until;
+       metrics = e2e::HttpGetMetrics(metrics_port)) {
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  EXPECT_TRUE(absl::StrContains(metrics, "conveyor_worker_prefetched 3")) << metrics;
+  EXPECT_TRUE(absl::StrContains(metrics, "conveyor_worker_slots{state=\"busy\"} 1")) << metrics;
   // Past the 2 s lease: the waiting tasks' leases were extended.
   absl::SleepFor(absl::Seconds(3));
   for (const std::string& id : waiting) {

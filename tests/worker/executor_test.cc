@@ -3,6 +3,7 @@
 // short.
 #include "worker/executor.h"
 
+#include <algorithm>
 #include <atomic>
 #include <vector>
 
@@ -32,7 +33,7 @@ TEST(ExecutorTest, NeverRunsMoreJobsThanSlots) {
   absl::Notification release;
   std::vector<int> observed_busy;
   absl::Mutex observed_mu;
-  Executor executor(kSlots, [&](int busy, int free) {
+  Executor executor(kSlots, [&](int busy, int free, int /*waiting*/) {
     EXPECT_EQ(busy + free, kSlots);
     absl::MutexLock lock(&observed_mu);
     observed_busy.push_back(busy);
@@ -82,10 +83,14 @@ TEST(ExecutorTest, PrefetchQueuesJobsBeyondTheThreadsButNeverRunsMore) {
   absl::Notification release;
   absl::Mutex observed_mu;
   std::vector<int> observed_busy;
-  Executor executor(kSlots, [&](int busy, int free) {
+  int most_waiting = 0;
+  int last_waiting = -1;
+  Executor executor(kSlots, [&](int busy, int free, int waiting) {
     EXPECT_EQ(busy + free, kSlots);
     absl::MutexLock lock(&observed_mu);
     observed_busy.push_back(busy);
+    most_waiting = std::max(most_waiting, waiting);
+    last_waiting = waiting;
   }, kPrefetch);
   executor.Start();
   EXPECT_EQ(executor.prefetch(), kPrefetch);
@@ -108,6 +113,11 @@ TEST(ExecutorTest, PrefetchQueuesJobsBeyondTheThreadsButNeverRunsMore) {
   EXPECT_EQ(most.load(), kSlots);
   absl::MutexLock lock(&observed_mu);
   for (int busy : observed_busy) EXPECT_LE(busy, kSlots);
+  // Queued jobs are reported waiting (all of them for a moment, before the
+  // threads take theirs); none once idle.
+  EXPECT_GE(most_waiting, kPrefetch);
+  EXPECT_LE(most_waiting, kSlots + kPrefetch);
+  EXPECT_EQ(last_waiting, 0);
 }
 
 TEST(ExecutorTest, WithPrefetchReserveWaitsForHalfTheRoomWhileJobsAreQueued) {
