@@ -1,4 +1,4 @@
-// Command-line helpers shared by the daemons.
+// Helpers shared by the daemons' main(): flags and process-wide settings.
 #ifndef CONVEYOR_COMMON_FLAGS_H_
 #define CONVEYOR_COMMON_FLAGS_H_
 

@@ -1,6 +1,5 @@
 #include "common/log.h"
 
-
 #include <unistd.h>
 
 #include <atomic>

@@ -528,8 +528,9 @@ absl::StatusOr<Task*> Broker::CreateTask(TaskSpec& spec, Queue* queue, const Lin
   Task* task =
       Task::Create(id, queue, InternType(spec.type), spec.payload, now, spec.idempotency_key);
   task->priority = static_cast<uint8_t>(spec.priority);
-  bool needs_extra = !spec.headers.empty() || !spec.rate_key.empty() || !spec.concurrency_key.empty() ||
-                     spec.fallback_result.has_value() || !spec.retry.empty() ||
+  bool needs_extra = !spec.headers.empty() || !spec.rate_key.empty() ||
+                     !spec.concurrency_key.empty() || spec.fallback_result.has_value() ||
+                     !spec.retry.empty() ||
                      spec.timeout.has_value() || spec.expires_at != absl::InfiniteFuture();
   if (needs_extra) {
     TaskExtra& x = task->mutable_extra();
@@ -1977,8 +1978,8 @@ absl::Status Broker::Apply(const conveyor::internal::JournalEntry& e) {
                                 absl::FromUnixMicros(r.created_us()), r.idempotency_key());
       task->priority = static_cast<uint8_t>(r.priority());
       const bool extra = r.headers_size() > 0 || r.not_before_us() != 0 || r.expires_us() != 0 ||
-                         r.has_retry() || r.timeout_us() != 0 || !r.rate_key().empty() || !r.concurrency_key().empty() ||
-                         r.has_fallback_result();
+                         r.has_retry() || r.timeout_us() != 0 || !r.rate_key().empty() ||
+                         !r.concurrency_key().empty() || r.has_fallback_result();
       if (extra) {
         TaskExtra& x = task->mutable_extra();
         for (const pb::Header& h : r.headers()) x.headers.emplace_back(h.key(), h.value());

@@ -1,6 +1,5 @@
 #include "worker/exec_batch.h"
 
-
 #include <algorithm>
 #include <cmath>
 #include <optional>

@@ -82,10 +82,13 @@ size_t Reporter::pending() const {
 bool Reporter::WaitForRoom(absl::Duration timeout) {
   absl::MutexLock lock(&mu_);
   auto room = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return stopping_ || items_.size() <= options_.max_pending / 2;
+    return items_.size() <= options_.max_pending / 2;
   };
-  mu_.AwaitWithTimeout(absl::Condition(&room), timeout);
-  return items_.size() <= options_.max_pending / 2;
+  auto room_or_stopping = [this, &room]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return stopping_ || room();
+  };
+  mu_.AwaitWithTimeout(absl::Condition(&room_or_stopping), timeout);
+  return room();
 }
 
 ReporterStats Reporter::stats() const {

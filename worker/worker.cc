@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <atomic>
 #include <exception>
+#include <string_view>
 #include <thread>
 #include <utility>
 
@@ -41,6 +42,9 @@ namespace {
 constexpr size_t kMaxQueues = 64;
 constexpr size_t kMaxWorkerIdBytes = 256;
 constexpr int kMaxPrefetch = 10000;
+// Logged for each prefetched task a drain hands back before it started.
+constexpr std::string_view kHandBackUnstarted =
+    "handing back a task that had not started: the worker drains";
 
 std::string DefaultWorkerId() {
   char host[256] = {0};
@@ -265,7 +269,8 @@ absl::Status Worker::Impl::Start() {
 
   WorkerMetrics* metrics = metrics_.get();
   executor_ = std::make_unique<Executor>(
-      options_.concurrency, [metrics](int busy, int free, int waiting) { metrics->Slots(busy, free, waiting); },
+      options_.concurrency,
+      [metrics](int busy, int free, int waiting) { metrics->Slots(busy, free, waiting); },
       options_.prefetch);
   executor_->Start();
   timer_.Start();
@@ -449,7 +454,7 @@ void Worker::Impl::ProcessBatch(BrokerSession* s, const std::string& type,
     const absl::Time now = absl::Now();
     for (v1::LeasedTask& t : tasks) {
       HandBack(InfoFromProto(t, options_.worker_id), FromProto(t.lease_expires_at(), now), now,
-               s->reporter.get(), "handing back a task that had not started: the worker drains");
+               s->reporter.get(), kHandBackUnstarted);
     }
     return;
   }
@@ -481,9 +486,9 @@ void Worker::Impl::Process(BrokerSession* s, const std::shared_ptr<Attempt>& att
     // began: it goes back unstarted, spending nothing.
     if (!attempt->TryFinish()) return;
     s->heartbeater->Untrack(*attempt);
-    HandBack(t, attempt->lease_expires_at(), absl::Now(), s->reporter.get(),
-             "handing back a task that had not started: the worker drains");
-    metrics_->TaskFinished(t.queue, "released", absl::Now() - attempt->received_at());
+    const absl::Time now = absl::Now();
+    HandBack(t, attempt->lease_expires_at(), now, s->reporter.get(), kHandBackUnstarted);
+    metrics_->TaskFinished(t.queue, "released", now - attempt->received_at());
     return;
   }
   if (LogEnabled(LogLevel::kInfo)) {  // formatting the deadline is not free
