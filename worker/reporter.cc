@@ -82,7 +82,7 @@ size_t Reporter::pending() const {
 bool Reporter::WaitForRoom(absl::Duration timeout) {
   absl::MutexLock lock(&mu_);
   auto room = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return items_.size() <= options_.max_pending / 2;
+    return items_.size() + in_flight_ <= options_.max_pending / 2;
   };
   auto room_or_stopping = [this, &room]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return stopping_ || room();
@@ -150,6 +150,7 @@ absl::Time Reporter::SendOnce() {
       batch.push_back(std::move(items_.front()));
       items_.pop_front();
     }
+    in_flight_ = batch.size();
   }
   std::vector<Pending> retry;
   ReporterStats round;
@@ -163,6 +164,7 @@ absl::Time Reporter::SendOnce() {
     stats_.rejected += round.rejected;
     stats_.calls += round.calls;
     stats_.failed_calls += round.failed_calls;
+    in_flight_ = 0;
     // Retries go back in front: they are the oldest.
     for (auto it = retry.rbegin(); it != retry.rend(); ++it) items_.push_front(std::move(*it));
     EnforceCapLocked(dropped);

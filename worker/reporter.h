@@ -122,7 +122,8 @@ class Reporter {
   ReporterStats stats() const;
 
   // Flow control for the lease loop: blocks until at most half of
-  // `max_pending` reports wait (or the reporter stops), at most `timeout`.
+  // `max_pending` reports wait or are in the call in flight (or the
+  // reporter stops), at most `timeout`.
   // True if there is room.
   bool WaitForRoom(absl::Duration timeout);
 
@@ -157,6 +158,9 @@ class Reporter {
 
   mutable absl::Mutex mu_;
   std::deque<Pending> items_ ABSL_GUARDED_BY(mu_);
+  // Reports taken out of items_ for the call in flight: they count against
+  // WaitForRoom's room (a failed call puts them back).
+  size_t in_flight_ ABSL_GUARDED_BY(mu_) = 0;
   int failures_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Time next_try_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   bool kick_ ABSL_GUARDED_BY(mu_) = false;

@@ -36,6 +36,12 @@ class FakeBrokerRpc final : public BrokerRpc {
     absl::MutexLock lock(&mu_);
     draining_ = draining;
   }
+  // Runs at the start of every Complete call, outside the fake's lock (a
+  // test looks at the reporter while its call is in flight).
+  void set_on_complete(std::function<void()> f) {
+    absl::MutexLock lock(&mu_);
+    on_complete_ = std::move(f);
+  }
   void set_lease_expires_at(absl::Time t) {
     absl::MutexLock lock(&mu_);
     lease_expires_at_ = t;
@@ -78,6 +84,12 @@ class FakeBrokerRpc final : public BrokerRpc {
     return resp;
   }
   absl::StatusOr<v1::CompleteResponse> Complete(const v1::CompleteRequest& r) override {
+    std::function<void()> on_complete;
+    {
+      absl::MutexLock lock(&mu_);
+      on_complete = on_complete_;
+    }
+    if (on_complete) on_complete();
     absl::MutexLock lock(&mu_);
     completes_.push_back(r);
     if (down_) return absl::UnavailableError("broker down (fake)");
@@ -128,6 +140,7 @@ class FakeBrokerRpc final : public BrokerRpc {
   absl::Time lease_expires_at_ ABSL_GUARDED_BY(mu_) = absl::FromUnixSeconds(1'800'000'000);
   std::map<std::string, std::pair<absl::StatusCode, std::string>> codes_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, bool> cancel_ ABSL_GUARDED_BY(mu_);
+  std::function<void()> on_complete_ ABSL_GUARDED_BY(mu_);
   std::vector<v1::HeartbeatRequest> heartbeats_ ABSL_GUARDED_BY(mu_);
   std::vector<v1::CompleteRequest> completes_ ABSL_GUARDED_BY(mu_);
   std::vector<v1::FailRequest> fails_ ABSL_GUARDED_BY(mu_);

@@ -171,6 +171,30 @@ TEST(ReporterTest, HasRoomForMoreLeasesOnlyWhileAtMostHalfOfMaxPendingWaits) {
   EXPECT_EQ(reporter.stats().dropped_overflow, 0u);
 }
 
+TEST(ReporterTest, ReportsInTheCallInFlightCountAgainstTheRoom) {
+  FakeClock clock;
+  FakeBrokerRpc rpc;
+  ReporterOptions o = Options();
+  o.max_pending = 6;
+  o.max_batch = 4;
+  Reporter reporter(&rpc, o, &clock);
+  // A failed call puts its reports back: while it is in flight they still
+  // wait, so they leave no room for more leases.
+  std::vector<bool> room_during_call;
+  rpc.set_on_complete(
+      [&] { room_during_call.push_back(reporter.WaitForRoom(absl::ZeroDuration())); });
+  for (int i = 0; i < 4; ++i) reporter.Add(Complete(std::to_string(i), "r"));
+  rpc.set_down(true);
+  reporter.SendOnce();
+  EXPECT_EQ(reporter.pending(), 4u);
+  rpc.set_down(false);
+  clock.Advance(absl::Seconds(10));
+  reporter.SendOnce();
+  EXPECT_EQ(room_during_call, (std::vector<bool>{false, false}));
+  EXPECT_EQ(reporter.pending(), 0u);
+  EXPECT_TRUE(reporter.WaitForRoom(absl::ZeroDuration()));
+}
+
 TEST(ReporterTest, ACallCarriesAtMostAboutFourMebibytesOfResults) {
   FakeClock clock;
   FakeBrokerRpc rpc;
