@@ -31,9 +31,14 @@
 //   BM_SubmitJournaled           Broker + FileJournal (fsync=never): Submit with
 //                                its record encoded and written, callbacks awaited
 //                                in flight windows of 1000
+//   BM_SubmitDuringSnapshot/C    a snapshot of 1M queued tasks (fsync=never) while
+//                                one producer submits, awaiting each: the longest
+//                                submit wait and the snapshot's time, encoding C
+//                                tasks per lock hold (0: all at once)
 #include <benchmark/benchmark.h>
 #include <stdlib.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <cstdio>
@@ -75,9 +80,11 @@ server::TaskSpec Spec(uint64_t i, bool key) {
 
 // A broker with queue `bench` of the given capacity and retained count.
 std::unique_ptr<Broker> MakeBroker(const Clock* clock, uint64_t capacity, uint64_t retained,
-                                   journal::Journal* j = nullptr) {
+                                   journal::Journal* j = nullptr,
+                                   size_t snapshot_chunk_tasks = 4096) {
   BrokerOptions options;
   options.queue_defaults.capacity = capacity;
+  options.snapshot_chunk_tasks = snapshot_chunk_tasks;
   auto broker = std::make_unique<Broker>(options, clock, nullptr, j);
   if (j != nullptr && !broker->Recover().ok()) return nullptr;
   server::QueueConfig config = options.queue_defaults;
@@ -326,6 +333,61 @@ void BM_SubmitJournaled(benchmark::State& state) {
   b.reset();
 }
 BENCHMARK(BM_SubmitJournaled)->UseRealTime();
+
+// A snapshot of 1M queued tasks while one producer submits, awaiting each:
+// the longest a submit waited (the broker's lock is held while the tasks are
+// encoded), and the snapshot's own time. Arg: tasks encoded per lock hold
+// (0: all at once, as before the snapshot was chunked).
+void BM_SubmitDuringSnapshot(benchmark::State& state) {
+  constexpr uint64_t kTasks = 1'000'000;
+  const size_t chunk = state.range(0) == 0 ? SIZE_MAX : static_cast<size_t>(state.range(0));
+  TempJournal tj("never", false);
+  if (!tj.j) {
+    state.SkipWithError("journal open failed");
+    return;
+  }
+  std::unique_ptr<Broker> b = MakeBroker(RealClock::Get(), 100'000'000, 1000, tj.j.get(), chunk);
+  if (!b) {
+    state.SkipWithError("broker setup failed");
+    return;
+  }
+  std::atomic<int64_t> done{0};
+  for (uint64_t i = 0; i < kTasks; ++i) {
+    b->Submit(Spec(i, false), absl::InfiniteFuture(),
+              [&](absl::StatusOr<server::SubmitResult>) { done.fetch_add(1); });
+    if (i % 1000 == 999) AwaitCount(done, static_cast<int64_t>(i) - 500);
+  }
+  AwaitCount(done, static_cast<int64_t>(kTasks));
+  absl::Duration longest, snapshot_time;
+  int64_t submits = 0;
+  uint64_t next = kTasks;
+  for (auto _ : state) {
+    std::atomic<bool> finished{false};
+    const absl::Time start = absl::Now();
+    std::thread snap([&] {
+      (void)b->WriteSnapshot();
+      snapshot_time += absl::Now() - start;
+      finished.store(true);
+    });
+    while (!finished.load()) {
+      const absl::Time t0 = absl::Now();
+      absl::Notification acked;
+      b->Submit(Spec(next++, false), absl::InfiniteFuture(),
+                [&](absl::StatusOr<server::SubmitResult>) { acked.Notify(); });
+      acked.WaitForNotification();
+      longest = std::max(longest, absl::Now() - t0);
+      ++submits;
+    }
+    snap.join();
+  }
+  state.counters["longest_submit_ms"] = absl::ToDoubleMilliseconds(longest);
+  state.counters["snapshot_ms"] =
+      absl::ToDoubleMilliseconds(snapshot_time) / static_cast<double>(state.iterations());
+  state.counters["submits_during"] =
+      static_cast<double>(submits) / static_cast<double>(state.iterations());
+}
+BENCHMARK(BM_SubmitDuringSnapshot)->Arg(0)->Arg(4096)->Iterations(2)->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 
 }  // namespace
 }  // namespace conveyor::bench

@@ -74,7 +74,7 @@ if [ "${1:-}" = one ]; then
   trap cleanup EXIT
   trap 'exit 143' TERM INT
   "$BUILD_DIR/server/conveyord" --listen=127.0.0.1:0 --port-file="$WORK/port" --metrics-addr= \
-    --data-dir="$WORK/data" --fsync="$FSYNC" 2>"$WORK/conveyord.log" &
+    --data-dir="$WORK/data" --fsync="$FSYNC" ${BROKER_ARGS:-} 2>"$WORK/conveyord.log" &
   SERVER_PID=$!
   for _ in $(seq 100); do [ -s "$WORK/port" ] && break; gone $SERVER_PID && break; sleep 0.1; done
   [ -s "$WORK/port" ] || { echo "conveyord did not start:" >&2; cat "$WORK/conveyord.log" >&2; exit 1; }

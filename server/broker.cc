@@ -9,6 +9,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
 #include "common/log.h"
 #include "server/broker_internal.h"
 #include "server/journal_codec.h"
@@ -2172,59 +2173,59 @@ absl::Status Broker::Recover() {
 
 absl::Status Broker::WriteSnapshot(size_t* bytes) {
   if (journal_ == nullptr) return absl::OkStatus();
-  struct Piece {
-    uint64_t pending_id;  // 0 unless the task's submit was not durable at the cut
-    std::string data;
+  std::string state;
+  auto add = [&state](absl::string_view piece) {
+    const uint32_t n = static_cast<uint32_t>(piece.size());
+    const char len[4] = {static_cast<char>(n & 0xff), static_cast<char>((n >> 8) & 0xff),
+                         static_cast<char>((n >> 16) & 0xff), static_cast<char>((n >> 24) & 0xff)};
+    state.append(len, 4);
+    state.append(piece.data(), piece.size());
   };
-  std::vector<Piece> pieces;
   journal::SequenceNumber cut;
   Ticket ticket;
+  std::vector<uint64_t> ids;
   {
     absl::MutexLock lock(&mu_);
-    // Under the lock, so the state below is exactly the state at the cut.
+    // Under the lock, so what is taken here is exactly the state at the cut.
     absl::StatusOr<journal::SequenceNumber> c = journal_->BeginSnapshot();
     if (!c.ok()) return c.status();
     cut = *c;
     ticket = last_ticket_;
-    pieces.reserve(queues_.size() + 2 * tasks_.size() + 1);
-    pieces.push_back({0, EncodeStarted(epoch_, clock_->Now())});
-    for (const auto& [name, queue] : queues_) {
-      pieces.push_back({0, EncodeQueue(queue->config(), queue->paused)});
-    }
+    add(EncodeStarted(epoch_, clock_->Now()));
+    for (const auto& [name, queue] : queues_) add(EncodeQueue(queue->config(), queue->paused));
     // Groups, chains and schedules before the tasks that name them.
     std::vector<std::string> workflows;
     SnapshotWorkflows(workflows);
-    for (std::string& w : workflows) pieces.push_back({0, std::move(w)});
+    for (const std::string& w : workflows) add(w);
     for (const auto& [name, schedule] : schedules_) {
-      pieces.push_back({0, EncodeScheduleRecord(*schedule, /*deleted=*/false)});
+      add(EncodeScheduleRecord(*schedule, /*deleted=*/false));
     }
-    std::vector<Task*> sorted(tasks_.begin(), tasks_.end());
-    std::sort(sorted.begin(), sorted.end(), [](Task* a, Task* b) { return a->id() < b->id(); });
-    for (Task* task : sorted) {
-      const uint64_t pending = task->pending_durable ? task->id().value() : 0;
-      pieces.push_back({pending, EncodeSubmitted(*task, type_names_[task->type_id()],
-                                                 LinkOf(task->id().value()))});
-      pieces.push_back({pending, EncodeUpdated(*task)});
-    }
+    ids.reserve(tasks_.size());
+    for (const Task* task : tasks_) ids.push_back(task->id().value());
   }
-  // Wait until every write before the cut has finished, then leave out the
-  // tasks whose submit failed to reach the disk.
+  std::sort(ids.begin(), ids.end());
+  // Wait until every write before the cut has finished: a task whose submit
+  // failed to reach the disk is gone by then, and is left out below.
   absl::Notification written;
   WhenDurable(ticket, [&](absl::Status) { written.Notify(); });
   written.WaitForNotification();
-  std::string state;
-  {
+  const size_t chunk = std::max<size_t>(options_.snapshot_chunk_tasks, 1);
+  for (size_t begin = 0; begin < ids.size(); begin += chunk) {
+    if (begin > 0) {
+      // absl::Mutex lets the thread that unlocks take the lock straight back:
+      // step aside so that the calls waiting for it go first.
+      absl::SleepFor(absl::Microseconds(100));
+      if (options_.between_snapshot_chunks) options_.between_snapshot_chunks();
+    }
     absl::MutexLock lock(&mu_);
-    for (const Piece& p : pieces) {
-      if (p.pending_id != 0 && FindTask(TaskId(p.pending_id)) == nullptr) continue;
-      const uint32_t n = static_cast<uint32_t>(p.data.size());
-      const char len[4] = {static_cast<char>(n & 0xff), static_cast<char>((n >> 8) & 0xff),
-                           static_cast<char>((n >> 16) & 0xff),
-                           static_cast<char>((n >> 24) & 0xff)};
-      state.append(len, 4);
-      state.append(p.data);
+    for (size_t i = begin; i < std::min(ids.size(), begin + chunk); ++i) {
+      const Task* task = FindTask(TaskId(ids[i]));
+      if (task == nullptr) continue;  // dropped since the cut (a record says so)
+      add(EncodeSubmitted(*task, type_names_[task->type_id()], LinkOf(ids[i])));
+      add(EncodeUpdated(*task));
     }
   }
+  ids = {};
   if (bytes != nullptr) *bytes = state.size();
   return journal_->WriteSnapshot(cut, state);
 }

@@ -113,6 +113,12 @@ struct BrokerOptions {
   absl::Duration workflow_ttl = absl::Hours(24);
   // Recurring schedules held at most.
   size_t max_schedules = 10'000;
+  // WriteSnapshot encodes the tasks this many at a time, each chunk under the
+  // broker's lock, so that a snapshot of millions of tasks never stalls
+  // submits and leases for long. (Tests set a small chunk and a hook that
+  // runs between chunks, without the lock.)
+  size_t snapshot_chunk_tasks = 4096;
+  std::function<void()> between_snapshot_chunks;
 };
 
 // What a producer submits (already decoded from the wire; validated by the
@@ -588,7 +594,13 @@ class Broker {
   absl::Status Recover();
   // Writes a snapshot of the persistent state, letting the journal delete
   // the records it covers; `bytes` (optional) receives its size. Blocks on
-  // disk: call from a background thread.
+  // disk: call from a background thread. Queues, workflows and schedules are
+  // taken at the cut; the tasks that existed at the cut are encoded after it,
+  // in chunks (BrokerOptions::snapshot_chunk_tasks), so a task may be saved
+  // in a state newer than the cut. Recovery replays every record after the
+  // cut over the snapshot, and each task record carries the task's whole
+  // state (a drop of a task already gone, or a submit of one already known,
+  // changes nothing), so the result is the state of the last record.
   absl::Status WriteSnapshot(size_t* bytes = nullptr);
   uint32_t epoch() const;
 
