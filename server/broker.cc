@@ -2210,12 +2210,19 @@ absl::Status Broker::WriteSnapshot(size_t* bytes) {
   WhenDurable(ticket, [&](absl::Status) { written.Notify(); });
   written.WaitForNotification();
   const size_t chunk = std::max<size_t>(options_.snapshot_chunk_tasks, 1);
+  const size_t header_bytes = state.size();
   for (size_t begin = 0; begin < ids.size(); begin += chunk) {
     if (begin > 0) {
       // absl::Mutex lets the thread that unlocks take the lock straight back:
       // step aside so that the calls waiting for it go first.
       absl::SleepFor(absl::Microseconds(100));
       if (options_.between_snapshot_chunks) options_.between_snapshot_chunks();
+    }
+    if (begin == chunk) {
+      // Room for the rest at the first chunk's size per task, plus a tenth:
+      // growing by doubling would hold two copies at once.
+      const size_t per_task = (state.size() - header_bytes) / chunk + 1;
+      state.reserve(state.size() + per_task * (ids.size() - begin) / 10 * 11);
     }
     absl::MutexLock lock(&mu_);
     for (size_t i = begin; i < std::min(ids.size(), begin + chunk); ++i) {

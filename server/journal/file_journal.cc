@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <deque>
+#include <initializer_list>
 #include <map>
 #include <memory>
 #include <string>
@@ -29,16 +30,19 @@ absl::Status AsFatal(const absl::Status& s) {
 
 // Writes `contents` to dir/name through a fsynced temp file and a rename,
 // then fsyncs the directory. Removes the temp file on failure.
+// `contents` is written in the order given, as one file.
 absl::Status WriteFileAtomically(Env* env, const std::string& dir,
                                  const std::string& name,
-                                 absl::string_view contents) {
+                                 std::initializer_list<absl::string_view> contents) {
   const std::string path = JoinPath(dir, name);
   const std::string tmp = path + kTempSuffix;
   absl::Status s;
   {
     absl::StatusOr<std::unique_ptr<WritableFile>> f = env->NewWritableFile(tmp);
     if (!f.ok()) return f.status();
-    s = (*f)->Append(contents);
+    for (absl::string_view part : contents) {
+      if (s.ok()) s = (*f)->Append(part);
+    }
     if (s.ok()) s = (*f)->Sync();
     absl::Status c = (*f)->Close();
     if (s.ok()) s = c;
@@ -126,7 +130,7 @@ absl::StatusOr<std::unique_ptr<FileJournal>> FileJournal::Open(
       }
     }
     absl::Status s = WriteFileAtomically(env, dir, kFormatFileName,
-                                         FormatFileContents(kFormatVersion));
+                                         {FormatFileContents(kFormatVersion)});
     if (!s.ok()) return s;
   }
   return std::unique_ptr<FileJournal>(
@@ -697,7 +701,7 @@ absl::Status FileJournal::WriteSnapshot(SequenceNumber cut,
 
   const std::string name = SnapshotFileName(cut);
   absl::Status s =
-      WriteFileAtomically(env_, options_.dir, name, EncodeSnapshot(cut, state));
+      WriteFileAtomically(env_, options_.dir, name, {EncodeSnapshotHeader(cut, state), state});
   if (!s.ok()) {
     if (absl::IsResourceExhausted(s)) return s;
     return AsFatal(s);  // INTERNAL, but the journal itself carries on.

@@ -288,14 +288,18 @@ SegmentScan ScanSegment(absl::string_view data, uint64_t prev_seq) {
 
 // ── Snapshots ──
 
-std::string EncodeSnapshot(uint64_t cut, absl::string_view state) {
+std::string EncodeSnapshotHeader(uint64_t cut, absl::string_view state) {
   std::string out(kSnapshotMagic, sizeof(kSnapshotMagic));
-  out.reserve(kSnapshotHeaderSize + state.size());
   PutFixed32(&out, kFormatVersion);
   PutFixed64(&out, cut);
   PutFixed64(&out, state.size());
   uint32_t crc = crc32c::Extend(crc32c::Value(out), state.data(), state.size());
   PutFixed32(&out, crc32c::Mask(crc));
+  return out;
+}
+
+std::string EncodeSnapshot(uint64_t cut, absl::string_view state) {
+  std::string out = EncodeSnapshotHeader(cut, state);
   out.append(state.data(), state.size());
   return out;
 }

@@ -115,6 +115,9 @@ SegmentScan ScanSegment(absl::string_view data, uint64_t prev_seq);
 
 // ── Snapshots ──
 std::string EncodeSnapshot(uint64_t cut, absl::string_view state);
+// Its first kSnapshotHeaderSize bytes alone: written before `state`, it
+// spares a copy of a large state.
+std::string EncodeSnapshotHeader(uint64_t cut, absl::string_view state);
 struct DecodedSnapshot {
   uint64_t cut = 0;
   absl::string_view state;  // Points into the decoded data.
