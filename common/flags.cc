@@ -1,5 +1,7 @@
 #include "common/flags.h"
 
+#include <sys/resource.h>
+
 #include "absl/flags/usage_config.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/strings/match.h"
@@ -46,6 +48,21 @@ void ListFlagsFromFile(std::string main_file) {
   absl::SetFlagsUsageConfig(config);
 }
 
-void SetDaemonDefaults() { absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore); }
+void SetDaemonDefaults() {
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+  RaiseFileLimit();
+}
+
+unsigned long RaiseFileLimit() {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return 0;
+  if (limit.rlim_cur < limit.rlim_max) {
+    rlimit raised = limit;
+    // An unlimited hard limit is still capped by the kernel (fs.nr_open).
+    raised.rlim_cur = limit.rlim_max == RLIM_INFINITY ? rlim_t{1} << 20 : limit.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &raised) == 0) limit = raised;
+  }
+  return static_cast<unsigned long>(limit.rlim_cur);
+}
 
 }  // namespace conveyor

@@ -19,11 +19,18 @@ std::vector<char*> ArgvOf(std::vector<std::string>& args);
 // `main_file` (Abseil's default looks for a file named after the binary).
 void ListFlagsFromFile(std::string main_file);
 
-// Process-wide settings for a daemon, called first in main(): Abseil's mutex
-// deadlock detection off. Debian's Abseil is built with it on; it records
-// every lock acquisition in a global graph (a few percent of the broker's
-// CPU under load). Tests and tools keep it on.
+// Process-wide settings for a daemon, called first in main():
+//  - Abseil's mutex deadlock detection off. Debian's Abseil is built with it
+//    on; it records every lock acquisition in a global graph (a few percent
+//    of the broker's CPU under load). Tests and tools keep it on.
+//  - The soft limit on open files raised to the hard limit (RaiseFileLimit).
 void SetDaemonDefaults();
+
+// Raises this process's soft RLIMIT_NOFILE to its hard limit: each connected
+// worker or client is a socket, and the usual soft default (1024) would cap
+// a broker at about a thousand connections. Returns the soft limit now in
+// force (0 if it cannot be read).
+unsigned long RaiseFileLimit();
 
 }  // namespace conveyor
 
