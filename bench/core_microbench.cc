@@ -31,6 +31,8 @@
 //   BM_SubmitJournaled           Broker + FileJournal (fsync=never): Submit with
 //                                its record encoded and written, callbacks awaited
 //                                in flight windows of 1000
+//   BM_GetQueueAtDepth           GetQueue with 1M READY tasks of one priority, and
+//                                with one of another priority among them
 //   BM_SubmitDuringSnapshot/C    a snapshot of 1M queued tasks (fsync=never) while
 //                                one producer submits, awaiting each: the longest
 //                                submit wait and the snapshot's time, encoding C
@@ -171,6 +173,34 @@ void BM_SubmitLeaseCompleteAtDepth(benchmark::State& state) {
   state.counters["depth"] = static_cast<double>(depth);
 }
 BENCHMARK(BM_SubmitLeaseCompleteAtDepth)->Arg(1'000)->Arg(100'000)->Arg(1'000'000);
+
+// GetQueue (its stats: counts, oldest ready age, blocked reasons) with N
+// READY tasks. mixed=0: one priority (the oldest is found at the lane's
+// front); mixed=1: one task of another priority in the same lane makes
+// the oldest-ready search scan every entry, as it always did before.
+void BM_GetQueueAtDepth(benchmark::State& state) {
+  const auto depth = static_cast<uint64_t>(state.range(0));
+  const bool mixed = state.range(1) != 0;
+  FakeClock clock;
+  std::unique_ptr<Broker> b = MakeBroker(&clock, depth + 1000, 1000);
+  for (uint64_t i = 0; i < depth; ++i) {
+    server::TaskSpec spec = Spec(i, false);
+    if (mixed && i == depth / 2) spec.priority = 5;
+    if (!b->SubmitNow(spec).ok()) {
+      state.SkipWithError("fill failed");
+      return;
+    }
+  }
+  for (auto _ : state) {
+    absl::StatusOr<server::QueueInfo> q = b->GetQueue(kQueue);
+    benchmark::DoNotOptimize(q);
+  }
+}
+BENCHMARK(BM_GetQueueAtDepth)
+    ->ArgNames({"depth", "mixed"})
+    ->Args({1'000'000, 0})
+    ->Args({1'000'000, 1})
+    ->Unit(benchmark::kMicrosecond);
 
 void BM_DelayedTimers(benchmark::State& state) {
   const auto k = static_cast<uint64_t>(state.range(0));

@@ -162,6 +162,7 @@ struct Queue::Lane {
   std::string map_key;
   Heap heap;
   uint64_t ready = 0;  // READY tasks in the lane (exact; the heap may hold stale entries)
+  uint16_t priorities = 0;  // bit p: a task of priority p was pushed (ever)
   uint64_t turn = 0;   // keyed lanes: the seq at which it was last served
   At at = At::kNowhere;
   LaneOrder order;     // its key in the set it sits in
@@ -312,6 +313,7 @@ void Queue::PushReady(const Task& task, uint64_t seq) {
   const bool new_front = lane->heap.empty() || key < lane->heap.front().key;
   lane->heap.push_back(ReadyEntry{key, task.id().value()});
   std::push_heap(lane->heap.begin(), lane->heap.end(), std::greater<>());
+  lane->priorities |= static_cast<uint16_t>(1u << std::min<uint32_t>(task.priority, 15));
   ++lane->ready;
   if (lane->at == Lane::At::kNowhere) {
     Place(*impl_, lane);
@@ -510,6 +512,15 @@ void Queue::Sweep(absl::Time now) {
 uint64_t Queue::OldestReadySeq(absl::FunctionRef<Task*(uint64_t)> resolve) const {
   uint64_t oldest = 0;
   for (const auto& [k, lane] : impl_->lanes) {
+    if (lane->heap.empty()) continue;
+    // A lane that only ever held one priority orders by seq alone: its
+    // front, if still READY, is its oldest. Otherwise look at every entry.
+    const bool one_priority = (lane->priorities & (lane->priorities - 1)) == 0;
+    if (one_priority && resolve(lane->heap.front().id) != nullptr) {
+      const uint64_t seq = lane->heap.front().key & kSeqMask;
+      if (oldest == 0 || seq < oldest) oldest = seq;
+      continue;
+    }
     for (const ReadyEntry& e : lane->heap) {
       uint64_t seq = e.key & kSeqMask;
       if ((oldest == 0 || seq < oldest) && resolve(e.id) != nullptr) oldest = seq;

@@ -132,7 +132,10 @@ class Queue {
   // Keeps the counts exact: the broker calls it whenever a task leaves
   // READY (after TakeReady or RemoveReady, or alone for a task that ends).
   void LeftReady(const Task& task);
-  // Smallest seq among ready entries that still resolve (0 if none).
+  // Smallest seq among ready entries that still resolve (0 if none). One
+  // lookup per lane whose tasks all have one priority (the heap front is its
+  // oldest); a lane that mixes priorities, or whose front is stale, is
+  // scanned whole.
   uint64_t OldestReadySeq(absl::FunctionRef<Task*(uint64_t)> resolve) const;
 
   // ── Limits ──

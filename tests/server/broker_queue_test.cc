@@ -506,6 +506,37 @@ TEST_F(BrokerTest, OldestReadyAgeGrowsWithTheClock) {
   EXPECT_EQ(GetQueue("q").stats.oldest_ready_age, absl::ZeroDuration());
 }
 
+// The oldest READY task, whatever is at the front of its lane: a canceled
+// front (stale), and a lane mixing priorities (the front is the best
+// priority, not the oldest).
+TEST_F(BrokerTest, OldestReadyAgeSkipsCanceledFrontsAndSeesPastPriorities) {
+  MustCreateQueue(Config("q"));
+  const TaskId first = MustSubmit(Spec("q"));
+  clock_.Advance(absl::Seconds(2));
+  const TaskId second = MustSubmit(Spec("q"));
+  clock_.Advance(absl::Seconds(3));
+  EXPECT_EQ(GetQueue("q").stats.oldest_ready_age, absl::Seconds(5));
+  ASSERT_TRUE(broker_->CancelTask(first).ok());
+  EXPECT_EQ(GetQueue("q").stats.oldest_ready_age, absl::Seconds(3));
+  ASSERT_TRUE(broker_->CancelTask(second).ok());
+  EXPECT_EQ(GetQueue("q").stats.oldest_ready_age, absl::ZeroDuration());
+
+  // One lane, low priority first, then a higher one in front of it.
+  TaskSpec low = Spec("q");
+  low.priority = 1;
+  MustSubmit(low);
+  clock_.Advance(absl::Seconds(10));
+  TaskSpec high = Spec("q");
+  high.priority = 8;
+  const TaskId high_id = MustSubmit(high);
+  clock_.Advance(absl::Seconds(1));
+  EXPECT_EQ(GetQueue("q").stats.oldest_ready_age, absl::Seconds(11));
+  EXPECT_EQ(LeaseOne("q").id, high_id);
+  EXPECT_EQ(GetQueue("q").stats.oldest_ready_age, absl::Seconds(11));
+  LeaseOne("q");
+  EXPECT_EQ(GetQueue("q").stats.oldest_ready_age, absl::ZeroDuration());
+}
+
 TEST_F(BrokerTest, WaitingWorkersCountsParkedLeases) {
   MustCreateQueue(Config("q"));
   auto a = LeaseWait({"q"}, absl::Seconds(10));
