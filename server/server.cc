@@ -379,7 +379,8 @@ void BrokerServer::SnapshotLoop() {
     const uint64_t written = journal_->stats().bytes_written;
     const uint64_t threshold = options_.snapshot_bytes != 0
                                    ? options_.snapshot_bytes
-                                   : std::max<uint64_t>(uint64_t{4} << 20, 2 * last_snapshot);
+                                   : std::max<uint64_t>(options_.snapshot_min_bytes,
+                                                        2 * last_snapshot);
     if (written - at_last < threshold) continue;
     mu_.Unlock();
     const absl::Time start = absl::Now();

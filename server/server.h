@@ -91,8 +91,11 @@ struct ServerOptions {
   uint64_t segment_bytes = uint64_t{8} << 20;
   // A snapshot is written once this many journal bytes were written since
   // the last one, so disk use follows live state, not history. 0: twice the
-  // size of the last snapshot, at least 4 MiB.
+  // size of the last snapshot, at least snapshot_min_bytes (64 MiB, as
+  // Redis's auto-aof-rewrite-min-size: a small broker replays at most that
+  // much at a restart, and does not re-encode its whole state every few MiB).
   uint64_t snapshot_bytes = 0;
+  uint64_t snapshot_min_bytes = uint64_t{64} << 20;
 
   // The API is served over TLS (tls_cert_file is set).
   bool tls_enabled() const { return !tls_cert_file.empty(); }
