@@ -20,6 +20,7 @@
 #
 # Environment:
 #   BUILD_DIR   build tree with server/conveyord, worker/conveyor-worker, bench/conveyor-bench
+#   BROKER_ARGS, WORKER_BIN  (one) more conveyord flags; another conveyor-worker binary (A/B runs)
 #               (default build; RelWithDebInfo or Release)
 #   OUT         results directory (default bench/results)
 #   PEERS=1     also run the peers installed here, from a copy of ../shared/peers in $PEERS_DIR
@@ -82,7 +83,8 @@ if [ "${1:-}" = one ]; then
   case $WL in MEM) n=$MEM_N ;; W3) n=0 ;; PING) n=${PB_PING_N:-20000} ;; *) n=$N ;; esac
   timeout 900 "$BUILD_DIR/bench/conveyor-bench" "$WL" --addr="127.0.0.1:$PORT" --broker-pid=$SERVER_PID \
     --label="$VARIANT" --client="$CLIENT" --n=$n --work-dir="$WORK" --data-dir="$WORK/data" \
-    --raw="$WORK/lat.txt" --timeout=600 ${WORKER_ARGS:+--worker-args="$WORKER_ARGS"}
+    --raw="$WORK/lat.txt" --timeout=600 ${WORKER_ARGS:+--worker-args="$WORKER_ARGS"} \
+    ${WORKER_BIN:+--worker="$WORKER_BIN"}
   rc=$?
   [ $rc = 0 ] || { echo "conveyor-bench $WL exited $rc; broker log:" >&2; tail -5 "$WORK/conveyord.log" >&2; }
   exit $rc

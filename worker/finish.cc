@@ -9,9 +9,9 @@ namespace conveyor::worker {
 
 TaskInfo InfoFromProto(v1::LeasedTask& t, const std::string& worker_id) {
   TaskInfo info;
-  info.id = t.id();
-  info.queue = t.queue();
-  info.type = t.type();
+  info.id = std::move(*t.mutable_id());
+  info.queue = std::move(*t.mutable_queue());
+  info.type = std::move(*t.mutable_type());
   info.payload = std::move(*t.mutable_payload());
   info.headers.insert(t.headers().begin(), t.headers().end());
   info.attempt = t.attempt();

@@ -29,8 +29,8 @@ namespace conveyor::worker {
 // with the current token until it grants a newer lease.
 inline constexpr absl::Duration kMinReportWindow = absl::Seconds(1);
 
-// The task as the worker sees it; moves the payload out of `t` (it may be
-// large; it is not needed twice).
+// The task as the worker sees it; moves the id, queue, type and payload
+// out of `t` (they are not needed twice).
 TaskInfo InfoFromProto(v1::LeasedTask& t, const std::string& worker_id);
 
 // The task's `traceparent` header, or "".

@@ -392,12 +392,16 @@ void Worker::Impl::OnLeased(BrokerSession* s, std::vector<v1::LeasedTask> tasks,
   std::vector<std::pair<std::string, std::vector<v1::LeasedTask>>> batches;
   int unused_slots = 0;
   for (v1::LeasedTask& t : tasks) {
-    HandlerEntry entry;
+    // Handlers are fixed once the worker has started (Add refuses more), so
+    // the entry stays where it is: no copy of its functions per task.
+    static const HandlerEntry kNone;
+    const HandlerEntry* found = &kNone;
     if (!stopping) {
       absl::MutexLock lock(&mu_);
       auto it = handlers_.find(t.type());
-      if (it != handlers_.end()) entry = it->second;
+      if (it != handlers_.end()) found = &it->second;
     }
+    const HandlerEntry& entry = *found;
     if (entry.batch) {
       auto group = std::find_if(batches.begin(), batches.end(),
                                 [&t](const auto& b) { return b.first == t.type(); });
@@ -423,9 +427,7 @@ void Worker::Impl::OnLeased(BrokerSession* s, std::vector<v1::LeasedTask> tasks,
         std::move(info), lease_expires_at,
         std::max(absl::ZeroDuration(), lease_expires_at - now), now);
     s->heartbeater->Track(attempt);
-    executor_->Run([this, s, attempt, handler = std::move(entry.single)] {
-      Process(s, attempt, handler);
-    });
+    executor_->Run([this, s, attempt, handler = &entry.single] { Process(s, attempt, *handler); });
   }
   for (auto& [type, group] : batches) {
     HandlerEntry entry;
