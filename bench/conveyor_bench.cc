@@ -238,15 +238,18 @@ class Producer {
     return response.task().id();
   }
 
-  // One awaited SubmitBatch; OK only if every item was accepted.
+  // One awaited SubmitBatch (answered with ids only: nothing else is kept);
+  // OK only if every item was accepted.
   absl::Status SubmitBatch(std::vector<v1::TaskSpec> specs) {
     v1::SubmitBatchResponse response;
     if (stub_ == nullptr) {
-      absl::StatusOr<v1::SubmitBatchResponse> r = lib_->SubmitBatch(std::move(specs));
+      absl::StatusOr<v1::SubmitBatchResponse> r =
+          lib_->SubmitBatch(std::move(specs), /*ids_only=*/true);
       if (!r.ok()) return r.status();
       response = std::move(*r);
     } else {
       v1::SubmitBatchRequest request;
+      request.set_ids_only(true);
       for (v1::TaskSpec& s : specs) *request.add_tasks() = std::move(s);
       grpc::ClientContext context;
       context.set_deadline(ToChrono(absl::Now() + absl::Seconds(30)));

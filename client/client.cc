@@ -233,8 +233,10 @@ absl::StatusOr<v1::SubmitResponse> Client::Submit(v1::TaskSpec spec) {
                                    });
 }
 
-absl::StatusOr<v1::SubmitBatchResponse> Client::SubmitBatch(std::vector<v1::TaskSpec> specs) {
+absl::StatusOr<v1::SubmitBatchResponse> Client::SubmitBatch(std::vector<v1::TaskSpec> specs,
+                                                            bool ids_only) {
   v1::SubmitBatchRequest request;
+  request.set_ids_only(ids_only);
   request.mutable_tasks()->Reserve(static_cast<int>(specs.size()));
   for (v1::TaskSpec& spec : specs) {
     AttachKey(&spec);

@@ -126,8 +126,11 @@ class Client {
   absl::StatusOr<v1::SubmitResponse> Submit(v1::TaskSpec spec);
   // Enqueues many tasks; each item succeeds or fails on its own (see
   // SubmitBatchResponse.Item). Keys and retries as for Submit. The call fails
-  // as a whole only for a transport error or an oversized batch.
-  absl::StatusOr<v1::SubmitBatchResponse> SubmitBatch(std::vector<v1::TaskSpec> specs);
+  // as a whole only for a transport error or an oversized batch. With
+  // `ids_only`, each accepted item's task carries only its id (cheaper for
+  // both sides when the caller keeps nothing else).
+  absl::StatusOr<v1::SubmitBatchResponse> SubmitBatch(std::vector<v1::TaskSpec> specs,
+                                                      bool ids_only = false);
   // NOT_FOUND: unknown task, or its result was dropped; INVALID_ARGUMENT: a
   // malformed id.
   absl::StatusOr<v1::Task> GetTask(absl::string_view id);

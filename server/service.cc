@@ -890,7 +890,7 @@ class BrokerService::TaskServiceImpl final : public v1::TaskService::CallbackSer
     auto* reactor = new ParkedReactor(s_->broker_, timer);
     s_->broker_->SubmitBatch(
         std::move(specs),
-        [reactor, resp, decode = std::move(decode)](
+        [reactor, resp, decode = std::move(decode), ids_only = req->ids_only()](
             absl::StatusOr<std::vector<absl::StatusOr<SubmitResult>>> results) {
           if (!results.ok()) {
             reactor->FinishOnce(ToGrpcStatus(results.status()));
@@ -903,7 +903,11 @@ class BrokerService::TaskServiceImpl final : public v1::TaskService::CallbackSer
             if (status.ok()) {
               absl::StatusOr<SubmitResult>& r = (*results)[next++];
               if (r.ok()) {
-                TaskToProto(r->task, item->mutable_task());
+                if (ids_only) {
+                  item->mutable_task()->set_id(r->task.id.ToString());
+                } else {
+                  TaskToProto(r->task, item->mutable_task());
+                }
                 item->set_deduplicated(r->deduplicated);
               }
               status = r.status();

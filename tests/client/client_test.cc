@@ -44,6 +44,11 @@ class FakeServices final : public v1::TaskService::Service, public v1::WorkerSer
     absl::MutexLock lock(&mu_);
     return calls_;
   }
+  // SubmitBatchRequest.ids_only of each SubmitBatch call.
+  std::vector<bool> ids_only() {
+    absl::MutexLock lock(&mu_);
+    return ids_only_;
+  }
   absl::Duration last_deadline_left() {
     absl::MutexLock lock(&mu_);
     return deadline_left_;
@@ -63,6 +68,7 @@ class FakeServices final : public v1::TaskService::Service, public v1::WorkerSer
                            v1::SubmitBatchResponse* response) override {
     absl::MutexLock lock(&mu_);
     for (const v1::TaskSpec& spec : request->tasks()) keys_.push_back(spec.idempotency_key());
+    ids_only_.push_back(request->ids_only());
     if (grpc::Status s = Enter(context); !s.ok()) return s;
     for (int i = 0; i < request->tasks_size(); ++i) response->add_items();
     return grpc::Status::OK;
@@ -128,6 +134,7 @@ class FakeServices final : public v1::TaskService::Service, public v1::WorkerSer
   grpc::StatusCode code_ ABSL_GUARDED_BY(mu_) = grpc::StatusCode::OK;
   int calls_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<std::string> keys_ ABSL_GUARDED_BY(mu_);
+  std::vector<bool> ids_only_ ABSL_GUARDED_BY(mu_);
   absl::Duration deadline_left_ ABSL_GUARDED_BY(mu_);
 };
 
@@ -253,6 +260,13 @@ TEST_F(ClientTest, SubmitBatchKeysEachSpecAndReusesTheKeysOnRetry) {
   EXPECT_NE(keys[0], keys[2]);
   EXPECT_EQ(std::vector<std::string>(keys.begin(), keys.begin() + 3),
             std::vector<std::string>(keys.begin() + 3, keys.end()));
+}
+
+TEST_F(ClientTest, SubmitBatchAsksForIdsOnlyWhenTold) {
+  Client client(options_);
+  ASSERT_TRUE(client.SubmitBatch({Spec()}).ok());
+  ASSERT_TRUE(client.SubmitBatch({Spec()}, /*ids_only=*/true).ok());
+  EXPECT_EQ(fake_.ids_only(), (std::vector<bool>{false, true}));
 }
 
 TEST_F(ClientTest, GetTaskRetriesUnavailable) {

@@ -387,6 +387,41 @@ TEST_F(ServiceTest, SubmitBatchReportsEachItemOnItsOwn) {
   EXPECT_THAT(s.error_message(), HasSubstr("1001"));
 }
 
+TEST_F(ServiceTest, SubmitBatchWithIdsOnlyAnswersEachTaskWithItsIdAlone) {
+  v1::SubmitBatchRequest req;
+  req.set_ids_only(true);
+  for (int i = 0; i < 3; ++i) {
+    auto* t = req.add_tasks();
+    t->set_queue("lean");
+    t->set_type("echo");
+    t->set_payload(absl::StrCat("p", i));
+    t->set_idempotency_key(i == 2 ? "k0" : absl::StrCat("k", i));  // the third repeats the first
+    if (i == 1) t->set_priority(42);                                 // refused
+  }
+  v1::SubmitBatchResponse resp;
+  ASSERT_TRUE(tasks_->SubmitBatch(Ctx().get(), req, &resp).ok());
+  ASSERT_EQ(resp.items_size(), 3);
+  EXPECT_EQ(resp.items(0).status().code(), 0);
+  EXPECT_EQ(resp.items(1).status().code(), static_cast<int>(grpc::StatusCode::INVALID_ARGUMENT));
+  EXPECT_FALSE(resp.items(1).has_task());
+  EXPECT_EQ(resp.items(2).status().code(), 0);
+  EXPECT_TRUE(resp.items(2).deduplicated());
+  EXPECT_EQ(resp.items(2).task().id(), resp.items(0).task().id());
+  // Only the id: every other field is at its default.
+  v1::Task only_id;
+  only_id.set_id(resp.items(0).task().id());
+  EXPECT_EQ(resp.items(0).task().SerializeAsString(), only_id.SerializeAsString());
+  // The task itself is whole.
+  v1::GetTaskRequest get;
+  get.set_id(resp.items(0).task().id());
+  v1::Task task;
+  ASSERT_TRUE(tasks_->GetTask(Ctx().get(), get, &task).ok());
+  EXPECT_EQ(task.queue(), "lean");
+  EXPECT_EQ(task.payload(), "p0");
+  EXPECT_EQ(task.idempotency_key(), "k0");
+  EXPECT_EQ(task.state(), v1::TASK_STATE_READY);
+}
+
 TEST_F(ServiceTest, HealthServiceReportsServing) {
   // The standard grpc.health.v1 service: an empty HealthCheckRequest and a
   // response whose field 1 is the serving status (1 = SERVING).
