@@ -23,9 +23,6 @@
 #include "absl/time/clock.h"
 #include "common/grpc_util.h"
 #include "conveyor/v1/conveyor.grpc.pb.h"
-#include "grpcpp/security/server_credentials.h"
-#include "grpcpp/server.h"
-#include "grpcpp/server_builder.h"
 #include "gtest/gtest.h"
 #include "tests/worker/fake_worker_service.h"
 #include "worker/worker.h"
@@ -35,26 +32,11 @@ namespace {
 
 constexpr absl::Duration kBound = absl::Seconds(30);
 
-class BatchWorkerTest : public ::testing::Test {
+class BatchWorkerTest : public FakeBrokerTest {
  protected:
-  void SetUp() override {
-    grpc::ServerBuilder builder;
-    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port_);
-    builder.RegisterService(&service_);
-    server_ = builder.BuildAndStart();
-    ASSERT_NE(server_, nullptr);
-    ASSERT_GT(port_, 0);
-  }
-
-  void TearDown() override {
-    if (worker_ != nullptr) worker_->Shutdown();
-    service_.Close();
-    server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
-  }
-
   Worker& NewWorker(int concurrency, absl::Duration grace = absl::Seconds(25)) {
     WorkerOptions options;
-    options.brokers = {absl::StrCat("127.0.0.1:", port_)};
+    options.brokers = {address()};
     options.queues = {"q"};
     options.concurrency = concurrency;
     options.worker_id = "w1";
@@ -65,11 +47,6 @@ class BatchWorkerTest : public ::testing::Test {
     worker_ = std::make_unique<Worker>(options);
     return *worker_;
   }
-
-  FakeWorkerService service_;
-  std::unique_ptr<grpc::Server> server_;
-  int port_ = 0;
-  std::unique_ptr<Worker> worker_;
 };
 
 TEST_F(BatchWorkerTest, ABatchFillsWithLeasesOfItsTypeOnly) {

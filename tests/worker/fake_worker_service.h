@@ -4,22 +4,32 @@
 // long-polling), heartbeats always extend leases, and every call is
 // recorded. HoldReports(true) makes Complete, Fail and Release answer
 // UNAVAILABLE, as a broker that cannot take results would.
+//
+// FakeBrokerTest: the fixture that serves one, and shuts down the test's
+// worker (if any) before it.
 #ifndef CONVEYOR_TESTS_WORKER_FAKE_WORKER_SERVICE_H_
 #define CONVEYOR_TESTS_WORKER_FAKE_WORKER_SERVICE_H_
 
 #include <algorithm>
 #include <deque>
 #include <map>
+#include <memory>
 #include <set>
 #include <string>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/grpc_util.h"
 #include "conveyor/v1/conveyor.grpc.pb.h"
+#include "grpcpp/security/server_credentials.h"
+#include "grpcpp/server.h"
+#include "grpcpp/server_builder.h"
+#include "gtest/gtest.h"
+#include "worker/worker.h"
 
 namespace conveyor::worker {
 
@@ -191,6 +201,31 @@ class FakeWorkerService final : public v1::WorkerService::Service {
   std::map<std::string, std::string> completed_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, v1::FailRequest::Item> failed_ ABSL_GUARDED_BY(mu_);
   std::set<std::string> released_ ABSL_GUARDED_BY(mu_);
+};
+
+class FakeBrokerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port_);
+    builder.RegisterService(&service_);
+    server_ = builder.BuildAndStart();
+    ASSERT_NE(server_, nullptr);
+    ASSERT_GT(port_, 0);
+  }
+
+  void TearDown() override {
+    if (worker_ != nullptr) worker_->Shutdown();
+    service_.Close();
+    server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  }
+
+  std::string address() const { return absl::StrCat("127.0.0.1:", port_); }
+
+  FakeWorkerService service_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+  std::unique_ptr<Worker> worker_;
 };
 
 }  // namespace conveyor::worker

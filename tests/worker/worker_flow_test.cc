@@ -11,9 +11,6 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
-#include "grpcpp/security/server_credentials.h"
-#include "grpcpp/server.h"
-#include "grpcpp/server_builder.h"
 #include "gtest/gtest.h"
 #include "tests/worker/fake_worker_service.h"
 #include "worker/worker.h"
@@ -23,28 +20,7 @@ namespace {
 
 constexpr absl::Duration kBound = absl::Seconds(30);
 
-class WorkerFlowTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    grpc::ServerBuilder builder;
-    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port_);
-    builder.RegisterService(&service_);
-    server_ = builder.BuildAndStart();
-    ASSERT_NE(server_, nullptr);
-    ASSERT_GT(port_, 0);
-  }
-
-  void TearDown() override {
-    if (worker_ != nullptr) worker_->Shutdown();
-    service_.Close();
-    server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
-  }
-
-  FakeWorkerService service_;
-  std::unique_ptr<grpc::Server> server_;
-  int port_ = 0;
-  std::unique_ptr<Worker> worker_;
-};
+using WorkerFlowTest = FakeBrokerTest;
 
 // Polls `f` every 10 ms until it holds or `bound` passes.
 template <typename F>
@@ -64,7 +40,7 @@ TEST_F(WorkerFlowTest, ABrokerThatTakesNoResultsStopsLeasingAndNoResultIsLost) {
   service_.HoldReports(true);
 
   WorkerOptions options;
-  options.brokers = {absl::StrCat("127.0.0.1:", port_)};
+  options.brokers = {address()};
   options.queues = {"q"};
   options.concurrency = 2;
   options.worker_id = "w1";
