@@ -4,9 +4,10 @@
 // Release) to Add(), which only queues it. One thread sends what is queued
 // in batched calls (one Complete, one Fail and one Release call per round)
 // as soon as `max_batch` reports wait or `flush_delay` after the oldest
-// arrived. The worker uses 1 ms: a lone result is hardly held back, and the
-// reports that arrive while a call is in flight go together in the next call,
-// so batches grow with the load.
+// arrived. The worker uses 1 ms, and only while it holds other tasks
+// (`linger_while`): an idle worker's lone result goes at once, and the
+// reports that arrive while a call is in flight go together in the next
+// call, so batches grow with the load.
 //
 // A throttled Fail carries `throttled` and `retry_after` (see Report).
 //
@@ -75,6 +76,11 @@ struct Report {
 struct ReporterOptions {
   size_t max_batch = 100;
   absl::Duration flush_delay = absl::Milliseconds(5);
+  // When set, reports wait `flush_delay` for company only while it says so
+  // (the worker: while it holds other tasks, whose results could join);
+  // otherwise they go at once. Called with the reporter's lock held: it must
+  // not call into the reporter.
+  std::function<bool()> linger_while;
   size_t max_pending = 10'000;
   absl::Duration initial_backoff = absl::Milliseconds(100);
   absl::Duration max_backoff = absl::Seconds(5);

@@ -326,6 +326,9 @@ void Worker::Impl::StartSession(int index, const std::string& address,
   ReporterOptions ropts;
   ropts.max_batch = options_.report_batch;
   ropts.flush_delay = options_.report_flush_delay;
+  // A result waits for company only while other tasks are in hand (the one
+  // reporting may still count until its job returns).
+  ropts.linger_while = [executor = executor_.get()] { return executor->busy() > 1; };
   // Room for two pools' worth of results, so that flow control (the lease
   // loop waits while over half is taken) never has to drop one.
   ropts.max_pending = std::max<size_t>(

@@ -1,9 +1,11 @@
 // Reporter: batching, retry with backoff, dropping at the lease's end and
 // past the cap, per-item outcomes. A fake BrokerRpc and a fake clock; rounds
-// are run with SendOnce(), so no thread and no real time (except the one
-// test of the sending thread, which waits for a few milliseconds at most).
+// are run with SendOnce(), so no thread and no real time (except the tests
+// of the sending thread, which wait a few hundred milliseconds at most).
 #include "worker/reporter.h"
 
+#include <atomic>
+#include <string>
 #include <vector>
 
 #include "absl/time/clock.h"
@@ -346,6 +348,31 @@ TEST(ReporterTest, TheThreadFlushesAndStopDeliversWhatIsLeft) {
   reporter.Add(Complete("b", "2"));
   EXPECT_EQ(reporter.Stop(absl::Seconds(10)), 0u);
   EXPECT_EQ(reporter.stats().delivered, 2u);
+}
+
+// The fake clock never reaches a lingering report's due time, so the thread
+// sends it only when it does not linger (or at Stop).
+TEST(ReporterTest, AReportLingersOnlyWhileTheWorkerHoldsOtherTasks) {
+  FakeClock clock;
+  FakeBrokerRpc rpc;
+  ReporterOptions o = Options();
+  o.flush_delay = absl::Hours(1);
+  std::atomic<bool> busy{false};
+  o.linger_while = [&busy] { return busy.load(); };
+  Reporter reporter(&rpc, o, &clock);
+  reporter.Start();
+  reporter.Add(Complete("alone", "1"));
+  const absl::Time give_up = absl::Now() + absl::Seconds(10);
+  while (rpc.completes().empty() && absl::Now() < give_up) absl::SleepFor(absl::Milliseconds(1));
+  ASSERT_EQ(rpc.completes().size(), 1u) << "an idle worker's result should go at once";
+
+  busy = true;
+  reporter.Add(Complete("with-company", "2"));
+  absl::SleepFor(absl::Milliseconds(200));
+  EXPECT_EQ(rpc.completes().size(), 1u) << "a busy worker's result should wait for company";
+  EXPECT_EQ(reporter.Stop(absl::Seconds(10)), 0u);
+  ASSERT_EQ(rpc.completes().size(), 2u);
+  EXPECT_EQ(rpc.completes()[1].items(0).id(), "with-company");
 }
 
 TEST(ReporterTest, StopGivesUpAtItsDeadlineWhenTheBrokerIsDown) {
