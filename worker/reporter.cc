@@ -113,7 +113,8 @@ void Reporter::ThreadMain() {
         // Batch for `flush_delay` unless a full batch waits or the reporter
         // is stopping; never before the backoff ends.
         const bool linger = !options_.linger_while || options_.linger_while();
-        absl::Time due = items_.front().added + (linger ? options_.flush_delay : absl::ZeroDuration());
+        absl::Time due = items_.front().added;
+        if (linger) due += options_.flush_delay;
         if (stopping_ || items_.size() >= options_.max_batch) due = now;
         due = std::max(due, next_try_);
         if (stopping_) due = std::min(due, stop_deadline_);

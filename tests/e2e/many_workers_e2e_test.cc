@@ -162,8 +162,8 @@ TEST(ManyWorkersE2eTest, AThousandParkedLeaseCallsNeedNoThreadEachAndEachGetsOne
             << threads << " threads (" << threads_before << " before), VmRSS "
             << ProcStatus(broker.pid(), "VmRSS") << " kB\n";
   EXPECT_GE(sockets, kWorkers);
-  EXPECT_LT(threads, 100) << "broker threads with " << kWorkers << " parked calls (" << threads_before
-                          << " before)";
+  EXPECT_LT(threads, 100) << "broker threads with " << kWorkers << " parked calls ("
+                          << threads_before << " before)";
 
   // 1,000 tasks: each parked call gets exactly one.
   std::set<std::string> submitted;
