@@ -41,15 +41,40 @@ constexpr uint64_t kDefaultListLimit = 100;
 constexpr uint64_t kMaxPageSize = 1000;
 constexpr int kMaxReceiveBytes = 64 << 20;
 
-// Follows task `id` until it ends: `live` sees every change, `final_task` gets
-// the ended task. Returns the exit code of a failed watch (already reported
-// on stderr), else EX_OK.
+// The command's --deadline: InfiniteDuration when not given; a usage error
+// (set in `code`) unless it is positive.
+absl::Duration DeadlineFlag(const Invocation& inv, int* code) {
+  const std::optional<absl::Duration> deadline = inv.Duration("deadline");
+  if (!deadline.has_value()) return absl::InfiniteDuration();
+  if (*deadline <= absl::ZeroDuration()) {
+    *code = UsageFailed(inv.topic, absl::StrCat(inv.command->name,
+                                                ": --deadline must be a positive duration"));
+  }
+  return *deadline;
+}
+
+// Follows task `id` until it ends, at most `deadline`: `live` sees every
+// change, `final_task` gets the ended task. Returns the exit code of a failed
+// or timed-out watch (already reported on stderr), else EX_OK.
 int WatchUntilEnd(const Invocation& inv, Client& client, const std::string& id,
-                  absl::FunctionRef<void(const v1::Task&)> live, v1::Task* final_task) {
-  absl::StatusOr<v1::Task> last = client.WatchTask(id, [&](const v1::Task& task) {
-    live(task);
-    return true;
-  });
+                  absl::FunctionRef<void(const v1::Task&)> live, v1::Task* final_task,
+                  absl::Duration deadline = absl::InfiniteDuration()) {
+  v1::TaskState seen = v1::TASK_STATE_UNSPECIFIED;
+  absl::StatusOr<v1::Task> last = client.WatchTask(
+      id,
+      [&](const v1::Task& task) {
+        seen = task.state();
+        live(task);
+        return true;
+      },
+      deadline);
+  if (last.status().code() == absl::StatusCode::kDeadlineExceeded &&
+      deadline != absl::InfiniteDuration()) {
+    Diagnose(absl::StrCat(inv.command->name, ": gave up after ", absl::FormatDuration(deadline),
+                          " (--deadline); task ", id, " is ", TaskStateName(seen),
+                          " and keeps going: `conveyor watch ", id, "` follows it"));
+    return EX_TEMPFAIL;
+  }
   if (!last.ok()) return CallFailed(inv, last.status());
   if (!IsTerminal(last->state())) {
     return CallFailed(
@@ -80,6 +105,12 @@ absl::StatusOr<std::string> ReadPayload(const Invocation& inv) {
 }
 
 int RunSubmit(const Invocation& inv, Client& client) {
+  int usage = EX_OK;
+  const absl::Duration deadline = DeadlineFlag(inv, &usage);
+  if (usage != EX_OK) return usage;
+  if (inv.Has("deadline") && !inv.Bool("wait")) {
+    return UsageFailed(inv.topic, "submit: --deadline bounds --wait; give both or neither");
+  }
   absl::StatusOr<std::string> payload = ReadPayload(inv);
   if (!payload.ok()) {
     if (payload.status().code() == absl::StatusCode::kInvalidArgument) {
@@ -99,7 +130,7 @@ int RunSubmit(const Invocation& inv, Client& client) {
   if (!inv.Bool("wait")) {
     return Print(inv, submitted->task(), absl::StrCat(submitted->task().id(), "\n"));
   }
-  if (inv.Has("then")) return WaitForChain(inv, client, submitted->task().id());
+  if (inv.Has("then")) return WaitForChain(inv, client, submitted->task().id(), deadline);
 
   const bool bar = inv.globals.output == OutputFormat::kText && isatty(STDERR_FILENO);
   ProgressLine progress(stderr);
@@ -109,7 +140,7 @@ int RunSubmit(const Invocation& inv, Client& client) {
       [&](const v1::Task& t) {
         if (bar) progress.Update(FormatProgressBar(t));
       },
-      &task);
+      &task, deadline);
   progress.Finish();
   if (code != EX_OK) return code;
   if (inv.globals.output == OutputFormat::kJson) {
@@ -125,6 +156,9 @@ int RunSubmit(const Invocation& inv, Client& client) {
 }
 
 int RunWatch(const Invocation& inv, Client& client) {
+  int usage = EX_OK;
+  const absl::Duration deadline = DeadlineFlag(inv, &usage);
+  if (usage != EX_OK) return usage;
   const bool json = inv.globals.output == OutputFormat::kJson;
   const bool bar = !json && isatty(STDOUT_FILENO);
   ProgressLine progress(stdout);
@@ -147,7 +181,7 @@ int RunWatch(const Invocation& inv, Client& client) {
         }
         std::fflush(stdout);
       },
-      &task);
+      &task, deadline);
   progress.Finish();
   if (code != EX_OK) return code;
   if (encode_failed) return CallFailed(inv, absl::InternalError("JSON encoding failed"));

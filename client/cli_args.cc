@@ -87,7 +87,8 @@ std::vector<CommandSpec> BuildCommands() {
        "submitted with its result as payload; a stage that fails ends the chain. The "
        "printed id is then also the chain's id (`conveyor chain get ID`), and --wait waits "
        "for the whole chain and prints its last stage's result (json: the Chain), exiting 1 "
-       "unless the chain SUCCEEDED. A STAGE is comma-separated KEY=VALUE pairs: queue and "
+       "unless the chain SUCCEEDED. --wait --deadline DUR gives up after DUR (exit 75; the "
+       "task or chain keeps running). A STAGE is comma-separated KEY=VALUE pairs: queue and "
        "type (required), priority (0-9), timeout (per attempt), max-attempts and delay, "
        "e.g. --then queue=thumbs,type=resize,priority=5,timeout=30s. A malformed stage is a "
        "usage error (64) naming the problem.",
@@ -120,6 +121,8 @@ std::vector<CommandSpec> BuildCommands() {
             /*repeated=*/true},
            {"wait", FlagType::kBool, "",
             "wait for the task (with --then: the chain) to end and print its result"},
+           {"deadline", FlagType::kDuration, "DUR",
+            "with --wait: give up waiting after DUR (exit 75; the task keeps running)"},
        }},
       {"get", "ID", "Show a task.",
        "A SCHEDULED or READY task shows why it waits (\"waiting:\" in text, \"waiting\" in "
@@ -133,10 +136,12 @@ std::vector<CommandSpec> BuildCommands() {
        "Follow a task until it ends.",
        "Shows a progress bar when stdout is a terminal, one line per change otherwise "
        "(-o json: one JSON object per line). Exits 0 if the task ends SUCCEEDED or "
-       "FALLBACK, 1 otherwise (with its error on stderr).",
+       "FALLBACK, 1 otherwise (with its error on stderr), 75 when --deadline passes first "
+       "(the task keeps running).",
        1,
        1,
-       {}},
+       {{"deadline", FlagType::kDuration, "DUR",
+         "give up following after DUR (exit 75; the task keeps running)"}}},
       {"cancel",
        "ID",
        "Cancel a task.",

@@ -242,9 +242,11 @@ int RunChainCancel(const Invocation& inv, Client& client) {
   return PrintChain(inv, client.CancelChain(inv.args[0]));
 }
 
-int WaitForChain(const Invocation& inv, Client& client, const std::string& id) {
+int WaitForChain(const Invocation& inv, Client& client, const std::string& id,
+                 absl::Duration deadline) {
   const bool json = inv.globals.output == OutputFormat::kJson;
   const bool bar = !json && isatty(STDERR_FILENO);
+  const absl::Time give_up = absl::Now() + deadline;
   ProgressLine progress(stderr);
   absl::Duration delay = kChainPollFirst;
   absl::StatusOr<v1::Chain> chain;
@@ -256,7 +258,16 @@ int WaitForChain(const Invocation& inv, Client& client, const std::string& id) {
         chain->state() != v1::CHAIN_STATE_UNSPECIFIED) {
       break;
     }
-    absl::SleepFor(delay);
+    const absl::Time now = absl::Now();
+    if (now >= give_up) {
+      progress.Finish();
+      Diagnose(absl::StrCat(inv.command->name, ": gave up after ",
+                            absl::FormatDuration(deadline), " (--deadline); chain ", id,
+                            " is at stage ", chain->current_stage(),
+                            " and keeps going: `conveyor chain get ", id, "` shows it"));
+      return EX_TEMPFAIL;
+    }
+    absl::SleepFor(std::min(delay, give_up - now));
     delay = std::min(delay * 2, kChainPollMax);
   }
   progress.Finish();

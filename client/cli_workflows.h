@@ -31,8 +31,10 @@ int RunScheduleDelete(const Invocation& inv, Client& client);
 
 // `submit --then --wait`: polls chain `id` (GetChain) until it ends, with
 // its stage on a terminal's stderr; prints the last stage's result (json:
-// the Chain). EX_OK if it SUCCEEDED, kExitTaskFailed otherwise.
-int WaitForChain(const Invocation& inv, Client& client, const std::string& id);
+// the Chain). EX_OK if it SUCCEEDED, kExitTaskFailed otherwise, EX_TEMPFAIL
+// when `deadline` passes first.
+int WaitForChain(const Invocation& inv, Client& client, const std::string& id,
+                 absl::Duration deadline = absl::InfiniteDuration());
 
 }  // namespace conveyor::client
 

@@ -652,6 +652,37 @@ TEST_F(CliE2eTest, SubmitWaitExitsOneWhenTheTaskDies) {
   EXPECT_TRUE(absl::StrContains(r.err, "ended DEAD: disk on fire")) << r;
 }
 
+// No worker serves the queue: the wait gives up at --deadline with exit 75,
+// naming the task, which keeps waiting on the broker.
+TEST_F(CliE2eTest, SubmitWaitAndWatchGiveUpAtTheirDeadline) {
+  const absl::Time start = absl::Now();
+  CommandResult r = Cli({"submit", "--queue", "unserved", "--type", "t", "--wait", "--deadline",
+                         "500ms", "p"});
+  EXPECT_EQ(r.code, EX_TEMPFAIL) << r;
+  EXPECT_GE(absl::Now() - start, absl::Milliseconds(500));
+  EXPECT_TRUE(absl::StrContains(r.err, "submit: gave up after 500ms (--deadline); task ")) << r;
+  EXPECT_TRUE(absl::StrContains(r.err, " is READY and keeps going")) << r;
+  EXPECT_EQ(r.out, "");
+
+  const std::string id = Submit({"--queue", "unserved", "--type", "t", "q"});
+  r = Cli({"watch", id, "--deadline", "300ms"});
+  EXPECT_EQ(r.code, EX_TEMPFAIL) << r;
+  EXPECT_TRUE(absl::StrContains(r.err, absl::StrCat("watch: gave up after 300ms (--deadline); task ",
+                                                    id, " is READY")))
+      << r;
+  r = Cli({"get", id});
+  EXPECT_EQ(r.code, 0) << r;
+  EXPECT_TRUE(absl::StrContains(r.out, "READY")) << r;
+
+  // --deadline bounds --wait only, and must be positive.
+  r = Cli({"submit", "--queue", "unserved", "--type", "t", "--deadline", "1s", "x"});
+  EXPECT_EQ(r.code, EX_USAGE) << r;
+  EXPECT_TRUE(absl::StrContains(r.err, "--deadline bounds --wait")) << r;
+  r = Cli({"watch", id, "--deadline", "0s"});
+  EXPECT_EQ(r.code, EX_USAGE) << r;
+  EXPECT_TRUE(absl::StrContains(r.err, "--deadline must be a positive duration")) << r;
+}
+
 TEST_F(CliE2eTest, DeadLettersAreListedRequeuedAndPurged) {
   const std::string id = Submit({"--queue", "dl", "--type", "t", "--max-attempts", "1"});
   FailPermanently(LeaseOne("dl"), "boom");

@@ -587,6 +587,13 @@ TEST_F(WorkflowCliE2eTest, FailedCanceledAndMalformedChains) {
   r = Cli({"chain", "get", "0123456789abcdef"});
   EXPECT_EQ(r.code, EX_DATAERR) << r;
 
+  // Waiting for a chain whose first stage nobody serves gives up at --deadline.
+  r = Cli({"submit", "--queue", "idle", "--type", "echo", "--then", "queue=pipe,type=echo",
+           "--wait", "--deadline", "400ms", "y"});
+  EXPECT_EQ(r.code, EX_TEMPFAIL) << r;
+  EXPECT_TRUE(absl::StrContains(r.err, "submit: gave up after 400ms (--deadline); chain ")) << r;
+  EXPECT_TRUE(absl::StrContains(r.err, " is at stage 0 and keeps going")) << r;
+
   // Malformed stages are usage errors naming the problem; nothing is sent.
   r = Cli({"submit", "--queue", "pipe", "--type", "echo", "--then", "queue=pipe", "x"});
   EXPECT_EQ(r.code, EX_USAGE) << r;
