@@ -667,8 +667,8 @@ TEST_F(CliE2eTest, SubmitWaitAndWatchGiveUpAtTheirDeadline) {
   const std::string id = Submit({"--queue", "unserved", "--type", "t", "q"});
   r = Cli({"watch", id, "--deadline", "300ms"});
   EXPECT_EQ(r.code, EX_TEMPFAIL) << r;
-  EXPECT_TRUE(absl::StrContains(r.err, absl::StrCat("watch: gave up after 300ms (--deadline); task ",
-                                                    id, " is READY")))
+  EXPECT_TRUE(absl::StrContains(
+      r.err, absl::StrCat("watch: gave up after 300ms (--deadline); task ", id, " is READY")))
       << r;
   r = Cli({"get", id});
   EXPECT_EQ(r.code, 0) << r;
