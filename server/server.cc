@@ -396,9 +396,9 @@ void BrokerServer::SnapshotLoop() {
     } else {
       LogWarning("snapshot failed; will retry", {{"error", s}});
     }
-    // The snapshot was built in memory (two to three copies of it) and is
-    // freed now; glibc would keep those pages, so a broker holding N tasks
-    // would stay at the peak of its last snapshot. Hand them back.
+    // The snapshot was built in memory (one copy of the state) and is freed
+    // now; glibc would keep those pages, so a broker holding N tasks would
+    // stay at the peak of its last snapshot. Hand them back.
     malloc_trim(0);
     mu_.Lock();
   }

@@ -109,9 +109,10 @@ struct WorkerOptions {
   // Drain: after cancelling, how long handlers get to return.
   absl::Duration cancel_wait = absl::Seconds(10);
   // Reports: the most kept per broker (the oldest are dropped past it), the
-  // most per call, how long the first waits for company (reports that arrive
-  // while a call is in flight also go together in the next one), and how
-  // long a drain spends delivering what is left.
+  // most per call, how long the first waits for company while the worker
+  // holds other tasks (an idle worker's goes at once; reports that arrive
+  // while a call is in flight go together in the next one), and how long a
+  // drain spends delivering what is left.
   size_t max_pending_reports = 10'000;
   size_t report_batch = 1000;
   absl::Duration report_flush_delay = absl::Milliseconds(1);

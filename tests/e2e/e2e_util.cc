@@ -20,6 +20,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
@@ -226,6 +227,18 @@ int WaitForPortFile(const fs::path& port_file, Process& process, absl::Duration 
 }
 
 std::string LoopbackAddress(int port) { return absl::StrCat("127.0.0.1:", port); }
+
+long ProcStatusNumber(pid_t pid, absl::string_view field) {
+  const std::string text = ReadFileOrEmpty(absl::StrCat("/proc/", pid, "/status"));
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    if (!absl::ConsumePrefix(&line, field) || !absl::ConsumePrefix(&line, ":")) continue;
+    line = absl::StripAsciiWhitespace(line);
+    absl::ConsumeSuffix(&line, " kB");
+    long value = -1;
+    if (absl::SimpleAtoi(line, &value)) return value;
+  }
+  return -1;
+}
 
 std::string HttpGetMetrics(int port) {
   const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);

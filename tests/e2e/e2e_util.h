@@ -6,7 +6,8 @@
 //     files (Stdio), with Poll/Wait/Signal/Kill that always reap it;
 //   - the broker: the flags that start conveyord on 127.0.0.1:0 with
 //     --port-file, WaitForPortFile to learn the port it bound, and
-//     HttpGetMetrics for a daemon's Prometheus endpoint.
+//     HttpGetMetrics for a daemon's Prometheus endpoint, ProcStatusNumber for
+//     its threads and memory.
 //
 // Each suite keeps its own fixture (which flags, which files, what a failure
 // prints); these are only the parts that were the same everywhere.
@@ -174,6 +175,9 @@ int WaitForPortFile(const std::filesystem::path& port_file, Process& process,
 
 // "127.0.0.1:<port>".
 std::string LoopbackAddress(int port);
+
+// A number field of /proc/<pid>/status ("Threads"; "VmRSS" in kB), or -1.
+long ProcStatusNumber(pid_t pid, absl::string_view field);
 
 // GET http://127.0.0.1:<port>/metrics (HTTP/1.0, 10 s receive timeout): the
 // whole response, headers included; "" on any error.

@@ -17,10 +17,7 @@
 #include <vector>
 
 #include "absl/strings/match.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
-#include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "common/flags.h"
@@ -42,19 +39,6 @@ namespace v1 = ::conveyor::v1;
 
 constexpr int kWorkers = 1000;
 constexpr absl::Duration kBound = absl::Seconds(90);
-
-// A number field of /proc/<pid>/status ("Threads", "VmRSS" in kB), or -1.
-long ProcStatus(pid_t pid, absl::string_view field) {
-  const std::string text = e2e::ReadFileOrEmpty(absl::StrCat("/proc/", pid, "/status"));
-  for (absl::string_view line : absl::StrSplit(text, '\n')) {
-    if (!absl::ConsumePrefix(&line, field) || !absl::ConsumePrefix(&line, ":")) continue;
-    line = absl::StripAsciiWhitespace(line);
-    absl::ConsumeSuffix(&line, " kB");
-    long value = -1;
-    if (absl::SimpleAtoi(line, &value)) return value;
-  }
-  return -1;
-}
 
 // Open sockets of a process (entries of /proc/<pid>/fd that are sockets).
 int SocketCount(pid_t pid) {
@@ -109,7 +93,7 @@ TEST(ManyWorkersE2eTest, AThousandParkedLeaseCallsNeedNoThreadEachAndEachGetsOne
     grpc::Status s = queues->CreateQueue(&ctx, req, &resp);
     ASSERT_TRUE(s.ok()) << s.error_message();
   }
-  const long threads_before = ProcStatus(broker.pid(), "Threads");
+  const long threads_before = e2e::ProcStatusNumber(broker.pid(), "Threads");
   ASSERT_GT(threads_before, 0);
 
   absl::Mutex mu;
@@ -157,10 +141,10 @@ TEST(ManyWorkersE2eTest, AThousandParkedLeaseCallsNeedNoThreadEachAndEachGetsOne
   }
   // One connection per worker, and no thread per parked call.
   const int sockets = SocketCount(broker.pid());
-  const long threads = ProcStatus(broker.pid(), "Threads");
+  const long threads = e2e::ProcStatusNumber(broker.pid(), "Threads");
   std::cout << "broker with " << kWorkers << " parked Lease calls: " << sockets << " sockets, "
             << threads << " threads (" << threads_before << " before), VmRSS "
-            << ProcStatus(broker.pid(), "VmRSS") << " kB\n";
+            << e2e::ProcStatusNumber(broker.pid(), "VmRSS") << " kB\n";
   EXPECT_GE(sockets, kWorkers);
   EXPECT_LT(threads, 100) << "broker threads with " << kWorkers << " parked calls ("
                           << threads_before << " before)";
