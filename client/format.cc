@@ -356,6 +356,7 @@ std::string FormatQueue(const v1::Queue& queue) {
   line("fallback", absl::StrCat(s.fallback()));
   line("oldest_ready_age", FormatDuration(s.oldest_ready_age()));
   line("waiting_workers", absl::StrCat(s.waiting_workers()));
+  line("waiting_submits", absl::StrCat(s.waiting_submits()));
   // Known reasons in a fixed order, then any newer ones by name.
   std::vector<std::string> blocked;
   for (absl::string_view reason : kBlockedOrder) {

@@ -31,6 +31,7 @@ constexpr char kSchedule[] = "conveyor.v1.ScheduleService";
 constexpr RpcRule kRules[] = {
     {kTask, "Submit", Role::kSubmit},
     {kTask, "SubmitBatch", Role::kSubmit},
+    {kTask, "SubmitStream", Role::kSubmit},
     {kTask, "GetTask", Role::kSubmit},
     {kTask, "WatchTask", Role::kSubmit},
     {kTask, "CancelTask", Role::kSubmit},

@@ -1554,6 +1554,7 @@ QueueInfo Broker::InfoOf(const Queue& queue) const {
       it != lease_waiters_by_queue_.end()) {
     info.stats.waiting_workers = static_cast<uint32_t>(it->second.size());
   }
+  info.stats.waiting_submits = static_cast<uint32_t>(queue.submit_waiter_count());
   const absl::Time now = clock_->Now();
   // Queues are owned here; counting refreshes lazily kept limiter state.
   const_cast<Queue&>(queue).CountBlocked(now, NoWorker(queue, now), info.stats.blocked);

@@ -93,6 +93,10 @@ class QueueGauges final : public prometheus::Collectable {
     prometheus::MetricFamily workers{"conveyor_workers_connected",
                                      "Workers with a Lease call parked on the queue.",
                                      prometheus::MetricType::Gauge, {}};
+    prometheus::MetricFamily submits{
+        "conveyor_queue_waiting_submits",
+        "Submits parked until the full queue (full policy WAIT) has room.",
+        prometheus::MetricType::Gauge, {}};
     for (const QueueInfo& q : broker_->ListQueues()) {
       const std::string& name = q.config.name;
       for (int s = 0; s < 8; ++s) {
@@ -107,6 +111,8 @@ class QueueGauges final : public prometheus::Collectable {
       paused.metric.push_back(GaugeValue({{"queue", name}}, q.paused ? 1 : 0));
       workers.metric.push_back(
           GaugeValue({{"queue", name}}, static_cast<double>(q.stats.waiting_workers)));
+      submits.metric.push_back(
+          GaugeValue({{"queue", name}}, static_cast<double>(q.stats.waiting_submits)));
       // Every reason, zeros included, so that a series never disappears.
       for (size_t i = 0; i < kBlockedReasons.size(); ++i) {
         blocked.metric.push_back(
@@ -118,8 +124,8 @@ class QueueGauges final : public prometheus::Collectable {
                                    "Build information; the value is always 1.",
                                    prometheus::MetricType::Gauge, {}};
     build.metric.push_back(GaugeValue({{"version", "0.1.0"}, {"component", "broker"}}, 1));
-    std::vector<prometheus::MetricFamily> out = {tasks,   capacity, oldest, paused,
-                                                 blocked, workers,  build};
+    std::vector<prometheus::MetricFamily> out = {tasks,   capacity, oldest,  paused,
+                                                 blocked, workers,  submits, build};
     if (!data_dir_.empty()) {
       prometheus::MetricFamily disk{
           "conveyor_journal_bytes",

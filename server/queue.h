@@ -74,6 +74,8 @@ struct QueueStats {
   std::array<uint64_t, 8> by_state{};
   absl::Duration oldest_ready_age = absl::ZeroDuration();
   uint32_t waiting_workers = 0;
+  // Submits parked until this full WAIT queue has room.
+  uint32_t waiting_submits = 0;
   // SCHEDULED and READY tasks by why they wait, indexed like kBlockedReasons.
   std::array<uint64_t, 5> blocked{};
   uint64_t count(TaskState s) const { return by_state[static_cast<int>(s)]; }
@@ -178,6 +180,7 @@ class Queue {
 
   // Submit calls parked on this full queue, in arrival order.
   std::deque<uint64_t>& submit_waiters() { return submit_waiters_; }
+  size_t submit_waiter_count() const { return submit_waiters_.size(); }
 
  private:
   struct Lane;

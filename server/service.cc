@@ -623,6 +623,7 @@ void QueueToProto(const QueueInfo& q, v1::Queue* out) {
   s->set_fallback(q.stats.count(TaskState::kFallback));
   ToProto(q.stats.oldest_ready_age, s->mutable_oldest_ready_age());
   s->set_waiting_workers(q.stats.waiting_workers);
+  s->set_waiting_submits(q.stats.waiting_submits);
   for (size_t i = 0; i < kBlockedReasons.size(); ++i) {
     if (q.stats.blocked[i] != 0) {
       (*s->mutable_blocked())[WaitReasonName(kBlockedReasons[i])] = q.stats.blocked[i];
@@ -662,7 +663,7 @@ struct GroupWatchKind {
 // have been deleted.
 template <typename Kind>
 class StreamWatch final : public grpc::ServerWriteReactor<typename Kind::Proto>,
-                          public WatchReactor {
+                          public DrainableStream {
   using Proto = typename Kind::Proto;
   using Info = typename Kind::Info;
 
@@ -674,7 +675,7 @@ class StreamWatch final : public grpc::ServerWriteReactor<typename Kind::Proto>,
   }
 
   void Start(TaskId id) {
-    if (!service_->AddWatch(this)) {
+    if (!service_->AddStream(this)) {
       FinishWith(absl::UnavailableError("the broker is draining"));
       return;
     }
@@ -689,8 +690,12 @@ class StreamWatch final : public grpc::ServerWriteReactor<typename Kind::Proto>,
     state_->watch_id = *watch;
   }
 
+  void Drain() override {
+    FinishWith(absl::UnavailableError("the broker is draining; watch again later"));
+  }
+
   // Ends the stream with `status` (drain, errors) unless it already ended.
-  void FinishWith(const absl::Status& status) override {
+  void FinishWith(const absl::Status& status) {
     std::shared_ptr<Shared> s = state_;
     bool finish_now = false;
     {
@@ -745,7 +750,7 @@ class StreamWatch final : public grpc::ServerWriteReactor<typename Kind::Proto>,
       absl::MutexLock lock(&state_->mu);
       state_->reactor = nullptr;
     }
-    service_->RemoveWatch(this);
+    service_->RemoveStream(this);
     Unref();
   }
 
@@ -829,6 +834,257 @@ class StreamWatch final : public grpc::ServerWriteReactor<typename Kind::Proto>,
   std::atomic<int> refs_{1};  // gRPC's, dropped in OnDone
 };
 
+// A SubmitStream call. Each request read is submitted at once and gets a slot;
+// the broker's answer fills it, and the slots go out in request order, one
+// write in flight at a time. At most kMaxUnanswered slots are open: past that,
+// reading pauses until answers go out (the client's sends then block on flow
+// control). References: gRPC's (dropped in OnDone) and one per broker callback
+// still to come; the last one deletes the reactor.
+//
+// Every step decides under mu_ what to do next (Step) and does it after
+// unlocking (Run): gRPC calls are never made under mu_, nor broker calls.
+class SubmitStreamReactor final
+    : public grpc::ServerBidiReactor<v1::SubmitRequest, v1::SubmitBatchResponse::Item>,
+      public DrainableStream {
+  using Item = v1::SubmitBatchResponse::Item;
+
+ public:
+  static constexpr size_t kMaxUnanswered = 512;
+
+  SubmitStreamReactor(BrokerService* service, absl::Time deadline, RpcTimer timer)
+      : service_(service), deadline_(deadline), timer_(timer) {}
+
+  // Starts reading, or ends the call at once with `refused` (auth).
+  void Start(const absl::Status& refused) {
+    absl::Status status = refused;
+    if (status.ok() && !service_->AddStream(this)) {
+      status = absl::UnavailableError("the broker is draining; submit again later");
+    }
+    Next next;
+    {
+      absl::MutexLock lock(&mu_);
+      added_ = status.ok();
+      if (status.ok()) {
+        read_busy_ = true;
+        next.read = true;
+      } else {
+        end_ = End::kAbort;
+        final_status_ = ToGrpcStatus(status);
+        next = StepLocked();
+      }
+    }
+    Run(next);
+  }
+
+  void OnReadDone(bool ok) override {
+    uint64_t seq = 0;
+    bool accept = false;
+    {
+      absl::MutexLock lock(&mu_);
+      if (!ok) {
+        read_closed_ = true;
+      } else if (end_ == End::kNone) {
+        accept = true;
+        seq = first_open_seq_ + slots_.size();
+        slots_.emplace_back();
+      }
+    }
+    // request_ stays ours (read_busy_) until the broker has it.
+    if (accept) SubmitOne(seq);
+    Next next;
+    {
+      absl::MutexLock lock(&mu_);
+      read_busy_ = false;
+      next = StepLocked();
+    }
+    Run(next);
+  }
+
+  void OnWriteDone(bool ok) override {
+    Next next;
+    {
+      absl::MutexLock lock(&mu_);
+      write_in_flight_ = false;
+      if (!ok) AbortLocked(grpc::Status(grpc::StatusCode::CANCELLED, "the stream broke"));
+      next = StepLocked();
+    }
+    Run(next);
+  }
+
+  // The client cancelled or the call's deadline passed: answers still to come
+  // are dropped, and parked submits (full WAIT queues) stop waiting. Tasks the
+  // broker accepted stay accepted; a client that resends them with their keys
+  // gets the originals back.
+  void OnCancel() override {
+    std::vector<WaitId> parked;
+    Next next;
+    {
+      absl::MutexLock lock(&mu_);
+      AbortLocked(grpc::Status(grpc::StatusCode::CANCELLED, "the client cancelled the stream"));
+      for (const Slot& slot : slots_) {
+        if (!slot.answered && slot.wait != 0) parked.push_back(slot.wait);
+      }
+      next = StepLocked();
+    }
+    for (WaitId id : parked) service_->broker_->CancelWait(id);
+    Run(next);
+  }
+
+  void Drain() override {
+    Next next;
+    {
+      absl::MutexLock lock(&mu_);
+      if (end_ == End::kNone) {
+        end_ = End::kDrain;
+        final_status_ = grpc::Status(
+            grpc::StatusCode::UNAVAILABLE,
+            "the broker is draining: every request read was answered; send the rest again "
+            "later or to another broker");
+      }
+      next = StepLocked();
+    }
+    Run(next);
+  }
+
+  void OnDone() override {
+    bool added;
+    {
+      absl::MutexLock lock(&mu_);
+      added = added_;
+    }
+    if (added) service_->RemoveStream(this);
+    Unref();
+  }
+
+  void Ref() override { refs_.fetch_add(1); }
+  void Unref() override {
+    if (refs_.fetch_sub(1) == 1) delete this;
+  }
+
+ private:
+  enum class End {
+    kNone,
+    kDrain,  // stop reading; answer what was read, then end
+    kAbort,  // end as soon as no write is in flight; drop answers still due
+  };
+  struct Slot {
+    bool answered = false;
+    WaitId wait = 0;  // while parked in a full WAIT queue
+    Item item;
+  };
+  // What to do after unlocking.
+  struct Next {
+    const Item* write = nullptr;
+    bool read = false;
+    bool finish = false;
+    grpc::Status status;
+  };
+
+  void SubmitOne(uint64_t seq) {
+    absl::StatusOr<TaskSpec> spec =
+        SpecFromProto(request_.task(), service_->clock_->Now());
+    if (!spec.ok()) {
+      Answer(seq, spec.status());
+      return;
+    }
+    Ref();
+    WaitId id = service_->broker_->Submit(std::move(*spec), deadline_,
+                                          [this, seq](absl::StatusOr<SubmitResult> r) {
+                                            Answer(seq, std::move(r));
+                                            Unref();
+                                          });
+    if (id == 0) return;
+    bool cancel_now = false;
+    {
+      absl::MutexLock lock(&mu_);
+      if (seq >= first_open_seq_ && !slots_[seq - first_open_seq_].answered) {
+        slots_[seq - first_open_seq_].wait = id;
+        cancel_now = end_ == End::kAbort;
+      }
+    }
+    if (cancel_now) service_->broker_->CancelWait(id);
+  }
+
+  void Answer(uint64_t seq, absl::StatusOr<SubmitResult> r) {
+    Item item;
+    if (r.ok()) {
+      TaskToProto(r->task, item.mutable_task());
+      item.set_deduplicated(r->deduplicated);
+    }
+    item.mutable_status()->set_code(static_cast<int>(r.status().code()));
+    item.mutable_status()->set_message(std::string(r.status().message()));
+    Next next;
+    {
+      absl::MutexLock lock(&mu_);
+      Slot& slot = slots_[seq - first_open_seq_];
+      slot.item = std::move(item);
+      slot.answered = true;
+      slot.wait = 0;
+      next = StepLocked();
+    }
+    Run(next);
+  }
+
+  void AbortLocked(grpc::Status status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (end_ == End::kAbort) return;
+    end_ = End::kAbort;
+    final_status_ = std::move(status);
+  }
+
+  Next StepLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    Next next;
+    if (finished_) return next;
+    if (!write_in_flight_ && end_ != End::kAbort && !slots_.empty() &&
+        slots_.front().answered) {
+      writing_ = std::move(slots_.front().item);
+      slots_.pop_front();
+      ++first_open_seq_;
+      write_in_flight_ = true;
+      next.write = &writing_;
+    }
+    if (!read_busy_ && !read_closed_ && end_ == End::kNone &&
+        slots_.size() < kMaxUnanswered) {
+      read_busy_ = true;
+      next.read = true;
+    }
+    const bool owes_nothing = end_ == End::kAbort || slots_.empty();
+    if (!write_in_flight_ && owes_nothing && (read_closed_ || end_ != End::kNone)) {
+      finished_ = true;
+      next.finish = true;
+      next.status = end_ == End::kNone ? grpc::Status::OK : final_status_;
+    }
+    return next;
+  }
+
+  void Run(const Next& next) {
+    if (next.write != nullptr) StartWrite(next.write);
+    if (next.read) StartRead(&request_);
+    if (next.finish) {
+      timer_.Done(next.status);
+      Finish(next.status);
+    }
+  }
+
+  BrokerService* const service_;
+  const absl::Time deadline_;
+  const RpcTimer timer_;
+  std::atomic<int> refs_{1};  // gRPC's, dropped in OnDone
+  // Filled by gRPC while read_busy_; read by SubmitOne before it clears.
+  v1::SubmitRequest request_;
+
+  absl::Mutex mu_;
+  bool added_ ABSL_GUARDED_BY(mu_) = false;  // to service_'s streams
+  std::deque<Slot> slots_ ABSL_GUARDED_BY(mu_);
+  uint64_t first_open_seq_ ABSL_GUARDED_BY(mu_) = 0;  // slots_.front()'s
+  Item writing_ ABSL_GUARDED_BY(mu_);
+  bool write_in_flight_ ABSL_GUARDED_BY(mu_) = false;
+  bool read_busy_ ABSL_GUARDED_BY(mu_) = false;
+  bool read_closed_ ABSL_GUARDED_BY(mu_) = false;  // half-closed or broken
+  End end_ ABSL_GUARDED_BY(mu_) = End::kNone;
+  grpc::Status final_status_ ABSL_GUARDED_BY(mu_);
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+};
+
 // ───────────────────────────── TaskService ─────────────────────────────
 
 class BrokerService::TaskServiceImpl final : public v1::TaskService::CallbackService {
@@ -858,6 +1114,15 @@ class BrokerService::TaskServiceImpl final : public v1::TaskService::CallbackSer
           reactor->FinishOnce(ToGrpcStatus(r.status()));
         });
     reactor->Parked(id);
+    return reactor;
+  }
+
+  grpc::ServerBidiReactor<v1::SubmitRequest, v1::SubmitBatchResponse::Item>* SubmitStream(
+      grpc::CallbackServerContext* ctx) override {
+    auto* reactor = new SubmitStreamReactor(
+        s_, FromChrono(ctx->deadline()),
+        RpcTimer(s_->metrics_, kService, "SubmitStream", /*long_lived=*/true));
+    reactor->Start(s_->Authorize(ctx, kService, "SubmitStream"));
     return reactor;
   }
 
@@ -1668,39 +1933,39 @@ absl::Status BrokerService::Authorize(grpc::CallbackServerContext* ctx, const ch
   return status;
 }
 
-bool BrokerService::AddWatch(WatchReactor* reactor) {
+bool BrokerService::AddStream(DrainableStream* stream) {
   absl::MutexLock lock(&mu_);
   if (draining_) return false;
-  watches_.insert(reactor);
+  streams_.insert(stream);
   return true;
 }
 
-void BrokerService::RemoveWatch(WatchReactor* reactor) {
+void BrokerService::RemoveStream(DrainableStream* stream) {
   absl::MutexLock lock(&mu_);
-  watches_.erase(reactor);
+  streams_.erase(stream);
 }
 
 void BrokerService::BeginDrain() {
-  std::vector<WatchReactor*> open;
+  std::vector<DrainableStream*> open;
   {
     absl::MutexLock lock(&mu_);
     draining_ = true;
-    // A reference each, taken under mu_ (OnDone removes a reactor under mu_
+    // A reference each, taken under mu_ (OnDone removes a stream under mu_
     // before dropping gRPC's), keeps them alive while they are ended.
-    for (WatchReactor* r : watches_) {
+    for (DrainableStream* r : streams_) {
       r->Ref();
       open.push_back(r);
     }
   }
-  for (WatchReactor* r : open) {
-    r->FinishWith(absl::UnavailableError("the broker is draining; watch again later"));
+  for (DrainableStream* r : open) {
+    r->Drain();
     r->Unref();
   }
 }
 
-size_t BrokerService::open_watches() const {
+size_t BrokerService::open_streams() const {
   absl::MutexLock lock(&mu_);
-  return watches_.size();
+  return streams_.size();
 }
 
 }  // namespace conveyor::server

@@ -30,14 +30,18 @@ namespace conveyor::server {
 
 class Authorizer;
 class RpcMetrics;
-// A WatchTask or WatchGroup stream, as BrokerService ends them on drain.
 template <typename Kind>
 class StreamWatch;
-class WatchReactor {
+class SubmitStreamReactor;
+
+// A long-lived stream (WatchTask, WatchGroup, SubmitStream), as BrokerService
+// ends them on drain.
+class DrainableStream {
  public:
-  virtual ~WatchReactor() = default;
-  // Ends the stream with `status` unless it already ended.
-  virtual void FinishWith(const absl::Status& status) = 0;
+  virtual ~DrainableStream() = default;
+  // Ends the stream with UNAVAILABLE, after whatever its kind still owes the
+  // client (a SubmitStream answers the requests it has read).
+  virtual void Drain() = 0;
   virtual void Ref() = 0;
   virtual void Unref() = 0;
 };
@@ -70,12 +74,13 @@ class BrokerService {
   // The services to register with a grpc::ServerBuilder.
   std::vector<grpc::Service*> services();
 
-  // Ends every open WatchTask stream with UNAVAILABLE and refuses new ones.
-  // Call after Broker::BeginDrain, before grpc::Server::Shutdown.
+  // Ends every open stream (watches, submit streams) with UNAVAILABLE and
+  // refuses new ones. Call after Broker::BeginDrain, before
+  // grpc::Server::Shutdown.
   void BeginDrain();
 
-  // Watch streams open now (for tests).
-  size_t open_watches() const;
+  // Streams open now (for tests).
+  size_t open_streams() const;
 
  private:
   class TaskServiceImpl;
@@ -84,14 +89,16 @@ class BrokerService {
   class ScheduleServiceImpl;
   template <typename Kind>
   friend class StreamWatch;
+  friend class SubmitStreamReactor;
 
   // OK when auth is off or the caller may call service/method; else
   // UNAUTHENTICATED or PERMISSION_DENIED (Authorizer::Check). In-memory only.
   absl::Status Authorize(grpc::CallbackServerContext* ctx, const char* service,
                          const char* method) const;
 
-  bool AddWatch(WatchReactor* reactor);
-  void RemoveWatch(WatchReactor* reactor);
+  // False when draining: the stream must end at once.
+  bool AddStream(DrainableStream* stream);
+  void RemoveStream(DrainableStream* stream);
 
   Broker* const broker_;
   const Clock* const clock_;
@@ -104,7 +111,7 @@ class BrokerService {
 
   mutable absl::Mutex mu_;
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
-  absl::flat_hash_set<WatchReactor*> watches_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_set<DrainableStream*> streams_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace conveyor::server

@@ -283,7 +283,8 @@ TEST_F(AuthorizerTest, SchemeIsCaseInsensitive) {
 
 TEST_F(AuthorizerTest, SubmitRoleCallsTaskServiceOnly) {
   const CallerCredentials c = Bearer(kSubmitToken);
-  for (const char* m : {"Submit", "SubmitBatch", "GetTask", "WatchTask", "CancelTask", "ListTasks"}) {
+  for (const char* m : {"Submit", "SubmitBatch", "SubmitStream", "GetTask", "WatchTask",
+                        "CancelTask", "ListTasks"}) {
     EXPECT_TRUE(Call(c, kTask, m).ok()) << m;
   }
   absl::Status lease = Call(c, kWorker, "Lease");

@@ -386,9 +386,11 @@ TEST_F(WaitPolicyTest, ParkedSubmitEndsDeadlineExceededAtItsDeadline) {
   EXPECT_NE(w, 0u);
   AdvanceAndTick(absl::Seconds(9));
   EXPECT_FALSE(cap->done());
+  EXPECT_EQ(GetQueue("q").stats.waiting_submits, 1u);
   AdvanceAndTick(absl::Seconds(2));
   ASSERT_EQ(cap->calls, 1);
   EXPECT_THAT(*cap->result, StatusIs(absl::StatusCode::kDeadlineExceeded));
+  EXPECT_EQ(GetQueue("q").stats.waiting_submits, 0u);
   EXPECT_EQ(broker_->task_count(), 1u);
 
   // Room appearing later does not resurrect it.
@@ -401,9 +403,11 @@ TEST_F(WaitPolicyTest, CancelWaitEndsParkedSubmitWithCancelled) {
   auto cap = std::make_shared<SubmitCapture>();
   WaitId w = broker_->Submit(Spec("q"), Now() + absl::Minutes(1), Capture(cap));
   ASSERT_NE(w, 0u);
+  EXPECT_EQ(GetQueue("q").stats.waiting_submits, 1u);
   broker_->CancelWait(w);
   ASSERT_EQ(cap->calls, 1);
   EXPECT_THAT(*cap->result, StatusIs(absl::StatusCode::kCancelled));
+  EXPECT_EQ(GetQueue("q").stats.waiting_submits, 0u);
 
   // Neither room nor the deadline calls it again; nothing was enqueued.
   ASSERT_THAT(broker_->CancelTask(first_), IsOk());
@@ -417,9 +421,11 @@ TEST_F(WaitPolicyTest, ParkedSubmitsAreServedInArrivalOrder) {
   auto b = std::make_shared<SubmitCapture>();
   broker_->Submit(Spec("q", "t", "a"), Now() + absl::Minutes(1), Capture(a));
   broker_->Submit(Spec("q", "t", "b"), Now() + absl::Minutes(1), Capture(b));
+  EXPECT_EQ(GetQueue("q").stats.waiting_submits, 2u);
   ASSERT_THAT(broker_->CancelTask(first_), IsOk());  // room for one
   ASSERT_TRUE(a->done());
   EXPECT_FALSE(b->done());
+  EXPECT_EQ(GetQueue("q").stats.waiting_submits, 1u);
   ASSERT_THAT(*a->result, IsOk());
   EXPECT_EQ(Get((*a->result)->task.id).payload, "a");
   LeasedTask l = LeaseOne("q");

@@ -2,9 +2,11 @@
 // driven through the generated gRPC stubs. They pin down the status codes and
 // messages at the wire, long-polls and their cancellation, watches, and the
 // drain of parked calls.
+#include <atomic>
 #include <chrono>
 #include <future>
 #include <map>
+#include <set>
 #include <memory>
 #include <string>
 #include <thread>
@@ -489,6 +491,163 @@ TEST_F(ServiceTest, ShutdownEndsParkedLongPollsAndWatches) {
   while (reader->Read(&update)) {
   }
   EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::UNAVAILABLE);
+}
+
+// ─── SubmitStream ───
+
+using SubmitStreamRpc = grpc::ClientReaderWriter<v1::SubmitRequest, v1::SubmitBatchResponse::Item>;
+
+v1::SubmitRequest StreamRequest(const std::string& queue, const std::string& type,
+                                const std::string& key = "") {
+  v1::SubmitRequest req;
+  req.mutable_task()->set_queue(queue);
+  req.mutable_task()->set_type(type);
+  req.mutable_task()->set_payload("p");
+  req.mutable_task()->set_idempotency_key(key);
+  return req;
+}
+
+TEST_F(ServiceTest, SubmitStreamAnswersEachRequestInOrderAndEndsOkAfterTheClientHalfCloses) {
+  auto ctx = Ctx();
+  std::unique_ptr<SubmitStreamRpc> stream = tasks_->SubmitStream(ctx.get());
+  v1::SubmitBatchResponse::Item item;
+
+  ASSERT_TRUE(stream->Write(StreamRequest("jobs", "a", "key-1")));
+  ASSERT_TRUE(stream->Read(&item));
+  EXPECT_EQ(item.status().code(), 0) << item.status().message();
+  EXPECT_EQ(item.task().type(), "a");
+  EXPECT_EQ(item.task().state(), v1::TASK_STATE_READY);
+  EXPECT_FALSE(item.deduplicated());
+  const std::string first_id = item.task().id();
+
+  // A bad request is answered on its own; the stream carries on.
+  v1::SubmitRequest bad = StreamRequest("jobs", "b");
+  bad.mutable_task()->set_priority(12);
+  ASSERT_TRUE(stream->Write(bad));
+  ASSERT_TRUE(stream->Read(&item));
+  EXPECT_EQ(item.status().code(), static_cast<int>(grpc::StatusCode::INVALID_ARGUMENT));
+  EXPECT_THAT(item.status().message(), HasSubstr("priority"));
+  EXPECT_FALSE(item.has_task());
+
+  // A known key gets the original back.
+  ASSERT_TRUE(stream->Write(StreamRequest("jobs", "a", "key-1")));
+  ASSERT_TRUE(stream->Read(&item));
+  EXPECT_EQ(item.status().code(), 0);
+  EXPECT_TRUE(item.deduplicated());
+  EXPECT_EQ(item.task().id(), first_id);
+
+  ASSERT_TRUE(stream->Write(StreamRequest("jobs", "c")));
+  ASSERT_TRUE(stream->WritesDone());
+  ASSERT_TRUE(stream->Read(&item));
+  EXPECT_EQ(item.task().type(), "c");
+  EXPECT_FALSE(stream->Read(&item));
+  grpc::Status s = stream->Finish();
+  EXPECT_TRUE(s.ok()) << s.error_message();
+
+  v1::GetQueueRequest get;
+  get.set_name("jobs");
+  v1::Queue q;
+  ASSERT_TRUE(queues_->GetQueue(Ctx().get(), get, &q).ok());
+  EXPECT_EQ(q.stats().ready(), 2u);
+}
+
+TEST_F(ServiceTest, SubmitStreamAnswersRequestsSentAheadInRequestOrder) {
+  constexpr int kTasks = 2000;  // beyond the 512 the broker reads ahead
+  auto ctx = Ctx();
+  std::unique_ptr<SubmitStreamRpc> stream = tasks_->SubmitStream(ctx.get());
+  std::thread writer([&] {
+    for (int i = 0; i < kTasks; ++i) {
+      if (!stream->Write(StreamRequest("ahead", absl::StrCat("t", i)))) return;
+    }
+    stream->WritesDone();
+  });
+  std::set<std::string> ids;
+  v1::SubmitBatchResponse::Item item;
+  int answered = 0;
+  while (stream->Read(&item)) {
+    ASSERT_EQ(item.status().code(), 0) << item.status().message();
+    EXPECT_EQ(item.task().type(), absl::StrCat("t", answered)) << "answers keep request order";
+    ids.insert(item.task().id());
+    ++answered;
+  }
+  writer.join();
+  grpc::Status s = stream->Finish();
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(answered, kTasks);
+  EXPECT_EQ(ids.size(), static_cast<size_t>(kTasks));
+}
+
+// A producer streaming into a full WAIT queue: the broker parks at most 512
+// unanswered submits and stops reading (the rest wait in the transport); a
+// cancel frees them all, and the one task accepted before stays.
+TEST_F(ServiceTest, SubmitStreamStopsReadingAtItsBoundAndACancelEndsTheParkedSubmits) {
+  v1::CreateQueueRequest create;
+  create.mutable_config()->set_name("narrow");
+  create.mutable_config()->set_capacity(1);
+  create.mutable_config()->set_full_policy(v1::FULL_POLICY_WAIT);
+  v1::Queue created;
+  ASSERT_TRUE(queues_->CreateQueue(Ctx().get(), create, &created).ok());
+
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  std::unique_ptr<SubmitStreamRpc> stream = tasks_->SubmitStream(&ctx);
+  std::atomic<int> written{0};
+  std::thread writer([&] {
+    for (int i = 0; i < 3000; ++i) {
+      if (!stream->Write(StreamRequest("narrow", "t"))) return;
+      written.fetch_add(1);
+    }
+  });
+  v1::SubmitBatchResponse::Item item;
+  ASSERT_TRUE(stream->Read(&item));
+  EXPECT_EQ(item.status().code(), 0) << "the first fills the queue";
+
+  auto waiting = [&] {
+    v1::GetQueueRequest get;
+    get.set_name("narrow");
+    v1::Queue q;
+    EXPECT_TRUE(queues_->GetQueue(Ctx().get(), get, &q).ok());
+    return q.stats().waiting_submits();
+  };
+  for (int i = 0; i < 2000 && waiting() < 512; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(waiting(), 512u) << "the first was answered; 512 more are read and parked";
+  for (int i = 0; i < 2000 && written.load() < 1000; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_GE(written.load(), 1000) << "the client has sent well past the bound";
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_EQ(waiting(), 512u) << "no read past the bound";
+
+  ctx.TryCancel();
+  writer.join();
+  for (int i = 0; i < 1000 && waiting() > 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(waiting(), 0u);
+  EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  v1::GetQueueRequest get;
+  get.set_name("narrow");
+  v1::Queue q;
+  ASSERT_TRUE(queues_->GetQueue(Ctx().get(), get, &q).ok());
+  EXPECT_EQ(q.stats().ready(), 1u);
+}
+
+TEST_F(ServiceTest, DrainAnswersWhatTheSubmitStreamReadThenEndsItUnavailable) {
+  auto ctx = Ctx();
+  std::unique_ptr<SubmitStreamRpc> stream = tasks_->SubmitStream(ctx.get());
+  v1::SubmitBatchResponse::Item item;
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(stream->Write(StreamRequest("jobs", "t")));
+    ASSERT_TRUE(stream->Read(&item));
+    ASSERT_EQ(item.status().code(), 0);
+  }
+  server_->Shutdown();
+  EXPECT_FALSE(stream->Read(&item));
+  grpc::Status s = stream->Finish();
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_THAT(s.error_message(), HasSubstr("draining"));
 }
 
 // ─── limits ───
