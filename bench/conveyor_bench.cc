@@ -49,6 +49,12 @@
 //         the broker's cost of a bare submit. Everything else (queue setup,
 //         polling, reading the tasks back) uses the library in both modes.
 //
+// Awaited single submits (W1u, W3) go through (--submit):
+//   call    one Submit call per task (default);
+//   stream  one TaskService.SubmitStream call for the run, each task sent
+//           and its answer awaited before the next (lib: SubmitStream with
+//           window 1; stub: the bare bidi stream).
+//
 // Every workload is bounded: --timeout (default 300 s) ends the program
 // (exit 3, workers SIGKILLed); waits inside are bounded too.
 //
@@ -185,6 +191,7 @@ struct Config {
   std::string label = "conveyor";
   std::string queue = "bench";
   std::string client = "lib";
+  std::string submit = "call";
   pid_t broker_pid = 0;
   int64_t n = 0;  // 0: the workload's default
   int batch = 100;
@@ -211,6 +218,17 @@ class Producer {
       stub_ = v1::TaskService::NewStub(
           grpc::CreateChannel(cfg.addr, grpc::InsecureChannelCredentials()));
     }
+    if (cfg.submit == "stream" && stub_ == nullptr) lib_stream_ = lib_->OpenSubmitStream(1);
+    if (cfg.submit == "stream" && stub_ != nullptr) {
+      stub_stream_ = stub_->SubmitStream(&stream_context_);
+    }
+  }
+
+  ~Producer() {
+    if (stub_stream_ != nullptr) {
+      stub_stream_->WritesDone();
+      stub_stream_->Finish();
+    }
   }
 
   v1::TaskSpec Spec(int64_t mono_ns) const {
@@ -223,6 +241,24 @@ class Producer {
 
   // One awaited Submit; the task id.
   absl::StatusOr<std::string> Submit(v1::TaskSpec spec) {
+    if (lib_stream_ != nullptr) {
+      absl::StatusOr<v1::SubmitResponse> r = lib_stream_->Submit(std::move(spec));
+      if (!r.ok()) return r.status();
+      return r->task().id();
+    }
+    if (stub_stream_ != nullptr) {
+      v1::SubmitRequest request;
+      *request.mutable_task() = std::move(spec);
+      v1::SubmitBatchResponse::Item item;
+      if (!stub_stream_->Write(request) || !stub_stream_->Read(&item)) {
+        return absl::UnavailableError("the submit stream broke");
+      }
+      if (item.status().code() != 0) {
+        return absl::Status(static_cast<absl::StatusCode>(item.status().code()),
+                            item.status().message());
+      }
+      return item.task().id();
+    }
     if (stub_ == nullptr) {
       absl::StatusOr<v1::SubmitResponse> r = lib_->Submit(std::move(spec));
       if (!r.ok()) return r.status();
@@ -281,6 +317,10 @@ class Producer {
   const Config& cfg_;
   client::Client* lib_;
   std::unique_ptr<v1::TaskService::Stub> stub_;
+  std::unique_ptr<client::SubmitStream> lib_stream_;
+  grpc::ClientContext stream_context_;
+  std::unique_ptr<grpc::ClientReaderWriter<v1::SubmitRequest, v1::SubmitBatchResponse::Item>>
+      stub_stream_;
 };
 
 // ───────────────────────────── broker helpers ─────────────────────────────
@@ -683,7 +723,8 @@ int RunMem(const Config& cfg, client::Client& c, Producer& p) {
 
 constexpr char kUsage[] =
     "usage: conveyor-bench W1u|W1b|W2|W3|MEM|PING --addr=HOST:PORT [--broker-pid=PID]\n"
-    "  [--label=conveyor] [--client=lib|stub] [--queue=bench] [--n=N] [--batch=100]\n"
+    "  [--label=conveyor] [--client=lib|stub] [--submit=call|stream] [--queue=bench]\n"
+    "  [--n=N] [--batch=100]\n"
     "  [--fill-batch=1000] [--conc=8] [--workers=1] [--worker=PATH]\n"
     "  [--worker-args='...' (W2 default: '--prefetch=1000 --log-level=warning')]\n"
     "  [--work-dir=/tmp] [--rate=500] [--secs=10] [--raw=FILE] [--data-dir=DIR]\n"
@@ -698,6 +739,7 @@ bool ParseConfig(int argc, char** argv, Config* cfg) {
   cfg->label = flags.String("label", cfg->label);
   cfg->queue = flags.String("queue", cfg->queue);
   cfg->client = flags.String("client", cfg->client);
+  cfg->submit = flags.String("submit", cfg->submit);
   cfg->broker_pid = flags.Number<pid_t>("broker-pid", 0);
   cfg->n = flags.Number<int64_t>("n", 0);
   cfg->batch = flags.Number<int>("batch", cfg->batch);
@@ -717,6 +759,7 @@ bool ParseConfig(int argc, char** argv, Config* cfg) {
   const std::vector<std::string> known = {"W1u", "W1b", "W2", "W3", "MEM", "PING"};
   return std::find(known.begin(), known.end(), cfg->workload) != known.end() &&
          !cfg->addr.empty() && (cfg->client == "lib" || cfg->client == "stub") &&
+         (cfg->submit == "call" || cfg->submit == "stream") &&
          cfg->batch >= 1 && cfg->batch <= 1000 && cfg->fill_batch >= 1 &&
          cfg->fill_batch <= 1000 && cfg->workers >= 1 && cfg->conc >= cfg->workers &&
          cfg->rate >= 1 && cfg->secs >= 1 && cfg->timeout_s > 0;

@@ -12,6 +12,9 @@
 #          conveyor-i50     --fsync=interval:50, the client library
 #          conveyor-stub    --fsync=always,      the generated stub, no idempotency key
 #          conveyor-i50-stub --fsync=interval:50, the generated stub
+#          conveyor-s       --fsync=always,      the client library's SubmitStream (W1u, W3: one
+#                           stream call, each task awaited before the next is sent)
+#          conveyor-i50-s   --fsync=interval:50, the same
 #          conveyor-p0      --fsync=always, the client library, W2 workers without prefetch
 #                           (--worker-args=--prefetch=0; the others use conveyor-bench's
 #                           W2 default, --prefetch=1000 --log-level=warning)
@@ -44,13 +47,15 @@ STATS=$PEERS_SRC/lib/stats.py
 N=${PB_N:-100000} MEM_N=${PB_MEM_N:-1000000}
 PY=/usr/bin/python3
 
-variant_flags() {  # VARIANT -> "FSYNC CLIENT [WORKER_ARGS]"
+variant_flags() {  # VARIANT -> "FSYNC CLIENT SUBMIT [WORKER_ARGS]"
   case $1 in
-    conveyor) echo "always lib" ;;
-    conveyor-i50) echo "interval:50 lib" ;;
-    conveyor-stub) echo "always stub" ;;
-    conveyor-i50-stub) echo "interval:50 stub" ;;
-    conveyor-p0) echo "always lib --prefetch=0" ;;
+    conveyor) echo "always lib call" ;;
+    conveyor-i50) echo "interval:50 lib call" ;;
+    conveyor-s) echo "always lib stream" ;;
+    conveyor-i50-s) echo "interval:50 lib stream" ;;
+    conveyor-stub) echo "always stub call" ;;
+    conveyor-i50-stub) echo "interval:50 stub call" ;;
+    conveyor-p0) echo "always lib call --prefetch=0" ;;
     *) echo "unknown variant $1" >&2; return 2 ;;
   esac
 }
@@ -58,7 +63,7 @@ variant_flags() {  # VARIANT -> "FSYNC CLIENT [WORKER_ARGS]"
 # ───────────────────────────── one measurement ─────────────────────────────
 if [ "${1:-}" = one ]; then
   VARIANT=${2:?variant} WL=${3:?workload}
-  read -r FSYNC CLIENT WORKER_ARGS < <(variant_flags "$VARIANT") || exit 2
+  read -r FSYNC CLIENT SUBMIT WORKER_ARGS < <(variant_flags "$VARIANT") || exit 2
   for b in server/conveyord worker/conveyor-worker bench/conveyor-bench; do
     [ -x "$BUILD_DIR/$b" ] || { echo "missing $BUILD_DIR/$b (ninja -C $BUILD_DIR conveyor-bench)" >&2; exit 2; }
   done
@@ -82,7 +87,7 @@ if [ "${1:-}" = one ]; then
   PORT=$(cat "$WORK/port")
   case $WL in MEM) n=$MEM_N ;; W3) n=0 ;; PING) n=${PB_PING_N:-20000} ;; *) n=$N ;; esac
   timeout 900 "$BUILD_DIR/bench/conveyor-bench" "$WL" --addr="127.0.0.1:$PORT" --broker-pid=$SERVER_PID \
-    --label="$VARIANT" --client="$CLIENT" --n=$n --work-dir="$WORK" --data-dir="$WORK/data" \
+    --label="$VARIANT" --client="$CLIENT" --submit="$SUBMIT" --n=$n --work-dir="$WORK" --data-dir="$WORK/data" \
     --raw="$WORK/lat.txt" --timeout=600 ${WORKER_ARGS:+--worker-args="$WORKER_ARGS"} \
     ${WORKER_BIN:+--worker="$WORKER_BIN"}
   rc=$?
@@ -94,6 +99,7 @@ fi
 REPS=${1:-3} FILTER=${2:-.}
 PLAN="conveyor:PING conveyor:W1u conveyor:W1b conveyor:W2 conveyor:W3 conveyor:MEM
 conveyor-i50:W1u conveyor-i50:W1b conveyor-i50:W2 conveyor-i50:W3
+conveyor-s:W1u conveyor-s:W3 conveyor-i50-s:W1u conveyor-i50-s:W3
 conveyor-stub:W1u conveyor-stub:W1b conveyor-stub:MEM
 conveyor-i50-stub:W1u conveyor-p0:W2"
 if [ "${PEERS:-0}" = 1 ]; then

@@ -563,4 +563,161 @@ absl::StatusOr<ServingStatus> Client::Health(absl::string_view service) {
   return DecodeHealthCheckResponse(reply);
 }
 
+// ─── SubmitStream ───
+
+struct SubmitStream::Call {
+  grpc::ClientContext context;
+  std::unique_ptr<grpc::ClientReaderWriter<v1::SubmitRequest, v1::SubmitBatchResponse::Item>>
+      rw;
+  absl::Time opened;
+};
+
+std::unique_ptr<SubmitStream> Client::OpenSubmitStream(size_t window) {
+  return std::unique_ptr<SubmitStream>(new SubmitStream(this, std::clamp<size_t>(window, 1, 512)));
+}
+
+SubmitStream::SubmitStream(Client* client, size_t window) : client_(client), window_(window) {}
+
+SubmitStream::~SubmitStream() {
+  if (call_ == nullptr) return;
+  call_->context.TryCancel();
+  v1::SubmitBatchResponse::Item item;
+  while (call_->rw->Read(&item)) {
+  }
+  call_->rw->Finish();
+}
+
+absl::Status SubmitStream::Send(v1::TaskSpec spec) {
+  if (!broken_.ok()) return Broken();
+  client_->AttachKey(&spec);
+  while (pending_.size() >= window_) {
+    if (absl::Status s = ReadOne(); !s.ok()) return s;
+  }
+  // Move to a fresh call well before this one's deadline.
+  if (call_ != nullptr && absl::Now() - call_->opened > client_->options_.timeout / 2) {
+    call_->rw->WritesDone();
+    if (absl::Status s = EndCall(); !s.ok()) return s;
+  }
+  v1::SubmitRequest request;
+  *request.mutable_task() = std::move(spec);
+  pending_.push_back(std::move(request));
+  while (call_ == nullptr || !call_->rw->Write(pending_.back())) {
+    if (call_ == nullptr) return Open();  // writes every pending task, this one too
+    if (absl::Status s = EndCall(); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::SubmitResponse> SubmitStream::Next() {
+  while (answers_.empty()) {
+    if (!broken_.ok()) return Broken();
+    if (pending_.empty()) {
+      return absl::FailedPreconditionError("Next: every task sent was answered");
+    }
+    if (absl::Status s = ReadOne(); !s.ok()) return s;
+  }
+  absl::StatusOr<v1::SubmitResponse> answer = std::move(answers_.front());
+  answers_.pop_front();
+  return answer;
+}
+
+absl::StatusOr<v1::SubmitResponse> SubmitStream::Submit(v1::TaskSpec spec) {
+  const size_t ahead = unanswered();
+  if (absl::Status s = Send(std::move(spec)); !s.ok()) return s;
+  while (answers_.size() <= ahead) {
+    if (!broken_.ok()) return Broken();
+    if (absl::Status s = ReadOne(); !s.ok()) return s;
+  }
+  auto it = answers_.begin() + static_cast<std::ptrdiff_t>(ahead);
+  absl::StatusOr<v1::SubmitResponse> answer = std::move(*it);
+  answers_.erase(it);
+  return answer;
+}
+
+std::vector<v1::TaskSpec> SubmitStream::TakeUnanswered() {
+  std::vector<v1::TaskSpec> out;
+  if (broken_.ok()) return out;
+  for (v1::SubmitRequest& r : pending_) out.push_back(std::move(*r.mutable_task()));
+  pending_.clear();
+  return out;
+}
+
+absl::Status SubmitStream::Broken() const {
+  return absl::FailedPreconditionError(
+      absl::StrCat("the submit stream is broken (", broken_.ToString(), "); ", pending_.size(),
+                   " tasks unanswered: TakeUnanswered() hands them back"));
+}
+
+absl::Status SubmitStream::Open() {
+  while (true) {
+    call_ = std::make_unique<Call>();
+    call_->opened = absl::Now();
+    SetDeadline(&call_->context, call_->opened + client_->options_.timeout);
+    AttachToken(&call_->context, client_->options_.token);
+    call_->rw = client_->tasks_->SubmitStream(&call_->context);
+    bool written = true;
+    for (const v1::SubmitRequest& request : pending_) {
+      if (!call_->rw->Write(request)) {
+        written = false;
+        break;
+      }
+    }
+    if (written) return absl::OkStatus();
+    if (absl::Status s = EndCall(); !s.ok()) return s;
+    if (pending_.empty()) return absl::OkStatus();
+  }
+}
+
+absl::Status SubmitStream::ReadOne() {
+  const size_t before = answers_.size();
+  while (answers_.size() == before && !pending_.empty()) {
+    if (call_ == nullptr) {
+      if (absl::Status s = Open(); !s.ok()) return s;
+      continue;
+    }
+    v1::SubmitBatchResponse::Item item;
+    if (call_->rw->Read(&item)) {
+      Accept(item);
+    } else if (absl::Status s = EndCall(); !s.ok()) {
+      return s;
+    }
+  }
+  return absl::OkStatus();
+}
+
+void SubmitStream::Accept(v1::SubmitBatchResponse::Item& item) {
+  if (pending_.empty()) return;  // the broker never answers more than it read
+  pending_.pop_front();
+  breaks_ = 0;
+  if (item.status().code() != 0) {
+    answers_.push_back(absl::Status(static_cast<absl::StatusCode>(item.status().code()),
+                                    item.status().message()));
+    return;
+  }
+  v1::SubmitResponse response;
+  *response.mutable_task() = std::move(*item.mutable_task());
+  response.set_deduplicated(item.deduplicated());
+  answers_.push_back(std::move(response));
+}
+
+absl::Status SubmitStream::EndCall() {
+  v1::SubmitBatchResponse::Item item;
+  while (call_->rw->Read(&item)) Accept(item);
+  absl::Status status = FromGrpcStatus(call_->rw->Finish());
+  call_.reset();
+  if (pending_.empty()) return absl::OkStatus();
+  if (status.ok()) {
+    status = absl::UnavailableError(absl::StrCat("the broker ended the submit stream with ",
+                                                 pending_.size(), " tasks unanswered"));
+  }
+  ++breaks_;
+  if (!IsSubmitRetryable(status.code()) ||
+      breaks_ >= std::max(client_->options_.submit_attempts, 1)) {
+    broken_ = status;
+    return status;
+  }
+  absl::SleepFor(client_->BackoffFor(breaks_));
+  return absl::OkStatus();
+}
+
 }  // namespace conveyor::client

@@ -45,6 +45,7 @@
 #define CONVEYOR_CLIENT_CLIENT_H_
 
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <string>
 #include <vector>
@@ -104,6 +105,8 @@ absl::string_view ServingStatusName(ServingStatus status);
 // A fresh random idempotency key: 32 lowercase hex digits (128 bits).
 std::string NewIdempotencyKey(absl::BitGenRef gen);
 
+class SubmitStream;
+
 class Client {
  public:
   // Connects lazily to `options.address`; constructing never fails.
@@ -131,6 +134,10 @@ class Client {
   // both sides when the caller keeps nothing else).
   absl::StatusOr<v1::SubmitBatchResponse> SubmitBatch(std::vector<v1::TaskSpec> specs,
                                                       bool ids_only = false);
+  // A SubmitStream for one producer thread: each task acknowledged on its
+  // own, one call for all of them. `window` (1 to 512) bounds the tasks sent
+  // and not yet answered. Opens lazily; see SubmitStream.
+  std::unique_ptr<SubmitStream> OpenSubmitStream(size_t window = 64);
   // NOT_FOUND: unknown task, or its result was dropped; INVALID_ARGUMENT: a
   // malformed id.
   absl::StatusOr<v1::Task> GetTask(absl::string_view id);
@@ -293,6 +300,7 @@ class Client {
   // until `deadline`.
   absl::StatusOr<v1::Group> ReadAllMembers(absl::string_view id, bool include_results,
                                            uint32_t page_size, absl::Time deadline, bool persist);
+  friend class SubmitStream;
   absl::Duration BackoffFor(int failures);
   void AttachKey(v1::TaskSpec* spec);
   std::string NewKey();
@@ -307,6 +315,78 @@ class Client {
 
   absl::Mutex gen_mu_;
   absl::BitGen gen_ ABSL_GUARDED_BY(gen_mu_);
+};
+
+// Tasks submitted on one TaskService.SubmitStream call, each acknowledged on
+// its own, in send order: a producer that needs a per-task answer pays one
+// message each way instead of a call per task (Client::OpenSubmitStream).
+//
+//   std::unique_ptr<SubmitStream> stream = client.OpenSubmitStream();
+//   absl::StatusOr<v1::SubmitResponse> r = stream->Submit(spec);  // one at a time
+//   // or send ahead, up to the window, and read the answers in order:
+//   for (auto& spec : specs) RETURN_IF_ERROR(stream->Send(spec));
+//   while (stream->unanswered() > 0) absl::StatusOr<v1::SubmitResponse> r = stream->Next();
+//
+// Every task gets an idempotency key when it has none. When the call breaks
+// (UNAVAILABLE, DEADLINE_EXCEEDED, CANCELLED: a broker restarting or
+// draining, a lost connection), a new call is opened after a backoff and the
+// unanswered tasks are sent again with their keys, so none is lost or
+// enqueued twice; after `submit_attempts` breaks in a row with no answer in
+// between, the stream is broken: the call that found it returns the error,
+// every later one FAILED_PRECONDITION, and TakeUnanswered() hands the tasks
+// back. Each call lasts at most `timeout` (a stalled broker is noticed); the
+// stream moves to a fresh call before that when nothing is unanswered. Not
+// thread-safe: one producer thread per stream. The Client must outlive it.
+class SubmitStream {
+ public:
+  ~SubmitStream();  // cancels an open call: answers not read are lost, tasks stay
+  SubmitStream(const SubmitStream&) = delete;
+  SubmitStream& operator=(const SubmitStream&) = delete;
+
+  // Sends `spec`; returns once it is written, first reading answers (kept
+  // for Next) while `window` tasks are in flight. On an error the stream is
+  // broken and `spec` is among TakeUnanswered() (it may have landed: its key
+  // tells).
+  absl::Status Send(v1::TaskSpec spec);
+  // The answer to the oldest unanswered task: the task as stored (without its
+  // payload), or why it was refused (the broker's code and message, as
+  // Client::Submit returns them; the stream carries on). FAILED_PRECONDITION
+  // when nothing is unanswered.
+  absl::StatusOr<v1::SubmitResponse> Next();
+  // Sends `spec` and waits for its answer (as Next would give it); answers
+  // to tasks sent before it stay for Next.
+  absl::StatusOr<v1::SubmitResponse> Submit(v1::TaskSpec spec);
+  // Sent (or to be resent) and not yet returned by Next.
+  size_t unanswered() const { return pending_.size() + answers_.size(); }
+  // After a broken stream: the tasks not answered, in send order, with their
+  // keys (resending them elsewhere cannot enqueue one twice on this broker).
+  std::vector<v1::TaskSpec> TakeUnanswered();
+
+ private:
+  friend class Client;
+  SubmitStream(Client* client, size_t window);
+
+  // Opens a call and writes every pending task on it, again after a break.
+  absl::Status Open();
+  // Reads until one more answer is in answers_ (or nothing is pending),
+  // reopening after breaks.
+  absl::Status ReadOne();
+  // Takes the answer to pending_.front().
+  void Accept(v1::SubmitBatchResponse::Item& item);
+  // Ends the open call: keeps the answers it still had, then, if tasks are
+  // left unanswered, counts a break and backs off (OK: open again) or marks
+  // the stream broken (the error).
+  absl::Status EndCall();
+  absl::Status Broken() const;
+
+  struct Call;
+  Client* const client_;
+  const size_t window_;
+  std::unique_ptr<Call> call_;
+  std::deque<v1::SubmitRequest> pending_;  // written on call_, not answered
+  std::deque<absl::StatusOr<v1::SubmitResponse>> answers_;  // read, not returned
+  int breaks_ = 0;  // in a row, without an answer
+  absl::Status broken_;
 };
 
 }  // namespace conveyor::client

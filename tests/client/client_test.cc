@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -74,6 +75,48 @@ class FakeServices final : public v1::TaskService::Service, public v1::WorkerSer
     return grpc::Status::OK;
   }
 
+  // Each call answers every request (the task carries the request's type and
+  // key; a key seen before is answered deduplicated; type "bad" is answered
+  // INVALID_ARGUMENT), except that a call FailNext fails answers
+  // `answer_before_break` requests, reads one more and ends with the failure.
+  grpc::Status SubmitStream(
+      grpc::ServerContext* context,
+      grpc::ServerReaderWriter<v1::SubmitBatchResponse::Item, v1::SubmitRequest>* stream)
+      override {
+    grpc::Status failure;
+    int answer_before_break;
+    {
+      absl::MutexLock lock(&mu_);
+      failure = Enter(context);
+      answer_before_break = answer_before_break_;
+    }
+    v1::SubmitRequest request;
+    for (int answered = 0; stream->Read(&request); ++answered) {
+      v1::SubmitBatchResponse::Item item;
+      {
+        absl::MutexLock lock(&mu_);
+        const std::string& key = request.task().idempotency_key();
+        keys_.push_back(key);
+        item.set_deduplicated(!seen_.insert(key).second);
+      }
+      if (!failure.ok() && answered == answer_before_break) return failure;
+      if (request.task().type() == "bad") {
+        item.mutable_status()->set_code(static_cast<int>(grpc::StatusCode::INVALID_ARGUMENT));
+        item.mutable_status()->set_message("type is bad");
+      } else {
+        item.mutable_task()->set_id(request.task().idempotency_key());
+        item.mutable_task()->set_type(request.task().type());
+        item.mutable_task()->set_idempotency_key(request.task().idempotency_key());
+      }
+      if (!stream->Write(item)) break;
+    }
+    return grpc::Status::OK;
+  }
+  void AnswerBeforeBreak(int n) {
+    absl::MutexLock lock(&mu_);
+    answer_before_break_ = n;
+  }
+
   grpc::Status GetTask(grpc::ServerContext* context, const v1::GetTaskRequest* request,
                        v1::Task* response) override {
     absl::MutexLock lock(&mu_);
@@ -135,6 +178,8 @@ class FakeServices final : public v1::TaskService::Service, public v1::WorkerSer
   int calls_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<std::string> keys_ ABSL_GUARDED_BY(mu_);
   std::vector<bool> ids_only_ ABSL_GUARDED_BY(mu_);
+  std::set<std::string> seen_ ABSL_GUARDED_BY(mu_);
+  int answer_before_break_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Duration deadline_left_ ABSL_GUARDED_BY(mu_);
 };
 
@@ -267,6 +312,108 @@ TEST_F(ClientTest, SubmitBatchAsksForIdsOnlyWhenTold) {
   ASSERT_TRUE(client.SubmitBatch({Spec()}).ok());
   ASSERT_TRUE(client.SubmitBatch({Spec()}, /*ids_only=*/true).ok());
   EXPECT_EQ(fake_.ids_only(), (std::vector<bool>{false, true}));
+}
+
+// ─── SubmitStream ───
+
+v1::TaskSpec Typed(const std::string& type) {
+  v1::TaskSpec spec;
+  spec.set_queue("q");
+  spec.set_type(type);
+  return spec;
+}
+
+TEST_F(ClientTest, SubmitStreamAnswersInSendOrderAndKeysEveryTask) {
+  Client client(options_);
+  std::unique_ptr<SubmitStream> stream = client.OpenSubmitStream();
+  for (const char* type : {"a", "bad", "c"}) ASSERT_TRUE(stream->Send(Typed(type)).ok());
+  EXPECT_EQ(stream->unanswered(), 3u);
+  absl::StatusOr<v1::SubmitResponse> a = stream->Next();
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(a->task().type(), "a");
+  EXPECT_EQ(a->task().idempotency_key().size(), 32u);
+  absl::StatusOr<v1::SubmitResponse> bad = stream->Next();
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(bad.status().message(), "type is bad");
+  absl::StatusOr<v1::SubmitResponse> c = stream->Next();
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->task().type(), "c");
+  EXPECT_EQ(stream->unanswered(), 0u);
+  EXPECT_EQ(stream->Next().status().code(), absl::StatusCode::kFailedPrecondition);
+  const std::vector<std::string> keys = fake_.submitted_keys();
+  ASSERT_EQ(keys.size(), 3u);
+  EXPECT_EQ(std::set<std::string>(keys.begin(), keys.end()).size(), 3u);
+  EXPECT_EQ(fake_.calls(), 1) << "one call for all three";
+}
+
+TEST_F(ClientTest, SubmitStreamSubmitReturnsItsOwnAnswerAndKeepsEarlierOnesForNext) {
+  Client client(options_);
+  std::unique_ptr<SubmitStream> stream = client.OpenSubmitStream();
+  ASSERT_TRUE(stream->Send(Typed("a")).ok());
+  ASSERT_TRUE(stream->Send(Typed("b")).ok());
+  absl::StatusOr<v1::SubmitResponse> c = stream->Submit(Typed("c"));
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->task().type(), "c");
+  EXPECT_EQ(stream->Next()->task().type(), "a");
+  EXPECT_EQ(stream->Next()->task().type(), "b");
+  EXPECT_EQ(stream->unanswered(), 0u);
+}
+
+TEST_F(ClientTest, SubmitStreamResendsTheUnansweredWithTheirKeysAfterABreak) {
+  fake_.FailNext(1, grpc::StatusCode::UNAVAILABLE);
+  fake_.AnswerBeforeBreak(2);
+  Client client(options_);
+  std::unique_ptr<SubmitStream> stream = client.OpenSubmitStream();
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(stream->Send(Typed(absl::StrCat("t", i))).ok());
+  for (int i = 0; i < 5; ++i) {
+    absl::StatusOr<v1::SubmitResponse> r = stream->Next();
+    ASSERT_TRUE(r.ok()) << i << ": " << r.status();
+    EXPECT_EQ(r->task().type(), absl::StrCat("t", i));
+    // The broker took t2 before the break, without answering it.
+    EXPECT_EQ(r->deduplicated(), i == 2) << i;
+  }
+  EXPECT_EQ(fake_.calls(), 2);
+  const std::vector<std::string> keys = fake_.submitted_keys();
+  ASSERT_GE(keys.size(), 6u);
+  EXPECT_EQ(keys[2], keys[3]) << "t2 again, with its key";
+  EXPECT_EQ(std::set<std::string>(keys.begin(), keys.end()).size(), 5u);
+}
+
+TEST_F(ClientTest, SubmitStreamGivesUpAfterTheConfiguredBreaksAndHandsTheTasksBack) {
+  fake_.FailNext(100, grpc::StatusCode::UNAVAILABLE);
+  options_.submit_attempts = 3;
+  Client client(options_);
+  std::unique_ptr<SubmitStream> stream = client.OpenSubmitStream();
+  v1::TaskSpec spec = Typed("a");
+  spec.set_idempotency_key("mine");
+  ASSERT_TRUE(stream->Send(spec).ok());
+  EXPECT_EQ(stream->Next().status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(fake_.calls(), 3);
+  absl::Status later = stream->Send(Typed("b"));
+  EXPECT_EQ(later.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(later.message().find("TakeUnanswered"), std::string::npos) << later;
+  std::vector<v1::TaskSpec> back = stream->TakeUnanswered();
+  ASSERT_EQ(back.size(), 1u);
+  EXPECT_EQ(back[0].idempotency_key(), "mine");
+  EXPECT_EQ(back[0].type(), "a");
+}
+
+TEST_F(ClientTest, SubmitStreamDoesNotRetryARefusedCall) {
+  fake_.FailNext(1, grpc::StatusCode::PERMISSION_DENIED);
+  Client client(options_);
+  std::unique_ptr<SubmitStream> stream = client.OpenSubmitStream();
+  ASSERT_TRUE(stream->Send(Typed("a")).ok());
+  EXPECT_EQ(stream->Next().status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(fake_.calls(), 1);
+}
+
+TEST_F(ClientTest, SubmitStreamCallsCarryTheTimeoutAsTheirDeadline) {
+  options_.timeout = absl::Seconds(7);
+  Client client(options_);
+  std::unique_ptr<SubmitStream> stream = client.OpenSubmitStream();
+  ASSERT_TRUE(stream->Submit(Typed("a")).ok());
+  EXPECT_GT(fake_.last_deadline_left(), absl::Seconds(6));
+  EXPECT_LE(fake_.last_deadline_left(), absl::Seconds(7));
 }
 
 TEST_F(ClientTest, GetTaskRetriesUnavailable) {

@@ -14,8 +14,9 @@
 //      from a test thread and hold them (so some tasks are certainly RUNNING
 //      at the kill), SIGKILL the broker and the worker.
 // Producer threads (conveyor::client::Client, one per thread and broker
-// run) submit tasks with unique 64-byte payloads and their own idempotency
-// keys. Only a Submit that returned OK counts as acknowledged. A submit that
+// run; every other one sends through a SubmitStream, up to 16 tasks ahead of
+// their answers) submit tasks with unique 64-byte payloads and their own
+// idempotency keys. Only a Submit that returned OK counts as acknowledged. A submit that
 // failed with UNAVAILABLE or DEADLINE_EXCEEDED (the kill) is sent again, with
 // the same key, to the next broker: it may or may not have been stored
 // before the kill, and either way exactly one task must carry its payload.
@@ -49,6 +50,7 @@
 #include <atomic>
 #include <cstdint>
 #include <cstdlib>
+#include <deque>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -91,6 +93,7 @@ namespace fs = std::filesystem;
 namespace v1 = ::conveyor::v1;
 using client::Client;
 using client::ClientOptions;
+using client::SubmitStream;
 
 constexpr absl::Duration kStartTimeout = absl::Seconds(30);
 constexpr absl::Duration kStopTimeout = absl::Seconds(30);
@@ -300,6 +303,74 @@ void ProduceUntilStopped(int thread, uint64_t seed, Endpoint* endpoint, Ledger* 
       ledger->Problem(absl::StrCat("submit of '", pending->payload(), "' failed: ",
                                    r.status().ToString()));
       pending.reset();
+    }
+  }
+}
+
+// The same through Client::SubmitStream, sending up to kStreamAhead tasks
+// ahead of their answers. At the first ambiguous answer (or a broken stream)
+// the stream is dropped, and every task not yet answered OK is sent again,
+// in order and with its key, on the next broker run.
+constexpr size_t kStreamAhead = 16;
+
+void StreamUntilStopped(int thread, uint64_t seed, Endpoint* endpoint, Ledger* ledger) {
+  std::unique_ptr<Client> client;
+  std::unique_ptr<SubmitStream> stream;
+  int64_t generation = 0;
+  int64_t wait_after = 0;
+  uint64_t seq = 0;
+  std::deque<v1::TaskSpec> unanswered;  // sent on `stream` (or to resend), in order
+  size_t sent_on_stream = 0;            // the first ones of `unanswered`
+  while (true) {
+    std::optional<Endpoint::View> view = endpoint->Await(wait_after);
+    if (!view.has_value()) return;
+    if (client == nullptr || view->generation != generation) {
+      stream.reset();
+      client = NewClient(view->addr);
+      stream = client->OpenSubmitStream(kStreamAhead);
+      generation = view->generation;
+      sent_on_stream = 0;
+    }
+    absl::Status failed;
+    while (sent_on_stream < unanswered.size() && failed.ok()) {
+      failed = stream->Send(unanswered[sent_on_stream++]);
+    }
+    if (failed.ok() && unanswered.size() < kStreamAhead) {
+      v1::TaskSpec spec;
+      spec.set_queue(kQueue);
+      spec.set_type("echo");
+      spec.set_payload(PayloadFor(seed, thread, seq));
+      spec.set_idempotency_key(absl::StrFormat("k-%x-t%02d-%u", seed, thread, seq));
+      ++seq;
+      ledger->Sent(spec.payload());
+      unanswered.push_back(spec);
+      failed = stream->Send(std::move(spec));
+      ++sent_on_stream;
+    } else if (failed.ok()) {
+      absl::StatusOr<v1::SubmitResponse> r = stream->Next();
+      if (r.ok()) {
+        ledger->Acked(r->task().id(), unanswered.front().payload(), r->deduplicated());
+        unanswered.pop_front();
+        --sent_on_stream;
+        wait_after = 0;
+      } else if (IsAmbiguous(r.status().code())) {
+        failed = r.status();
+      } else {
+        ledger->Problem(absl::StrCat("streamed submit of '", unanswered.front().payload(),
+                                     "' failed: ", r.status().ToString()));
+        unanswered.pop_front();
+        --sent_on_stream;
+      }
+    }
+    if (!failed.ok()) {
+      if (!IsAmbiguous(failed.code()) && failed.code() != absl::StatusCode::kFailedPrecondition) {
+        ledger->Problem(absl::StrCat("submit stream failed: ", failed.ToString()));
+      }
+      // All of `unanswered`, same keys, on the next broker run.
+      ledger->Retried();
+      stream.reset();
+      client.reset();
+      wait_after = generation;
     }
   }
 }
@@ -560,7 +631,9 @@ TEST_F(DurabilityE2eTest, SurvivesRepeatedKill9DuringSteadyWorkload) {
   CreateQueue();
   std::vector<std::thread> threads;
   for (int t = 0; t < producers; ++t) {
-    threads.emplace_back(ProduceUntilStopped, t, seed, &endpoint_, &ledger_);
+    // Every other producer streams.
+    threads.emplace_back(t % 2 == 0 ? ProduceUntilStopped : StreamUntilStopped, t, seed,
+                         &endpoint_, &ledger_);
   }
   auto stop_producers = [&] {
     endpoint_.Stop();
