@@ -53,7 +53,9 @@
 //   call    one Submit call per task (default);
 //   stream  one TaskService.SubmitStream call for the run, each task sent
 //           and its answer awaited before the next (lib: SubmitStream with
-//           window 1; stub: the bare bidi stream).
+//           window 1; stub: the bare bidi stream). With --window=W > 1 (lib
+//           only, W1u only; not a peer workload) the producer keeps up to W
+//           tasks sent ahead of their answers, each answer still checked.
 //
 // Every workload is bounded: --timeout (default 300 s) ends the program
 // (exit 3, workers SIGKILLed); waits inside are bounded too.
@@ -192,6 +194,7 @@ struct Config {
   std::string queue = "bench";
   std::string client = "lib";
   std::string submit = "call";
+  int window = 1;
   pid_t broker_pid = 0;
   int64_t n = 0;  // 0: the workload's default
   int batch = 100;
@@ -218,7 +221,9 @@ class Producer {
       stub_ = v1::TaskService::NewStub(
           grpc::CreateChannel(cfg.addr, grpc::InsecureChannelCredentials()));
     }
-    if (cfg.submit == "stream" && stub_ == nullptr) lib_stream_ = lib_->OpenSubmitStream(1);
+    if (cfg.submit == "stream" && stub_ == nullptr) {
+      lib_stream_ = lib_->OpenSubmitStream(static_cast<size_t>(cfg.window));
+    }
     if (cfg.submit == "stream" && stub_ != nullptr) {
       stub_stream_ = stub_->SubmitStream(&stream_context_);
     }
@@ -272,6 +277,22 @@ class Producer {
     const grpc::Status s = stub_->Submit(&context, request, &response);
     if (!s.ok()) return FromGrpcStatus(s);
     return response.task().id();
+  }
+
+  // `n` tasks on the library's SubmitStream, up to --window ahead of their
+  // answers; OK only if every one was accepted.
+  absl::Status StreamAhead(int64_t n) {
+    const size_t window = static_cast<size_t>(cfg_.window);
+    for (int64_t i = 0; i < n || lib_stream_->unanswered() > 0;) {
+      if (i < n && lib_stream_->unanswered() < window) {
+        if (absl::Status s = lib_stream_->Send(Spec(MonoNs())); !s.ok()) return s;
+        ++i;
+        continue;
+      }
+      absl::StatusOr<v1::SubmitResponse> r = lib_stream_->Next();
+      if (!r.ok()) return r.status();
+    }
+    return absl::OkStatus();
   }
 
   // One awaited SubmitBatch (answered with ids only: nothing else is kept);
@@ -517,6 +538,8 @@ int RunW1(const Config& cfg, client::Client& c, Producer& p, bool batched) {
   const int64_t t0 = MonoNs();
   if (batched) {
     if (absl::Status s = p.Fill(n, batch); !s.ok()) return Fail("SubmitBatch", s);
+  } else if (cfg.window > 1) {
+    if (absl::Status s = p.StreamAhead(n); !s.ok()) return Fail("SubmitStream", s);
   } else {
     for (int64_t i = 0; i < n; ++i) {
       absl::StatusOr<std::string> id = p.Submit(p.Spec(MonoNs()));
@@ -525,7 +548,9 @@ int RunW1(const Config& cfg, client::Client& c, Producer& p, bool batched) {
   }
   const double secs = static_cast<double>(MonoNs() - t0) / 1e9;
   cpu.Stop();
-  Say(cfg, absl::StrFormat("tasks_per_s=%.0f n=%d batch=%d secs=%.3f", n / secs, n, batch, secs),
+  Say(cfg,
+      absl::StrFormat("tasks_per_s=%.0f n=%d batch=%d window=%d secs=%.3f", n / secs, n, batch,
+                      cfg.window, secs),
       cpu);
   return 0;
 }
@@ -724,7 +749,7 @@ int RunMem(const Config& cfg, client::Client& c, Producer& p) {
 constexpr char kUsage[] =
     "usage: conveyor-bench W1u|W1b|W2|W3|MEM|PING --addr=HOST:PORT [--broker-pid=PID]\n"
     "  [--label=conveyor] [--client=lib|stub] [--submit=call|stream] [--queue=bench]\n"
-    "  [--n=N] [--batch=100]\n"
+    "  [--window=1] [--n=N] [--batch=100]\n"
     "  [--fill-batch=1000] [--conc=8] [--workers=1] [--worker=PATH]\n"
     "  [--worker-args='...' (W2 default: '--prefetch=1000 --log-level=warning')]\n"
     "  [--work-dir=/tmp] [--rate=500] [--secs=10] [--raw=FILE] [--data-dir=DIR]\n"
@@ -740,6 +765,7 @@ bool ParseConfig(int argc, char** argv, Config* cfg) {
   cfg->queue = flags.String("queue", cfg->queue);
   cfg->client = flags.String("client", cfg->client);
   cfg->submit = flags.String("submit", cfg->submit);
+  cfg->window = flags.Number<int>("window", cfg->window);
   cfg->broker_pid = flags.Number<pid_t>("broker-pid", 0);
   cfg->n = flags.Number<int64_t>("n", 0);
   cfg->batch = flags.Number<int>("batch", cfg->batch);
@@ -759,7 +785,10 @@ bool ParseConfig(int argc, char** argv, Config* cfg) {
   const std::vector<std::string> known = {"W1u", "W1b", "W2", "W3", "MEM", "PING"};
   return std::find(known.begin(), known.end(), cfg->workload) != known.end() &&
          !cfg->addr.empty() && (cfg->client == "lib" || cfg->client == "stub") &&
-         (cfg->submit == "call" || cfg->submit == "stream") &&
+         (cfg->submit == "call" || cfg->submit == "stream") && cfg->window >= 1 &&
+         cfg->window <= 512 &&
+         (cfg->window == 1 || (cfg->submit == "stream" && cfg->client == "lib" &&
+                                cfg->workload == "W1u")) &&
          cfg->batch >= 1 && cfg->batch <= 1000 && cfg->fill_batch >= 1 &&
          cfg->fill_batch <= 1000 && cfg->workers >= 1 && cfg->conc >= cfg->workers &&
          cfg->rate >= 1 && cfg->secs >= 1 && cfg->timeout_s > 0;

@@ -24,6 +24,7 @@
 # Environment:
 #   BUILD_DIR   build tree with server/conveyord, worker/conveyor-worker, bench/conveyor-bench
 #   BROKER_ARGS, WORKER_BIN  (one) more conveyord flags; another conveyor-worker binary (A/B runs)
+#   BENCH_ARGS  (one) more conveyor-bench flags, e.g. --window=64 with conveyor-s W1u
 #               (default build; RelWithDebInfo or Release)
 #   OUT         results directory (default bench/results)
 #   PEERS=1     also run the peers installed here, from a copy of ../shared/peers in $PEERS_DIR
@@ -89,7 +90,7 @@ if [ "${1:-}" = one ]; then
   timeout 900 "$BUILD_DIR/bench/conveyor-bench" "$WL" --addr="127.0.0.1:$PORT" --broker-pid=$SERVER_PID \
     --label="$VARIANT" --client="$CLIENT" --submit="$SUBMIT" --n=$n --work-dir="$WORK" --data-dir="$WORK/data" \
     --raw="$WORK/lat.txt" --timeout=600 ${WORKER_ARGS:+--worker-args="$WORKER_ARGS"} \
-    ${WORKER_BIN:+--worker="$WORKER_BIN"}
+    ${WORKER_BIN:+--worker="$WORKER_BIN"} ${BENCH_ARGS:-}
   rc=$?
   [ $rc = 0 ] || { echo "conveyor-bench $WL exited $rc; broker log:" >&2; tail -5 "$WORK/conveyord.log" >&2; }
   exit $rc

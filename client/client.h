@@ -358,6 +358,9 @@ class SubmitStream {
   absl::StatusOr<v1::SubmitResponse> Submit(v1::TaskSpec spec);
   // Sent (or to be resent) and not yet returned by Next.
   size_t unanswered() const { return pending_.size() + answers_.size(); }
+  // True once the stream gave up (see above): an error from Next is then the
+  // stream's, not one task's refusal.
+  bool broken() const { return !broken_.ok(); }
   // After a broken stream: the tasks not answered, in send order, with their
   // keys (resending them elsewhere cannot enqueue one twice on this broker).
   std::vector<v1::TaskSpec> TakeUnanswered();

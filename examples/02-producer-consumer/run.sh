@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Producer-consumer over a bounded queue: a fast producer, a slow consumer, and
 # a queue of capacity 5 with --full-policy wait, so the producer is held back
-# (each submit waits for room) instead of the queue growing without bound.
+# (each submit waits for room) instead of the queue growing without bound. Then
+# the same with a C++ producer on one SubmitStream (stream_producer.cc).
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
 QUEUE=jobs-$RUN_ID
@@ -41,4 +42,36 @@ conveyor queue get "$QUEUE" | grep -E '^(capacity|ready|running|succeeded):'
 # A queue of capacity C lets the producer run at most C tasks ahead.
 ((consumed >= TASKS - CAPACITY)) ||
   fail "the producer finished with only $consumed tasks consumed: it ran more than $CAPACITY ahead"
-echo "OK: the producer waited for room; the queue never exceeded its capacity of $CAPACITY"
+
+step "The same from C++: one SubmitStream, 4 tasks in flight (02-producer-consumer/stream_producer.cc)"
+# Each task is acknowledged on its own once stored; a submit parked on the full
+# queue is answered when the consumer makes room, and the producer never has
+# more than 4 unanswered.
+STREAMED=streamed-$RUN_ID
+conveyor queue create "$STREAMED" --capacity "$CAPACITY" --full-policy wait >/dev/null
+start_worker stream-consumer --queue="$STREAMED" --concurrency=1
+STREAM_PRODUCER=$(find_bin stream_producer examples)
+"$STREAM_PRODUCER" --broker="$CONVEYOR_ADDR" --queue="$STREAMED" --count="$TASKS" --window=4 \
+  >"$WORK/stream.txt" &
+producer=$!
+smax=0 samples=0
+while kill -0 "$producer" 2>/dev/null && ((samples < 500)); do
+  unfinished=$(count "$STREAMED" scheduled ready running)
+  ((unfinished > smax)) && smax=$unfinished
+  samples=$((samples + 1))
+done
+wait "$producer" || fail "stream_producer failed: $(tail -n 3 "$WORK/stream.txt")"
+streamed_consumed=$(count "$STREAMED" succeeded)
+tail -n 1 "$WORK/stream.txt"
+echo "when the last answer came, $streamed_consumed tasks were consumed; the queue held at most" \
+  "$smax unfinished tasks"
+[[ $(tail -n 1 "$WORK/stream.txt") == "sent $TASKS: $TASKS accepted, 0 refused" ]] ||
+  fail "stream_producer did not get $TASKS acknowledgements"
+[[ $(grep -c '^accepted ' "$WORK/stream.txt") -eq $TASKS ]] || fail "not one id per task"
+((smax <= CAPACITY)) || fail "the streamed queue held $smax tasks, over its capacity $CAPACITY"
+((streamed_consumed >= TASKS - CAPACITY)) ||
+  fail "the stream finished with only $streamed_consumed consumed: it ran more than $CAPACITY ahead"
+streamed_all() { [[ $(count "$STREAMED" succeeded) -eq $TASKS ]]; }
+wait_for 20 streamed_all || fail "only $(count "$STREAMED" succeeded) of $TASKS streamed tasks succeeded"
+
+echo "OK: the producer waited for room, by CLI and by stream; no queue exceeded its capacity of $CAPACITY"

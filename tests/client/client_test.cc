@@ -335,6 +335,7 @@ TEST_F(ClientTest, SubmitStreamAnswersInSendOrderAndKeysEveryTask) {
   absl::StatusOr<v1::SubmitResponse> bad = stream->Next();
   EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(bad.status().message(), "type is bad");
+  EXPECT_FALSE(stream->broken()) << "a refused task does not break the stream";
   absl::StatusOr<v1::SubmitResponse> c = stream->Next();
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->task().type(), "c");
@@ -387,7 +388,9 @@ TEST_F(ClientTest, SubmitStreamGivesUpAfterTheConfiguredBreaksAndHandsTheTasksBa
   v1::TaskSpec spec = Typed("a");
   spec.set_idempotency_key("mine");
   ASSERT_TRUE(stream->Send(spec).ok());
+  EXPECT_FALSE(stream->broken());
   EXPECT_EQ(stream->Next().status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_TRUE(stream->broken());
   EXPECT_EQ(fake_.calls(), 3);
   absl::Status later = stream->Send(Typed("b"));
   EXPECT_EQ(later.code(), absl::StatusCode::kFailedPrecondition);
