@@ -86,7 +86,7 @@ Task* Broker::FindTask(TaskId id) const {
 }
 
 size_t Broker::IdemHash::operator()(const IdemRef& r) const {
-  return absl::Hash<std::pair<absl::string_view, absl::string_view>>()({r.queue, r.key});
+  return absl::Hash<std::pair<absl::string_view, absl::string_view>>()({r.queue, r.key.view()});
 }
 
 size_t Broker::IdemHash::operator()(const Task* t) const { return (*this)(IdemEq::Ref(t)); }
@@ -96,7 +96,7 @@ Broker::IdemRef Broker::IdemEq::Ref(const Task* t) {
 }
 
 Task* Broker::FindByIdempotencyKey(absl::string_view queue, absl::string_view key) const {
-  auto it = idempotency_.find(IdemRef{queue, key});
+  auto it = idempotency_.find(IdemRef{queue, KeyText(key)});
   return it == idempotency_.end() ? nullptr : *it;
 }
 
@@ -182,7 +182,7 @@ TaskInfo Broker::Snapshot(const Task& task, bool with_payload) const {
   info.created_at = task.created_at();
   info.not_before = task.not_before();
   info.cancel_requested = task.cancel_requested;
-  info.idempotency_key = std::string(task.idempotency_key());
+  info.idempotency_key = std::string(task.idempotency_key().view());
   info.timeout = TimeoutOf(task);
   info.version = change_seq_;
   if (const Link* link = LinkOf(task.id().value()); link != nullptr) {

@@ -135,7 +135,9 @@ void SubmittedToRecord(const Task& task, absl::string_view type, const TaskLinks
   s->set_payload(std::string(task.payload()));
   s->set_priority(task.priority);
   s->set_created_us(Us(task.created_at()));
-  if (!task.idempotency_key().empty()) s->set_idempotency_key(std::string(task.idempotency_key()));
+  if (const KeyText key = task.idempotency_key(); !key.empty()) {
+    s->set_idempotency_key(std::string(key.view()));
+  }
   if (const TaskExtra* x = task.extra(); x != nullptr) {
     for (const auto& [k, v] : x->headers) {
       pb::Header* h = s->add_headers();

@@ -56,13 +56,50 @@ RetryPolicy RetryOverride::ApplyTo(const RetryPolicy& base) const {
   return p;
 }
 
+namespace {
+
+constexpr size_t kPackedKeyBytes = 16;
+constexpr char kHexDigits[] = "0123456789abcdef";
+
+int HexValue(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  return -1;  // upper case too: it would not come back the same
+}
+
+// 32 lowercase hex digits -> 16 bytes; false for any other key.
+bool PackKey(absl::string_view key, unsigned char* out) {
+  if (key.size() != 2 * kPackedKeyBytes) return false;
+  for (size_t i = 0; i < kPackedKeyBytes; ++i) {
+    const int hi = HexValue(key[2 * i]), lo = HexValue(key[2 * i + 1]);
+    if (hi < 0 || lo < 0) return false;
+    out[i] = static_cast<unsigned char>(hi << 4 | lo);
+  }
+  return true;
+}
+
+}  // namespace
+
+KeyText KeyText::FromPacked(const unsigned char* bytes) {
+  KeyText k;
+  k.packed_ = true;
+  for (size_t i = 0; i < kPackedKeyBytes; ++i) {
+    k.hex_[2 * i] = kHexDigits[bytes[i] >> 4];
+    k.hex_[2 * i + 1] = kHexDigits[bytes[i] & 0xf];
+  }
+  return k;
+}
+
 Task* Task::Create(TaskId id, Queue* queue, uint32_t type_id,
                    absl::string_view payload, absl::Time created,
                    absl::string_view idempotency_key) {
   // The payload (and the key) live right after the record, in the same
   // allocation.
+  unsigned char packed[kPackedKeyBytes];
+  const bool pack = PackKey(idempotency_key, packed);
   const uint16_t key_size = static_cast<uint16_t>(idempotency_key.size());
-  const size_t key_bytes = key_size == 0 ? 0 : sizeof(key_size) + key_size;
+  const size_t key_bytes =
+      pack ? kPackedKeyBytes : key_size == 0 ? 0 : sizeof(key_size) + key_size;
   void* mem = ::operator new(sizeof(Task) + payload.size() + key_bytes);
   Task* task = new (mem) Task();
   task->id_ = id.value();
@@ -72,7 +109,11 @@ Task* Task::Create(TaskId id, Queue* queue, uint32_t type_id,
   task->payload_size_ = static_cast<uint32_t>(payload.size());
   char* tail = reinterpret_cast<char*>(task + 1);
   if (!payload.empty()) std::memcpy(tail, payload.data(), payload.size());
-  if (key_size > 0) {
+  if (pack) {
+    task->has_idempotency_key_ = true;
+    task->key_packed_ = true;
+    std::memcpy(tail + payload.size(), packed, kPackedKeyBytes);
+  } else if (key_size > 0) {
     task->has_idempotency_key_ = true;
     std::memcpy(tail + payload.size(), &key_size, sizeof(key_size));
     std::memcpy(tail + payload.size() + sizeof(key_size), idempotency_key.data(), key_size);
@@ -80,12 +121,13 @@ Task* Task::Create(TaskId id, Queue* queue, uint32_t type_id,
   return task;
 }
 
-absl::string_view Task::idempotency_key() const {
-  if (!has_idempotency_key_) return {};
+KeyText Task::idempotency_key() const {
+  if (!has_idempotency_key_) return KeyText();
   const char* at = reinterpret_cast<const char*>(this + 1) + payload_size_;
+  if (key_packed_) return KeyText::FromPacked(reinterpret_cast<const unsigned char*>(at));
   uint16_t size;
   std::memcpy(&size, at, sizeof(size));
-  return absl::string_view(at + sizeof(size), size);
+  return KeyText(absl::string_view(at + sizeof(size), size));
 }
 
 void Task::Destroy(Task* task) {

@@ -131,13 +131,35 @@ struct TaskExtra {
 
 class Queue;
 
+// An idempotency key as text. A key of 32 lowercase hex digits (the client
+// library's 128-bit keys) is kept in the task record as its 16 bytes; its
+// text is rebuilt here, in a buffer of this object's own. Any other key is a
+// view of the record's bytes. view() lives as long as this object (and, for
+// a view, the task).
+class KeyText {
+ public:
+  KeyText() = default;
+  explicit KeyText(absl::string_view raw) : raw_(raw) {}
+  // From a packed key's 16 bytes.
+  static KeyText FromPacked(const unsigned char* bytes);
+  absl::string_view view() const { return packed_ ? absl::string_view(hex_, 32) : raw_; }
+  bool empty() const { return !packed_ && raw_.empty(); }
+
+ private:
+  bool packed_ = false;
+  char hex_[32] = {};
+  absl::string_view raw_;
+};
+
 // The in-memory record. Created only through Task::Create (the payload is
 // stored inline after the fields) and freed with Task::Destroy.
 class Task {
  public:
   // `idempotency_key` (at most 65,535 bytes) is kept inline after the
   // payload: the library puts one on every task, and a TaskExtra for it
-  // alone would cost hundreds of bytes per queued task.
+  // alone would cost hundreds of bytes per queued task. The library's keys
+  // (32 lowercase hex digits) take 16 bytes there, any other key 2 + its
+  // size.
   static Task* Create(TaskId id, Queue* queue, uint32_t type_id,
                       absl::string_view payload, absl::Time created,
                       absl::string_view idempotency_key = {});
@@ -150,7 +172,7 @@ class Task {
     return absl::string_view(reinterpret_cast<const char*>(this + 1),
                              payload_size_);
   }
-  absl::string_view idempotency_key() const;
+  KeyText idempotency_key() const;
   absl::Time created_at() const { return absl::FromUnixMicros(created_us_); }
   // When a SCHEDULED task becomes READY (kept in the extra: READY tasks
   // submitted without a delay never need it).
@@ -196,8 +218,10 @@ class Task {
   bool pending_durable : 1 = false;
 
  private:
-  // The payload is followed by a 2-byte length and the key.
+  // The payload is followed by the key: 16 bytes if packed, else a 2-byte
+  // length and the key's bytes.
   bool has_idempotency_key_ : 1 = false;
+  bool key_packed_ : 1 = false;
 };
 
 }  // namespace conveyor::server

@@ -145,7 +145,10 @@ TEST_F(FileJournalBrokerTest, RestartKeepsQueuesTasksResultsDeadLettersAndKeys) 
   config.capacity = 50;
   config.retry.max_attempts = 1;
   ASSERT_THAT(broker_->CreateQueue(config, /*paused=*/false), IsOk());
-  absl::StatusOr<SubmitResult> done = broker_->SubmitNow(Spec("jobs", "done"));
+  // The library's kind of key (32 lowercase hex digits, stored packed).
+  TaskSpec hex_keyed = Spec("jobs", "done");
+  hex_keyed.idempotency_key = "00112233445566778899aabbccddeeff";
+  absl::StatusOr<SubmitResult> done = broker_->SubmitNow(hex_keyed);
   TaskSpec keyed = Spec("jobs", "keyed");
   keyed.idempotency_key = "k-1";
   keyed.priority = 7;
@@ -195,6 +198,11 @@ TEST_F(FileJournalBrokerTest, RestartKeepsQueuesTasksResultsDeadLettersAndKeys) 
   ASSERT_THAT(again, IsOk());
   EXPECT_TRUE(again->deduplicated);
   EXPECT_EQ(again->task.id, waiting->task.id);
+  absl::StatusOr<SubmitResult> hex_again = broker_->SubmitNow(hex_keyed);
+  ASSERT_THAT(hex_again, IsOk());
+  EXPECT_TRUE(hex_again->deduplicated);
+  EXPECT_EQ(hex_again->task.id, done->task.id);
+  EXPECT_EQ(hex_again->task.idempotency_key, hex_keyed.idempotency_key);
   absl::StatusOr<TaskPage> letters = broker_->ListDeadLetters("jobs", 10, "");
   ASSERT_THAT(letters, IsOk());
   ASSERT_EQ(letters->tasks.size(), 1u);

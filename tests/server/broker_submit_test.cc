@@ -370,12 +370,25 @@ TEST_F(BrokerTest, SameIdempotencyKeyReturnsOriginalTaskDeduplicated) {
 }
 
 // The key is kept inline after the payload: any bytes, any payload size
-// (including none), up to the 256-byte limit, each task its own.
+// (including none), up to the 256-byte limit, each task its own. Keys of 32
+// lowercase hex digits (the library's) are stored as 16 bytes and must come
+// back the same; near misses (upper case, 31 or 33 digits, a non-hex digit)
+// are stored as they are, and none matches another.
 TEST_F(BrokerTest, IdempotencyKeysOfEverySizeAndPayloadAreKeptExactly) {
   const std::string binary_key("k\0\xff\x01", 4);
+  const std::string hex = "0123456789abcdef0fedcba987654321";
   const std::vector<std::pair<std::string, std::string>> cases = {
-      {"", "a"}, {"payload", std::string(256, 'z')}, {std::string(70'000, 'p'), binary_key},
-      {"x", "b"}};
+      {"", "a"},
+      {"payload", std::string(256, 'z')},
+      {std::string(70'000, 'p'), binary_key},
+      {"x", "b"},
+      {"hex", hex},
+      {"", std::string(32, '0')},
+      {"y", std::string(32, 'f')},
+      {"upper", "0123456789ABCDEF0FEDCBA987654321"},
+      {"short", hex.substr(1)},
+      {"long", hex + "0"},
+      {"not hex", "0123456789abcdeg0fedcba987654321"}};
   std::vector<TaskId> ids;
   for (const auto& [payload, key] : cases) {
     TaskSpec spec = Spec("q", "t", payload);
