@@ -406,6 +406,7 @@ def expected_series():
         ('sum(conveyor_tasks_blocked{%s})' % q, exact(0)),
         ('count(conveyor_tasks_blocked{%s})' % q, exact(5)),
         ('sum(conveyor_workers_connected{%s})' % q, exact(1)),
+        ('sum(conveyor_queue_waiting_submits{%s})' % q, exact(0)),
         # gRPC and journal.
         ('sum(grpc_server_handled_total{grpc_service="conveyor.v1.TaskService",'
          'grpc_method="Submit",grpc_code="OK"})', exact(submitted)),
