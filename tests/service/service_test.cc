@@ -577,6 +577,55 @@ TEST_F(ServiceTest, SubmitStreamAnswersRequestsSentAheadInRequestOrder) {
   EXPECT_EQ(ids.size(), static_cast<size_t>(kTasks));
 }
 
+// Eight producers, each on its own stream and sending ahead from a second
+// thread, into one queue at once: every stream's answers come in its own
+// request order, every task is stored once, and the queue holds them all.
+TEST_F(ServiceTest, ConcurrentSubmitStreamsEachKeepTheirOrder) {
+  constexpr int kStreams = 8;
+  constexpr int kTasks = 300;
+  std::vector<std::thread> producers;
+  std::vector<std::set<std::string>> ids(kStreams);
+  std::vector<std::string> problems(kStreams);
+  for (int p = 0; p < kStreams; ++p) {
+    producers.emplace_back([&, p] {
+      auto ctx = Ctx();
+      std::unique_ptr<SubmitStreamRpc> stream = tasks_->SubmitStream(ctx.get());
+      std::thread writer([&] {
+        for (int i = 0; i < kTasks; ++i) {
+          if (!stream->Write(StreamRequest("shared", absl::StrCat("p", p, "-", i),
+                                           absl::StrCat("key-", p, "-", i)))) {
+            return;
+          }
+        }
+        stream->WritesDone();
+      });
+      v1::SubmitBatchResponse::Item item;
+      for (int i = 0; stream->Read(&item); ++i) {
+        if (item.status().code() != 0 || item.task().type() != absl::StrCat("p", p, "-", i)) {
+          problems[p] = absl::StrCat("answer ", i, ": ", item.ShortDebugString());
+        }
+        ids[p].insert(item.task().id());
+      }
+      writer.join();
+      grpc::Status s = stream->Finish();
+      if (!s.ok()) problems[p] = s.error_message();
+    });
+  }
+  for (std::thread& t : producers) t.join();
+  std::set<std::string> all;
+  for (int p = 0; p < kStreams; ++p) {
+    EXPECT_EQ(problems[p], "") << "stream " << p;
+    EXPECT_EQ(ids[p].size(), static_cast<size_t>(kTasks)) << "stream " << p;
+    all.insert(ids[p].begin(), ids[p].end());
+  }
+  EXPECT_EQ(all.size(), static_cast<size_t>(kStreams * kTasks));
+  v1::GetQueueRequest get;
+  get.set_name("shared");
+  v1::Queue q;
+  ASSERT_TRUE(queues_->GetQueue(Ctx().get(), get, &q).ok());
+  EXPECT_EQ(q.stats().ready(), static_cast<uint64_t>(kStreams * kTasks));
+}
+
 // A producer streaming into a full WAIT queue: the broker parks at most 512
 // unanswered submits and stops reading (the rest wait in the transport); a
 // cancel frees them all, and the one task accepted before stays.
@@ -632,6 +681,37 @@ TEST_F(ServiceTest, SubmitStreamStopsReadingAtItsBoundAndACancelEndsTheParkedSub
   v1::Queue q;
   ASSERT_TRUE(queues_->GetQueue(Ctx().get(), get, &q).ok());
   EXPECT_EQ(q.stats().ready(), 1u);
+}
+
+// A submit parked on a full WAIT queue when the broker drains is answered
+// (not accepted, UNAVAILABLE) before the stream ends.
+TEST_F(ServiceTest, DrainAnswersAParkedStreamedSubmitBeforeEndingTheStream) {
+  v1::CreateQueueRequest create;
+  create.mutable_config()->set_name("narrow");
+  create.mutable_config()->set_capacity(1);
+  create.mutable_config()->set_full_policy(v1::FULL_POLICY_WAIT);
+  v1::Queue created;
+  ASSERT_TRUE(queues_->CreateQueue(Ctx().get(), create, &created).ok());
+  auto ctx = Ctx();
+  std::unique_ptr<SubmitStreamRpc> stream = tasks_->SubmitStream(ctx.get());
+  v1::SubmitBatchResponse::Item item;
+  ASSERT_TRUE(stream->Write(StreamRequest("narrow", "first")));
+  ASSERT_TRUE(stream->Read(&item));
+  ASSERT_EQ(item.status().code(), 0);
+  ASSERT_TRUE(stream->Write(StreamRequest("narrow", "parked")));
+  v1::GetQueueRequest get;
+  get.set_name("narrow");
+  for (int i = 0; i < 1000; ++i) {
+    v1::Queue q;
+    if (queues_->GetQueue(Ctx().get(), get, &q).ok() && q.stats().waiting_submits() == 1) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  server_->Shutdown();
+  ASSERT_TRUE(stream->Read(&item)) << "the parked submit is answered";
+  EXPECT_EQ(item.status().code(), static_cast<int>(grpc::StatusCode::UNAVAILABLE));
+  EXPECT_THAT(item.status().message(), HasSubstr("not accepted"));
+  EXPECT_FALSE(stream->Read(&item));
+  EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::UNAVAILABLE);
 }
 
 TEST_F(ServiceTest, DrainAnswersWhatTheSubmitStreamReadThenEndsItUnavailable) {
