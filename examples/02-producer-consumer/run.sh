@@ -8,6 +8,18 @@ source "$(dirname "$0")/../lib.sh"
 QUEUE=jobs-$RUN_ID
 CAPACITY=5 TASKS=20
 
+# most_unfinished_while QUEUE PID: the most unfinished tasks (scheduled + ready
+# + running) QUEUE held while PID ran, and how many samples were taken.
+most_unfinished_while() {
+  local most=0 samples=0 unfinished
+  while kill -0 "$2" 2>/dev/null && ((samples < 500)); do
+    unfinished=$(count "$1" scheduled ready running)
+    ((unfinished > most)) && most=$unfinished
+    samples=$((samples + 1))
+  done
+  echo "$most $samples"
+}
+
 step "A bounded queue: at most $CAPACITY unfinished tasks; a submit to a full queue waits"
 conveyor queue create "$QUEUE" --capacity "$CAPACITY" --full-policy wait >/dev/null
 
@@ -20,12 +32,7 @@ start=$(now)
 producer=$!
 
 # Meanwhile, sample the queue's unfinished tasks (scheduled + ready + running).
-max=0 samples=0
-while kill -0 "$producer" 2>/dev/null && ((samples < 500)); do
-  unfinished=$(count "$QUEUE" scheduled ready running)
-  ((unfinished > max)) && max=$unfinished
-  samples=$((samples + 1))
-done
+read -r max samples < <(most_unfinished_while "$QUEUE" "$producer")
 wait "$producer" || fail "a submit failed"
 consumed=$(count "$QUEUE" succeeded)
 echo "the producer finished after $(awk "BEGIN { printf \"%.1f\", $(now) - $start }")s," \
@@ -54,12 +61,7 @@ STREAM_PRODUCER=$(find_bin stream_producer examples)
 "$STREAM_PRODUCER" --broker="$CONVEYOR_ADDR" --queue="$STREAMED" --count="$TASKS" --window=4 \
   >"$WORK/stream.txt" &
 producer=$!
-smax=0 samples=0
-while kill -0 "$producer" 2>/dev/null && ((samples < 500)); do
-  unfinished=$(count "$STREAMED" scheduled ready running)
-  ((unfinished > smax)) && smax=$unfinished
-  samples=$((samples + 1))
-done
+read -r smax samples < <(most_unfinished_while "$STREAMED" "$producer")
 wait "$producer" || fail "stream_producer failed: $(tail -n 3 "$WORK/stream.txt")"
 streamed_consumed=$(count "$STREAMED" succeeded)
 tail -n 1 "$WORK/stream.txt"

@@ -266,6 +266,18 @@ std::string PayloadFor(uint64_t seed, int thread, uint64_t seq) {
   return p;
 }
 
+// The producer's next task (unique payload, its own key), recorded as sent.
+v1::TaskSpec NextSpec(uint64_t seed, int thread, uint64_t* seq, Ledger* ledger) {
+  v1::TaskSpec spec;
+  spec.set_queue(kQueue);
+  spec.set_type("echo");
+  spec.set_payload(PayloadFor(seed, thread, *seq));
+  spec.set_idempotency_key(absl::StrFormat("k-%x-t%02d-%u", seed, thread, *seq));
+  ++*seq;
+  ledger->Sent(spec.payload());
+  return spec;
+}
+
 // Submits with unique payloads until stopped; see the file comment.
 void ProduceUntilStopped(int thread, uint64_t seed, Endpoint* endpoint, Ledger* ledger) {
   std::unique_ptr<Client> client;
@@ -274,16 +286,7 @@ void ProduceUntilStopped(int thread, uint64_t seed, Endpoint* endpoint, Ledger* 
   uint64_t seq = 0;
   std::optional<v1::TaskSpec> pending;
   while (true) {
-    if (!pending.has_value()) {
-      v1::TaskSpec spec;
-      spec.set_queue(kQueue);
-      spec.set_type("echo");
-      spec.set_payload(PayloadFor(seed, thread, seq));
-      spec.set_idempotency_key(absl::StrFormat("k-%x-t%02d-%u", seed, thread, seq));
-      ++seq;
-      ledger->Sent(spec.payload());
-      pending = std::move(spec);
-    }
+    if (!pending.has_value()) pending = NextSpec(seed, thread, &seq, ledger);
     std::optional<Endpoint::View> view = endpoint->Await(wait_after);
     if (!view.has_value()) return;
     if (client == nullptr || view->generation != generation) {
@@ -336,15 +339,8 @@ void StreamUntilStopped(int thread, uint64_t seed, Endpoint* endpoint, Ledger* l
       failed = stream->Send(unanswered[sent_on_stream++]);
     }
     if (failed.ok() && unanswered.size() < kStreamAhead) {
-      v1::TaskSpec spec;
-      spec.set_queue(kQueue);
-      spec.set_type("echo");
-      spec.set_payload(PayloadFor(seed, thread, seq));
-      spec.set_idempotency_key(absl::StrFormat("k-%x-t%02d-%u", seed, thread, seq));
-      ++seq;
-      ledger->Sent(spec.payload());
-      unanswered.push_back(spec);
-      failed = stream->Send(std::move(spec));
+      unanswered.push_back(NextSpec(seed, thread, &seq, ledger));
+      failed = stream->Send(unanswered.back());
       ++sent_on_stream;
     } else if (failed.ok()) {
       absl::StatusOr<v1::SubmitResponse> r = stream->Next();

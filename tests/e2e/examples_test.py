@@ -20,21 +20,7 @@ import sys
 import tempfile
 import time
 
-
-def start_broker(conveyord, work):
-    port_file = work / "port"
-    log = open(work / "conveyord.log", "wb")
-    broker = subprocess.Popen(
-        [conveyord, "--listen=127.0.0.1:0", f"--port-file={port_file}", "--metrics-addr="],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    for _ in range(200):  # 20 s
-        if port_file.exists() and port_file.read_text().strip():
-            return broker, int(port_file.read_text().strip())
-        if broker.poll() is not None:
-            break
-        time.sleep(0.1)
-    broker.kill()
-    sys.exit("conveyord did not write its port file:\n" + (work / "conveyord.log").read_text())
+from conveyord_proc import start_broker
 
 
 def run_example(script, env, timeout):

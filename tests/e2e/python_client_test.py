@@ -17,7 +17,6 @@ Starts conveyord on 127.0.0.1:0 (in memory), then:
 Exits non-zero, naming the check, on any failure.
 """
 import argparse
-import os
 import pathlib
 import queue as queue_module
 import signal
@@ -27,6 +26,8 @@ import tempfile
 import time
 
 import grpc
+
+from conveyord_proc import start_broker
 
 
 def fail(msg):
@@ -42,22 +43,6 @@ def generate(proto_root, out):
     return conveyor_pb2
 
 
-def start_broker(conveyord, work):
-    port_file = work / "port"
-    log = open(work / "conveyord.log", "wb")
-    broker = subprocess.Popen([conveyord, "--listen=127.0.0.1:0", f"--port-file={port_file}",
-                               "--metrics-addr=", "--drain-grace=1s"],
-                              stdout=log, stderr=subprocess.STDOUT)
-    for _ in range(200):  # 20 s
-        if port_file.exists() and port_file.read_text().strip():
-            return broker, int(port_file.read_text().strip())
-        if broker.poll() is not None:
-            break
-        time.sleep(0.1)
-    broker.kill()
-    fail("conveyord did not write its port file:\n" + (work / "conveyord.log").read_text())
-
-
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--conveyord", required=True)
@@ -66,7 +51,7 @@ def main():
     with tempfile.TemporaryDirectory(prefix="conveyor-py-") as tmp:
         work = pathlib.Path(tmp)
         pb = generate(args.proto, work / "gen")
-        broker, port = start_broker(args.conveyord, work)
+        broker, port = start_broker(args.conveyord, work, ["--drain-grace=1s"])
         try:
             run(pb, port, broker)
         finally:

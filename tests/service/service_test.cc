@@ -79,6 +79,26 @@ class ServiceTest : public ::testing::Test {
     return resp;
   }
 
+  // A queue of `capacity` whose submits wait for room when it is full.
+  void CreateWaitQueue(const std::string& name, uint64_t capacity) {
+    v1::CreateQueueRequest create;
+    create.mutable_config()->set_name(name);
+    create.mutable_config()->set_capacity(capacity);
+    create.mutable_config()->set_full_policy(v1::FULL_POLICY_WAIT);
+    v1::Queue created;
+    grpc::Status s = queues_->CreateQueue(Ctx().get(), create, &created);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+  }
+
+  v1::Queue GetQueue(const std::string& name) {
+    v1::GetQueueRequest get;
+    get.set_name(name);
+    v1::Queue q;
+    grpc::Status s = queues_->GetQueue(Ctx().get(), get, &q);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return q;
+  }
+
   std::unique_ptr<BrokerServer> server_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::TaskService::Stub> tasks_;
@@ -543,12 +563,7 @@ TEST_F(ServiceTest, SubmitStreamAnswersEachRequestInOrderAndEndsOkAfterTheClient
   EXPECT_FALSE(stream->Read(&item));
   grpc::Status s = stream->Finish();
   EXPECT_TRUE(s.ok()) << s.error_message();
-
-  v1::GetQueueRequest get;
-  get.set_name("jobs");
-  v1::Queue q;
-  ASSERT_TRUE(queues_->GetQueue(Ctx().get(), get, &q).ok());
-  EXPECT_EQ(q.stats().ready(), 2u);
+  EXPECT_EQ(GetQueue("jobs").stats().ready(), 2u);
 }
 
 TEST_F(ServiceTest, SubmitStreamAnswersRequestsSentAheadInRequestOrder) {
@@ -619,23 +634,14 @@ TEST_F(ServiceTest, ConcurrentSubmitStreamsEachKeepTheirOrder) {
     all.insert(ids[p].begin(), ids[p].end());
   }
   EXPECT_EQ(all.size(), static_cast<size_t>(kStreams * kTasks));
-  v1::GetQueueRequest get;
-  get.set_name("shared");
-  v1::Queue q;
-  ASSERT_TRUE(queues_->GetQueue(Ctx().get(), get, &q).ok());
-  EXPECT_EQ(q.stats().ready(), static_cast<uint64_t>(kStreams * kTasks));
+  EXPECT_EQ(GetQueue("shared").stats().ready(), static_cast<uint64_t>(kStreams * kTasks));
 }
 
 // A producer streaming into a full WAIT queue: the broker parks at most 512
 // unanswered submits and stops reading (the rest wait in the transport); a
 // cancel frees them all, and the one task accepted before stays.
 TEST_F(ServiceTest, SubmitStreamStopsReadingAtItsBoundAndACancelEndsTheParkedSubmits) {
-  v1::CreateQueueRequest create;
-  create.mutable_config()->set_name("narrow");
-  create.mutable_config()->set_capacity(1);
-  create.mutable_config()->set_full_policy(v1::FULL_POLICY_WAIT);
-  v1::Queue created;
-  ASSERT_TRUE(queues_->CreateQueue(Ctx().get(), create, &created).ok());
+  CreateWaitQueue("narrow", 1);
 
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
@@ -651,13 +657,7 @@ TEST_F(ServiceTest, SubmitStreamStopsReadingAtItsBoundAndACancelEndsTheParkedSub
   ASSERT_TRUE(stream->Read(&item));
   EXPECT_EQ(item.status().code(), 0) << "the first fills the queue";
 
-  auto waiting = [&] {
-    v1::GetQueueRequest get;
-    get.set_name("narrow");
-    v1::Queue q;
-    EXPECT_TRUE(queues_->GetQueue(Ctx().get(), get, &q).ok());
-    return q.stats().waiting_submits();
-  };
+  auto waiting = [&] { return GetQueue("narrow").stats().waiting_submits(); };
   for (int i = 0; i < 2000 && waiting() < 512; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
@@ -676,22 +676,13 @@ TEST_F(ServiceTest, SubmitStreamStopsReadingAtItsBoundAndACancelEndsTheParkedSub
   }
   EXPECT_EQ(waiting(), 0u);
   EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::CANCELLED);
-  v1::GetQueueRequest get;
-  get.set_name("narrow");
-  v1::Queue q;
-  ASSERT_TRUE(queues_->GetQueue(Ctx().get(), get, &q).ok());
-  EXPECT_EQ(q.stats().ready(), 1u);
+  EXPECT_EQ(GetQueue("narrow").stats().ready(), 1u);
 }
 
 // A submit parked on a full WAIT queue when the broker drains is answered
 // (not accepted, UNAVAILABLE) before the stream ends.
 TEST_F(ServiceTest, DrainAnswersAParkedStreamedSubmitBeforeEndingTheStream) {
-  v1::CreateQueueRequest create;
-  create.mutable_config()->set_name("narrow");
-  create.mutable_config()->set_capacity(1);
-  create.mutable_config()->set_full_policy(v1::FULL_POLICY_WAIT);
-  v1::Queue created;
-  ASSERT_TRUE(queues_->CreateQueue(Ctx().get(), create, &created).ok());
+  CreateWaitQueue("narrow", 1);
   auto ctx = Ctx();
   std::unique_ptr<SubmitStreamRpc> stream = tasks_->SubmitStream(ctx.get());
   v1::SubmitBatchResponse::Item item;
@@ -699,11 +690,7 @@ TEST_F(ServiceTest, DrainAnswersAParkedStreamedSubmitBeforeEndingTheStream) {
   ASSERT_TRUE(stream->Read(&item));
   ASSERT_EQ(item.status().code(), 0);
   ASSERT_TRUE(stream->Write(StreamRequest("narrow", "parked")));
-  v1::GetQueueRequest get;
-  get.set_name("narrow");
-  for (int i = 0; i < 1000; ++i) {
-    v1::Queue q;
-    if (queues_->GetQueue(Ctx().get(), get, &q).ok() && q.stats().waiting_submits() == 1) break;
+  for (int i = 0; i < 1000 && GetQueue("narrow").stats().waiting_submits() != 1; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   server_->Shutdown();
