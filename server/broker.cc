@@ -86,17 +86,17 @@ Task* Broker::FindTask(TaskId id) const {
 }
 
 size_t Broker::IdemHash::operator()(const IdemRef& r) const {
-  return absl::Hash<std::pair<absl::string_view, absl::string_view>>()({r.queue, r.key.view()});
+  return absl::HashOf(r.queue, r.key);
 }
 
 size_t Broker::IdemHash::operator()(const Task* t) const { return (*this)(IdemEq::Ref(t)); }
 
 Broker::IdemRef Broker::IdemEq::Ref(const Task* t) {
-  return IdemRef{t->queue()->name(), t->idempotency_key()};
+  return IdemRef{t->queue()->name(), t->stored_key()};
 }
 
 Task* Broker::FindByIdempotencyKey(absl::string_view queue, absl::string_view key) const {
-  auto it = idempotency_.find(IdemRef{queue, KeyText(key)});
+  auto it = idempotency_.find(IdemRef{queue, StoredKey::Of(key)});
   return it == idempotency_.end() ? nullptr : *it;
 }
 

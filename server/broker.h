@@ -874,7 +874,7 @@ class Broker {
   // a pointer per task, the key itself lives in the task.
   struct IdemRef {
     absl::string_view queue;
-    KeyText key;  // a task's key may be rebuilt text (KeyText), held here
+    StoredKey key;
   };
   struct IdemHash {
     using is_transparent = void;
@@ -888,7 +888,7 @@ class Broker {
     template <typename A, typename B>
     bool operator()(const A& a, const B& b) const {
       const IdemRef x = Ref(a), y = Ref(b);
-      return x.queue == y.queue && x.key.view() == y.key.view();
+      return x.queue == y.queue && x.key == y.key;
     }
   };
   absl::flat_hash_set<Task*, IdemHash, IdemEq> idempotency_ ABSL_GUARDED_BY(mu_);

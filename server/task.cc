@@ -68,17 +68,24 @@ int HexValue(char c) {
 }
 
 // 32 lowercase hex digits -> 16 bytes; false for any other key.
-bool PackKey(absl::string_view key, unsigned char* out) {
+bool PackKey(absl::string_view key, char* out) {
   if (key.size() != 2 * kPackedKeyBytes) return false;
   for (size_t i = 0; i < kPackedKeyBytes; ++i) {
     const int hi = HexValue(key[2 * i]), lo = HexValue(key[2 * i + 1]);
     if (hi < 0 || lo < 0) return false;
-    out[i] = static_cast<unsigned char>(hi << 4 | lo);
+    out[i] = static_cast<char>(hi << 4 | lo);
   }
   return true;
 }
 
 }  // namespace
+
+StoredKey StoredKey::Of(absl::string_view text) {
+  StoredKey k;
+  k.packed_ = PackKey(text, k.packed_bytes_);
+  if (!k.packed_) k.raw_ = text;
+  return k;
+}
 
 KeyText KeyText::FromPacked(const unsigned char* bytes) {
   KeyText k;
@@ -95,8 +102,8 @@ Task* Task::Create(TaskId id, Queue* queue, uint32_t type_id,
                    absl::string_view idempotency_key) {
   // The payload (and the key) live right after the record, in the same
   // allocation.
-  unsigned char packed[kPackedKeyBytes];
-  const bool pack = PackKey(idempotency_key, packed);
+  const StoredKey stored = StoredKey::Of(idempotency_key);
+  const bool pack = stored.packed();
   const uint16_t key_size = static_cast<uint16_t>(idempotency_key.size());
   const size_t key_bytes =
       pack ? kPackedKeyBytes : key_size == 0 ? 0 : sizeof(key_size) + key_size;
@@ -112,7 +119,7 @@ Task* Task::Create(TaskId id, Queue* queue, uint32_t type_id,
   if (pack) {
     task->has_idempotency_key_ = true;
     task->key_packed_ = true;
-    std::memcpy(tail + payload.size(), packed, kPackedKeyBytes);
+    std::memcpy(tail + payload.size(), stored.bytes().data(), kPackedKeyBytes);
   } else if (key_size > 0) {
     task->has_idempotency_key_ = true;
     std::memcpy(tail + payload.size(), &key_size, sizeof(key_size));
@@ -128,6 +135,21 @@ KeyText Task::idempotency_key() const {
   uint16_t size;
   std::memcpy(&size, at, sizeof(size));
   return KeyText(absl::string_view(at + sizeof(size), size));
+}
+
+StoredKey Task::stored_key() const {
+  if (!has_idempotency_key_) return StoredKey();
+  const char* at = reinterpret_cast<const char*>(this + 1) + payload_size_;
+  StoredKey k;
+  if (key_packed_) {
+    k.packed_ = true;
+    std::memcpy(k.packed_bytes_, at, kPackedKeyBytes);
+    return k;
+  }
+  uint16_t size;
+  std::memcpy(&size, at, sizeof(size));
+  k.raw_ = absl::string_view(at + sizeof(size), size);
+  return k;
 }
 
 void Task::Destroy(Task* task) {

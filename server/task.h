@@ -151,6 +151,35 @@ class KeyText {
   absl::string_view raw_;
 };
 
+// An idempotency key in the form task records keep it, to hash and compare
+// without rebuilding text: the 16 bytes of a packed key, or the bytes of any
+// other. A key is packed exactly when it is 32 lowercase hex digits, so two
+// keys are equal exactly when their stored forms are. A raw key's bytes are a
+// view (of the text given to Of, or of the task record).
+class StoredKey {
+ public:
+  StoredKey() = default;
+  // Packs `text` when it can.
+  static StoredKey Of(absl::string_view text);
+  bool packed() const { return packed_; }
+  absl::string_view bytes() const {
+    return packed_ ? absl::string_view(packed_bytes_, sizeof(packed_bytes_)) : raw_;
+  }
+  friend bool operator==(const StoredKey& a, const StoredKey& b) {
+    return a.packed_ == b.packed_ && a.bytes() == b.bytes();
+  }
+  template <typename H>
+  friend H AbslHashValue(H h, const StoredKey& k) {
+    return H::combine(std::move(h), k.packed_, k.bytes());
+  }
+
+ private:
+  friend class Task;
+  bool packed_ = false;
+  char packed_bytes_[16] = {};
+  absl::string_view raw_;
+};
+
 // The in-memory record. Created only through Task::Create (the payload is
 // stored inline after the fields) and freed with Task::Destroy.
 class Task {
@@ -173,6 +202,8 @@ class Task {
                              payload_size_);
   }
   KeyText idempotency_key() const;
+  // The key as stored, for the broker's key index (no text rebuilt).
+  StoredKey stored_key() const;
   absl::Time created_at() const { return absl::FromUnixMicros(created_us_); }
   // When a SCHEDULED task becomes READY (kept in the extra: READY tasks
   // submitted without a delay never need it).

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/escaping.h"
 #include "tests/server/broker_test_util.h"
 
 namespace conveyor::server::broker_test {
@@ -373,7 +374,8 @@ TEST_F(BrokerTest, SameIdempotencyKeyReturnsOriginalTaskDeduplicated) {
 // (including none), up to the 256-byte limit, each task its own. Keys of 32
 // lowercase hex digits (the library's) are stored as 16 bytes and must come
 // back the same; near misses (upper case, 31 or 33 digits, a non-hex digit)
-// are stored as they are, and none matches another.
+// are stored as they are, and none matches another (nor do the 16 bytes a
+// hex key is stored as, sent as a key).
 TEST_F(BrokerTest, IdempotencyKeysOfEverySizeAndPayloadAreKeptExactly) {
   const std::string binary_key("k\0\xff\x01", 4);
   const std::string hex = "0123456789abcdef0fedcba987654321";
@@ -388,7 +390,9 @@ TEST_F(BrokerTest, IdempotencyKeysOfEverySizeAndPayloadAreKeptExactly) {
       {"upper", "0123456789ABCDEF0FEDCBA987654321"},
       {"short", hex.substr(1)},
       {"long", hex + "0"},
-      {"not hex", "0123456789abcdeg0fedcba987654321"}};
+      {"not hex", "0123456789abcdeg0fedcba987654321"},
+      // The very 16 bytes `hex` is stored as, given as a key of their own.
+      {"raw 16", absl::HexStringToBytes(hex)}};
   std::vector<TaskId> ids;
   for (const auto& [payload, key] : cases) {
     TaskSpec spec = Spec("q", "t", payload);
