@@ -213,6 +213,10 @@ struct Config {
 
 // ───────────────────────────── producers ─────────────────────────────
 
+absl::Status FromItemStatus(const v1::ItemStatus& s) {
+  return absl::Status(static_cast<absl::StatusCode>(s.code()), s.message());
+}
+
 // Submits through the library or the bare stub (see --client).
 class Producer {
  public:
@@ -258,10 +262,7 @@ class Producer {
       if (!stub_stream_->Write(request) || !stub_stream_->Read(&item)) {
         return absl::UnavailableError("the submit stream broke");
       }
-      if (item.status().code() != 0) {
-        return absl::Status(static_cast<absl::StatusCode>(item.status().code()),
-                            item.status().message());
-      }
+      if (absl::Status s = FromItemStatus(item.status()); !s.ok()) return s;
       return item.task().id();
     }
     if (stub_ == nullptr) {
@@ -314,9 +315,8 @@ class Producer {
       if (!s.ok()) return FromGrpcStatus(s);
     }
     for (const auto& item : response.items()) {
-      if (item.status().code() != 0) {
-        return absl::Status(static_cast<absl::StatusCode>(item.status().code()),
-                            absl::StrCat("item refused: ", item.status().message()));
+      if (absl::Status s = FromItemStatus(item.status()); !s.ok()) {
+        return absl::Status(s.code(), absl::StrCat("item refused: ", s.message()));
       }
     }
     return absl::OkStatus();

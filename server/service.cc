@@ -240,6 +240,27 @@ class RpcTimer {
   absl::Time start_;
 };
 
+// A per-item outcome (batched calls answer item by item).
+void StatusToProto(const absl::Status& status, v1::ItemStatus* out) {
+  out->set_code(static_cast<int>(status.code()));
+  out->set_message(std::string(status.message()));
+}
+
+// One submit's outcome as a SubmitBatch or SubmitStream item: the task as
+// stored (only its id with `ids_only`) and whether a key matched, or why not.
+void SubmitItemToProto(const absl::StatusOr<SubmitResult>& r, bool ids_only,
+                       v1::SubmitBatchResponse::Item* item) {
+  if (r.ok()) {
+    if (ids_only) {
+      item->mutable_task()->set_id(r->task.id.ToString());
+    } else {
+      TaskToProto(r->task, item->mutable_task());
+    }
+    item->set_deduplicated(r->deduplicated);
+  }
+  StatusToProto(r.status(), item->mutable_status());
+}
+
 // Finishes a unary call made with DefaultReactor, counting it.
 grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* ctx, const RpcTimer& timer,
                                     const absl::Status& status) {
@@ -1007,12 +1028,7 @@ class SubmitStreamReactor final
 
   void Answer(uint64_t seq, absl::StatusOr<SubmitResult> r) {
     Item item;
-    if (r.ok()) {
-      TaskToProto(r->task, item.mutable_task());
-      item.set_deduplicated(r->deduplicated);
-    }
-    item.mutable_status()->set_code(static_cast<int>(r.status().code()));
-    item.mutable_status()->set_message(std::string(r.status().message()));
+    SubmitItemToProto(r, /*ids_only=*/false, &item);
     Next next;
     {
       absl::MutexLock lock(&mu_);
@@ -1164,21 +1180,11 @@ class BrokerService::TaskServiceImpl final : public v1::TaskService::CallbackSer
           size_t next = 0;
           for (size_t i = 0; i < decode.size(); ++i) {
             v1::SubmitBatchResponse::Item* item = resp->add_items();
-            absl::Status status = decode[i];
-            if (status.ok()) {
-              absl::StatusOr<SubmitResult>& r = (*results)[next++];
-              if (r.ok()) {
-                if (ids_only) {
-                  item->mutable_task()->set_id(r->task.id.ToString());
-                } else {
-                  TaskToProto(r->task, item->mutable_task());
-                }
-                item->set_deduplicated(r->deduplicated);
-              }
-              status = r.status();
+            if (decode[i].ok()) {
+              SubmitItemToProto((*results)[next++], ids_only, item);
+            } else {
+              StatusToProto(decode[i], item->mutable_status());
             }
-            item->mutable_status()->set_code(static_cast<int>(status.code()));
-            item->mutable_status()->set_message(std::string(status.message()));
           }
           reactor->FinishOnce(grpc::Status::OK);
         });
@@ -1752,8 +1758,7 @@ class BrokerService::WorkerServiceImpl final : public v1::WorkerService::Callbac
         out->set_cancel(o.cancel);
         if (o.status.ok()) ToProto(o.lease_expires_at, out->mutable_lease_expires_at());
       }
-      out->mutable_status()->set_code(static_cast<int>(status.code()));
-      out->mutable_status()->set_message(std::string(status.message()));
+      StatusToProto(status, out->mutable_status());
     }
     resp->set_draining(s_->broker_->draining());
     return FinishNow(ctx, timer, absl::OkStatus());
@@ -1869,9 +1874,7 @@ class BrokerService::WorkerServiceImpl final : public v1::WorkerService::Callbac
     size_t next = 0;
     for (int i = 0; i < in.size(); ++i) {
       absl::Status status = decode[i].ok() ? results[next++] : decode[i];
-      v1::ItemStatus* s = out->Add();
-      s->set_code(static_cast<int>(status.code()));
-      s->set_message(std::string(status.message()));
+      StatusToProto(status, out->Add());
     }
     // Acknowledged once the reports are durable.
     (void)ctx;
