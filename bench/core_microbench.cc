@@ -175,9 +175,9 @@ void BM_SubmitLeaseCompleteAtDepth(benchmark::State& state) {
 BENCHMARK(BM_SubmitLeaseCompleteAtDepth)->Arg(1'000)->Arg(100'000)->Arg(1'000'000);
 
 // GetQueue (its stats: counts, oldest ready age, blocked reasons) with N
-// READY tasks. mixed=0: one priority (the oldest is found at the lane's
-// front); mixed=1: one task of another priority in the same lane makes
-// the oldest-ready search scan every entry, as it always did before.
+// READY tasks. mixed=0: one priority; mixed=1: one task of another priority
+// in the same lane (with a heap per lane, that made the oldest-ready search
+// scan every entry; with a FIFO per priority it looks at one front each).
 void BM_GetQueueAtDepth(benchmark::State& state) {
   const auto depth = static_cast<uint64_t>(state.range(0));
   const bool mixed = state.range(1) != 0;

@@ -11,6 +11,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "server/ready_fifos.h"
 
 namespace conveyor::server {
 namespace {
@@ -128,15 +129,6 @@ uint64_t Queue::active() const {
 
 namespace {
 
-constexpr uint64_t kSeqMask = (uint64_t{1} << 56) - 1;
-
-struct ReadyEntry {
-  uint64_t key;  // (9 - priority) << 56 | seq: smaller is better
-  uint64_t id;
-  bool operator>(const ReadyEntry& o) const { return key > o.key; }
-};
-using Heap = std::vector<ReadyEntry>;  // min-heap on key
-
 std::string Quote(absl::string_view key) { return absl::StrCat("\"", absl::CHexEscape(key), "\""); }
 
 }  // namespace
@@ -160,9 +152,8 @@ struct Queue::Lane {
   std::string rate_key;
   std::string conc_key;
   std::string map_key;
-  Heap heap;
-  uint64_t ready = 0;  // READY tasks in the lane (exact; the heap may hold stale entries)
-  uint16_t priorities = 0;  // bit p: a task of priority p was pushed (ever)
+  ReadyFifos entries;
+  uint64_t ready = 0;  // READY tasks in the lane (exact; `entries` may hold stale ones)
   uint64_t turn = 0;   // keyed lanes: the seq at which it was last served
   At at = At::kNowhere;
   LaneOrder order;     // its key in the set it sits in
@@ -222,13 +213,13 @@ Queue::~Queue() = default;
 
 namespace {
 
-// The order of `lane` by its current heap front.
+// The order of `lane` by its current front entry.
 template <typename LaneT>
 LaneOrder OrderOf(const LaneT& lane) {
-  const uint64_t head = lane.heap.front().key;
-  const uint64_t seq = head & kSeqMask;
-  const uint64_t turn = lane.keyed() ? std::max(seq, lane.turn & kSeqMask) : seq;
-  return LaneOrder{(head & ~kSeqMask) | turn, head, &lane};
+  const uint64_t head = lane.entries.front().key;
+  const uint64_t seq = head & kReadySeqMask;
+  const uint64_t turn = lane.keyed() ? std::max(seq, lane.turn & kReadySeqMask) : seq;
+  return LaneOrder{(head & ~kReadySeqMask) | turn, head, &lane};
 }
 
 }  // namespace
@@ -267,7 +258,7 @@ void Erase(Impl& impl, Lane* lane) {
 
 template <typename Impl, typename Lane>
 void Place(Impl& impl, Lane* lane) {
-  if (lane->heap.empty()) return;
+  if (lane->entries.empty()) return;
   lane->order = OrderOf(*lane);
   impl.eligible[lane->type_id].insert(lane->order);
   lane->at = Lane::At::kEligible;
@@ -280,7 +271,7 @@ void Reposition(Impl& impl, Lane* lane) {
   if (lane->at == At::kEligible || lane->at == At::kPoolWait) {
     const At at = lane->at;
     Erase(impl, lane);
-    if (lane->heap.empty()) return;  // its last entry left; LeftReady removes it
+    if (lane->entries.empty()) return;  // its last entry left; LeftReady removes it
     if (at == At::kEligible) {
       Place(impl, lane);
     } else {
@@ -309,11 +300,9 @@ void Queue::PushReady(const Task& task, uint64_t seq) {
     if (!ck.empty()) ++impl_->pools[ck].lanes;
   }
   Lane* lane = it->second.get();
-  const uint64_t key = (uint64_t{9} - task.priority) << 56 | (seq & kSeqMask);
-  const bool new_front = lane->heap.empty() || key < lane->heap.front().key;
-  lane->heap.push_back(ReadyEntry{key, task.id().value()});
-  std::push_heap(lane->heap.begin(), lane->heap.end(), std::greater<>());
-  lane->priorities |= static_cast<uint16_t>(1u << std::min<uint32_t>(task.priority, 15));
+  const uint64_t key = ReadyKey(task.priority, seq);
+  const bool new_front = lane->entries.empty() || key < lane->entries.front().key;
+  lane->entries.Push(ReadyEntry{key, task.id().value()});
   ++lane->ready;
   if (lane->at == Lane::At::kNowhere) {
     Place(*impl_, lane);
@@ -368,12 +357,9 @@ Task* Queue::PeekReady(const std::vector<uint32_t>& types,
     while (!set.empty()) {
       const LaneOrder o = *set.begin();
       Lane* lane = static_cast<Lane*>(const_cast<void*>(o.lane));
-      Heap& heap = lane->heap;
-      while (!heap.empty() && resolve(heap.front().id) == nullptr) {
-        std::pop_heap(heap.begin(), heap.end(), std::greater<>());
-        heap.pop_back();
-      }
-      if (heap.empty()) {  // only stale entries: LeftReady removes the lane
+      ReadyFifos& entries = lane->entries;
+      while (!entries.empty() && resolve(entries.front().id) == nullptr) entries.PopFront();
+      if (entries.empty()) {  // only stale entries: LeftReady removes the lane
         set.erase(set.begin());
         lane->at = Lane::At::kNowhere;
         continue;
@@ -401,7 +387,7 @@ Task* Queue::PeekReady(const std::vector<uint32_t>& types,
         continue;
       }
       if (best == nullptr || o < best_order) {
-        best = resolve(heap.front().id);
+        best = resolve(entries.front().id);
         best_order = o;
       }
       return;
@@ -423,10 +409,9 @@ void Queue::TakeReady(const Task& task, absl::Time now, uint64_t turn) {
   auto it = impl_->lanes.find(LaneKey(task.type_id(), RateKeyOf(task), ConcKeyOf(task)));
   if (it == impl_->lanes.end()) return;
   Lane* lane = it->second.get();
-  Heap& heap = lane->heap;
-  if (!heap.empty() && heap.front().id == task.id().value()) {
-    std::pop_heap(heap.begin(), heap.end(), std::greater<>());
-    heap.pop_back();
+  ReadyFifos& entries = lane->entries;
+  if (!entries.empty() && entries.front().id == task.id().value()) {
+    entries.PopFront();
   } else {
     RemoveReady(task);
   }
@@ -446,15 +431,9 @@ void Queue::RemoveReady(const Task& task) {
   auto it = impl_->lanes.find(LaneKey(task.type_id(), RateKeyOf(task), ConcKeyOf(task)));
   if (it == impl_->lanes.end()) return;
   Lane* lane = it->second.get();
-  Heap& heap = lane->heap;
-  auto entry = std::find_if(heap.begin(), heap.end(), [&](const ReadyEntry& e) {
-    return e.id == task.id().value();
-  });
-  if (entry == heap.end()) return;
-  const bool was_front = entry == heap.begin();
-  *entry = heap.back();
-  heap.pop_back();
-  std::make_heap(heap.begin(), heap.end(), std::greater<>());
+  ReadyFifos& entries = lane->entries;
+  const bool was_front = !entries.empty() && entries.front().id == task.id().value();
+  if (!entries.Erase(task.id().value())) return;
   if (was_front) Reposition(*impl_, lane);
 }
 
@@ -512,19 +491,9 @@ void Queue::Sweep(absl::Time now) {
 uint64_t Queue::OldestReadySeq(absl::FunctionRef<Task*(uint64_t)> resolve) const {
   uint64_t oldest = 0;
   for (const auto& [k, lane] : impl_->lanes) {
-    if (lane->heap.empty()) continue;
-    // A lane that only ever held one priority orders by seq alone: its
-    // front, if still READY, is its oldest. Otherwise look at every entry.
-    const bool one_priority = (lane->priorities & (lane->priorities - 1)) == 0;
-    if (one_priority && resolve(lane->heap.front().id) != nullptr) {
-      const uint64_t seq = lane->heap.front().key & kSeqMask;
-      if (oldest == 0 || seq < oldest) oldest = seq;
-      continue;
-    }
-    for (const ReadyEntry& e : lane->heap) {
-      uint64_t seq = e.key & kSeqMask;
-      if ((oldest == 0 || seq < oldest) && resolve(e.id) != nullptr) oldest = seq;
-    }
+    const uint64_t seq =
+        lane->entries.OldestLiveSeq([&](uint64_t id) { return resolve(id) != nullptr; });
+    if (seq != 0 && (oldest == 0 || seq < oldest)) oldest = seq;
   }
   return oldest;
 }

@@ -3,8 +3,9 @@
 // A Queue holds no task records (the Broker owns them); it keeps
 //  - its settings (the defaults its tasks hold by reference),
 //  - counts of its tasks per state (capacity counts non-terminal ones),
-//  - the ready order: per task type, a heap by (priority desc, sequence asc),
-//    with lazy deletion (an entry whose task left READY is skipped on pop),
+//  - the ready order: lanes per (type, rate key, concurrency key), each in
+//    (priority desc, sequence asc) order with one FIFO per priority, with
+//    lazy deletion (an entry whose task left READY is skipped on pop),
 //  - the ended tasks in the order they ended, for the retained-count bound,
 //  - the Lease and Submit calls parked on it.
 //
@@ -105,8 +106,9 @@ class Queue {
 
   // ── Ready order ──
   // READY tasks sit in lanes: one per (type, rate key, concurrency key).
-  // Each lane is a heap by (priority desc, seq asc) with lazy deletion (an
-  // entry whose task left READY is skipped). Lanes a key limit holds back
+  // Each lane orders its entries by (priority desc, seq asc) in one FIFO per
+  // priority (server/ready_fifos.h), with lazy deletion (an entry whose task
+  // left READY is skipped). Lanes a key limit holds back
   // are set aside (a rate key's until its next token, a concurrency key's
   // until a slot frees); the others are ordered by (priority of their head,
   // turn), where a lane without keys takes its head's seq as its turn (FIFO)
@@ -135,9 +137,8 @@ class Queue {
   // READY (after TakeReady or RemoveReady, or alone for a task that ends).
   void LeftReady(const Task& task);
   // Smallest seq among ready entries that still resolve (0 if none). One
-  // lookup per lane whose tasks all have one priority (the heap front is its
-  // oldest); a lane that mixes priorities, or whose front is stale, is
-  // scanned whole.
+  // lookup per priority of each lane (each FIFO's front is its oldest), plus
+  // one per stale entry in front of it.
   uint64_t OldestReadySeq(absl::FunctionRef<Task*(uint64_t)> resolve) const;
 
   // ── Limits ──
