@@ -93,6 +93,7 @@
 #include "absl/time/time.h"
 #include "bench/bench_util.h"
 #include "client/client.h"
+#include "common/flags.h"
 #include "common/grpc_util.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
@@ -795,6 +796,10 @@ bool ParseConfig(int argc, char** argv, Config* cfg) {
 }
 
 int Main(int argc, char** argv) {
+  // The producer's share of the 2 cores without Abseil's lock-graph
+  // bookkeeping, as in the daemons (common/flags.h); more descriptors for
+  // many connections.
+  SetDaemonDefaults();
   Config cfg;
   if (!ParseConfig(argc, argv, &cfg)) {
     std::fputs(kUsage, stderr);

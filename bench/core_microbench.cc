@@ -56,6 +56,7 @@
 #include "absl/time/time.h"
 #include "bench/bench_util.h"
 #include "common/clock.h"
+#include "common/flags.h"
 #include "common/log.h"
 #include "server/broker.h"
 #include "server/journal/crc32c.h"
@@ -423,6 +424,8 @@ BENCHMARK(BM_SubmitDuringSnapshot)->Arg(0)->Arg(4096)->Iterations(2)->UseRealTim
 }  // namespace conveyor::bench
 
 int main(int argc, char** argv) {
+  // Measure the broker core as conveyord runs it (common/flags.h).
+  conveyor::SetDaemonDefaults();
   conveyor::SetLogLevel(conveyor::LogLevel::kWarning);  // no "journal recovered" lines
   if (const char* ten = std::getenv("CONVEYOR_BENCH_10M"); ten != nullptr && ten[0] == '1') {
     benchmark::RegisterBenchmark("BM_SubmitLeaseCompleteAtDepth/10000000",

@@ -23,6 +23,7 @@
 #include "absl/strings/str_split.h"
 #include "bench/bench_util.h"
 #include "common/clock.h"
+#include "common/flags.h"
 #include "server/broker.h"
 
 namespace conveyor::bench {
@@ -75,6 +76,7 @@ int RunOne(int keys, int tasks, int batch) {
 }  // namespace conveyor::bench
 
 int main(int argc, char** argv) {
+  conveyor::SetDaemonDefaults();  // as conveyord runs (common/flags.h)
   conveyor::bench::Flags flags(argc, argv);
   const int tasks = flags.Number<int>("tasks", 200'000);
   const std::string keys = flags.String("keys", "0,1,10000");

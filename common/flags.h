@@ -19,10 +19,12 @@ std::vector<char*> ArgvOf(std::vector<std::string>& args);
 // `main_file` (Abseil's default looks for a file named after the binary).
 void ListFlagsFromFile(std::string main_file);
 
-// Process-wide settings for a daemon, called first in main():
+// Process-wide settings for a daemon (and the benchmarks that measure one),
+// called first in main():
 //  - Abseil's mutex deadlock detection off. Debian's Abseil is built with it
-//    on; it records every lock acquisition in a global graph (a few percent
-//    of the broker's CPU under load). Tests and tools keep it on.
+//    on; it records every lock acquisition in a global graph (a lock and
+//    unlock takes about 69 ns with it, 24 ns without). Tests and tools keep
+//    it on.
 //  - The soft limit on open files raised to the hard limit (RaiseFileLimit).
 void SetDaemonDefaults();
 
