@@ -101,7 +101,7 @@ Task* Broker::FindByIdempotencyKey(absl::string_view queue, absl::string_view ke
 }
 
 void Broker::IndexIdempotencyKey(Task* task) {
-  if (task->idempotency_key().empty()) return;
+  if (!task->has_idempotency_key()) return;
   auto [it, inserted] = idempotency_.insert(task);
   if (!inserted) {  // replay: the later submit with the key wins
     idempotency_.erase(it);
@@ -110,7 +110,7 @@ void Broker::IndexIdempotencyKey(Task* task) {
 }
 
 void Broker::ForgetIdempotencyKey(Task* task) {
-  if (task->idempotency_key().empty()) return;
+  if (!task->has_idempotency_key()) return;
   auto it = idempotency_.find(task);
   if (it != idempotency_.end() && *it == task) idempotency_.erase(it);
 }
@@ -494,11 +494,23 @@ void Broker::RejectedUnlocked(const absl::Status& status, uint64_t count) const 
 
 absl::StatusOr<SubmitResult> Broker::SubmitLocked(TaskSpec& spec, Queue* queue,
                                                   bool allow_wait, bool* must_wait,
-                                                  Deferred& after) {
+                                                  Deferred& after, bool ids_only) {
+  auto result = [&](const Task& task, bool deduplicated) {
+    SubmitResult r;
+    if (ids_only) {
+      r.task.id = task.id();
+      r.task.queue = task.queue()->name();
+      r.task.state = task.state;
+    } else {
+      r.task = Snapshot(task, /*with_payload=*/false);
+    }
+    r.deduplicated = deduplicated;
+    return r;
+  };
   if (!spec.idempotency_key.empty()) {
     if (Task* original = FindByIdempotencyKey(queue->name(), spec.idempotency_key);
         original != nullptr) {
-      return SubmitResult{Snapshot(*original, /*with_payload=*/false), true};
+      return result(*original, true);
     }
   }
   if (queue->full()) {
@@ -512,7 +524,7 @@ absl::StatusOr<SubmitResult> Broker::SubmitLocked(TaskSpec& spec, Queue* queue,
   }
   absl::StatusOr<Task*> task = CreateTask(spec, queue, /*link=*/nullptr, after);
   if (!task.ok()) return task.status();
-  return SubmitResult{Snapshot(**task, /*with_payload=*/false), false};
+  return result(**task, false);
 }
 
 absl::StatusOr<Task*> Broker::CreateTask(TaskSpec& spec, Queue* queue, const Link* link,
@@ -687,7 +699,7 @@ absl::StatusOr<std::vector<absl::StatusOr<SubmitResult>>> Broker::SubmitBatch(
   return out;
 }
 
-void Broker::SubmitBatch(std::vector<TaskSpec> specs, BatchCallback done) {
+void Broker::SubmitBatch(std::vector<TaskSpec> specs, BatchCallback done, bool ids_only) {
   if (specs.size() > options_.max_batch_count) {
     RejectedUnlocked(absl::InvalidArgumentError(""), specs.size());
     done(Invalid("tasks", absl::StrCat("holds ", specs.size(), " tasks; the limit is ",
@@ -726,7 +738,8 @@ void Broker::SubmitBatch(std::vector<TaskSpec> specs, BatchCallback done) {
         continue;
       }
       bool must_wait = false;
-      out.push_back(SubmitLocked(specs[i], *queue, /*allow_wait=*/false, &must_wait, after));
+      out.push_back(
+          SubmitLocked(specs[i], *queue, /*allow_wait=*/false, &must_wait, after, ids_only));
     }
     for (size_t i = 0; i < specs.size(); ++i) {
       if (!out[i].ok()) Rejected(specs[i].queue, out[i].status());

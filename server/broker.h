@@ -471,9 +471,13 @@ class Broker {
   // The same, answering through `done` once the accepted tasks are durable
   // (then each is leaseable); a failed journal write turns the accepted
   // items into its error (RESOURCE_EXHAUSTED for a full disk).
+  // With `ids_only`, an accepted item's `task` holds only its id, queue and
+  // state (SubmitBatchRequest.ids_only): building and dropping a whole
+  // TaskInfo per task is most of what a producer that keeps nothing else
+  // would pay for.
   using BatchCallback =
       std::function<void(absl::StatusOr<std::vector<absl::StatusOr<SubmitResult>>>)>;
-  void SubmitBatch(std::vector<TaskSpec> specs, BatchCallback done);
+  void SubmitBatch(std::vector<TaskSpec> specs, BatchCallback done, bool ids_only = false);
 
   absl::StatusOr<TaskInfo> GetTask(TaskId id) const;
   // Queued: CANCELED at once. Running: cancel_requested, told to the worker
@@ -631,9 +635,10 @@ class Broker {
   // Work decided under the lock and carried out after it is released.
   using Deferred = std::vector<std::function<void()>>;
 
+  // `ids_only`: the result's task holds only its id, queue and state.
   absl::StatusOr<SubmitResult> SubmitLocked(TaskSpec& spec, Queue* queue,
                                             bool allow_wait, bool* must_wait,
-                                            Deferred& after)
+                                            Deferred& after, bool ids_only = false)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status ValidateSpec(const TaskSpec& spec, absl::Time now) const;
   // The task's policy over its queue's; INVALID_ARGUMENT if it is not valid.

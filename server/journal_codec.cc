@@ -131,12 +131,14 @@ void SubmittedToRecord(const Task& task, absl::string_view type, const TaskLinks
                        pb::TaskSubmitted* s) {
   s->set_id(task.id().value());
   s->set_queue(task.queue()->name());
-  s->set_type(std::string(type));
-  s->set_payload(std::string(task.payload()));
+  // The (data, size) setters copy once; a std::string temporary would copy
+  // twice.
+  s->set_type(type.data(), type.size());
+  s->set_payload(task.payload().data(), task.payload().size());
   s->set_priority(task.priority);
   s->set_created_us(Us(task.created_at()));
   if (const KeyText key = task.idempotency_key(); !key.empty()) {
-    s->set_idempotency_key(std::string(key.view()));
+    s->set_idempotency_key(key.view().data(), key.view().size());
   }
   if (const TaskExtra* x = task.extra(); x != nullptr) {
     for (const auto& [k, v] : x->headers) {

@@ -1187,7 +1187,8 @@ class BrokerService::TaskServiceImpl final : public v1::TaskService::CallbackSer
             }
           }
           reactor->FinishOnce(grpc::Status::OK);
-        });
+        },
+        req->ids_only());
     reactor->Parked(0);
     return reactor;
   }

@@ -1,5 +1,6 @@
 #include "server/task.h"
 
+#include <array>
 #include <cstring>
 #include <new>
 
@@ -61,17 +62,24 @@ namespace {
 constexpr size_t kPackedKeyBytes = 16;
 constexpr char kHexDigits[] = "0123456789abcdef";
 
-int HexValue(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  return -1;  // upper case too: it would not come back the same
-}
+// Each character's value as a lowercase hex digit, or -1 (upper case too:
+// it would not come back the same).
+constexpr std::array<int8_t, 256> kHexValue = [] {
+  std::array<int8_t, 256> t{};
+  for (int c = 0; c < 256; ++c) {
+    t[c] = c >= '0' && c <= '9' ? static_cast<int8_t>(c - '0')
+         : c >= 'a' && c <= 'f' ? static_cast<int8_t>(c - 'a' + 10)
+                                : int8_t{-1};
+  }
+  return t;
+}();
 
 // 32 lowercase hex digits -> 16 bytes; false for any other key.
 bool PackKey(absl::string_view key, char* out) {
   if (key.size() != 2 * kPackedKeyBytes) return false;
   for (size_t i = 0; i < kPackedKeyBytes; ++i) {
-    const int hi = HexValue(key[2 * i]), lo = HexValue(key[2 * i + 1]);
+    const int hi = kHexValue[static_cast<unsigned char>(key[2 * i])];
+    const int lo = kHexValue[static_cast<unsigned char>(key[2 * i + 1])];
     if (hi < 0 || lo < 0) return false;
     out[i] = static_cast<char>(hi << 4 | lo);
   }

@@ -202,6 +202,7 @@ class Task {
                              payload_size_);
   }
   KeyText idempotency_key() const;
+  bool has_idempotency_key() const { return has_idempotency_key_; }
   // The key as stored, for the broker's key index (no text rebuilt).
   StoredKey stored_key() const;
   absl::Time created_at() const { return absl::FromUnixMicros(created_us_); }

@@ -532,6 +532,35 @@ TEST_F(BrokerTest, SubmitBatchDeduplicatesWithinTheBatch) {
   EXPECT_EQ(broker_->task_count(), 1u);
 }
 
+TEST_F(BrokerTest, SubmitBatchWithIdsOnlyAnswersIdQueueAndStateAlone) {
+  TaskSpec keyed = Spec();
+  keyed.idempotency_key = "0123456789abcdef0123456789abcdef";
+  keyed.headers = {{"h", "v"}};
+  absl::StatusOr<std::vector<absl::StatusOr<SubmitResult>>> r;
+  broker_->SubmitBatch(
+      {keyed, keyed, Spec()},
+      [&](absl::StatusOr<std::vector<absl::StatusOr<SubmitResult>>> got) { r = std::move(got); },
+      /*ids_only=*/true);
+  ASSERT_THAT(r, IsOk());
+  ASSERT_THAT(*r, SizeIs(3));
+  for (const auto& item : *r) ASSERT_THAT(item, IsOk());
+  const TaskInfo& brief = (*r)[0]->task;
+  EXPECT_EQ(brief.queue, "q");
+  EXPECT_EQ(brief.state, TaskState::kReady);
+  EXPECT_EQ(brief.type, "");
+  EXPECT_EQ(brief.idempotency_key, "");
+  EXPECT_TRUE(brief.headers.empty());
+  EXPECT_TRUE((*r)[1]->deduplicated);
+  EXPECT_EQ((*r)[1]->task.id, brief.id);
+  EXPECT_NE((*r)[2]->task.id, brief.id);
+  // The task itself is stored whole.
+  absl::StatusOr<TaskInfo> stored = broker_->GetTask(brief.id);
+  ASSERT_THAT(stored, IsOk());
+  EXPECT_EQ(stored->type, Spec().type);
+  EXPECT_EQ(stored->idempotency_key, keyed.idempotency_key);
+  EXPECT_EQ(stored->headers, keyed.headers);
+}
+
 TEST_F(BrokerTest, SubmitBatchOverMaxBatchCountIsRejectedWhole) {
   BrokerOptions o;
   o.max_batch_count = 3;
