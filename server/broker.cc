@@ -492,25 +492,26 @@ void Broker::RejectedUnlocked(const absl::Status& status, uint64_t count) const 
   listener_->OnRejected("", RejectionReason(status, false), count);
 }
 
+SubmitResult Broker::Answer(const Task& task, bool deduplicated, bool ids_only) const {
+  SubmitResult r;
+  if (ids_only) {
+    r.task.id = task.id();
+    r.task.queue = task.queue()->name();
+    r.task.state = task.state;
+  } else {
+    r.task = Snapshot(task, /*with_payload=*/false);
+  }
+  r.deduplicated = deduplicated;
+  return r;
+}
+
 absl::StatusOr<SubmitResult> Broker::SubmitLocked(TaskSpec& spec, Queue* queue,
                                                   bool allow_wait, bool* must_wait,
                                                   Deferred& after, bool ids_only) {
-  auto result = [&](const Task& task, bool deduplicated) {
-    SubmitResult r;
-    if (ids_only) {
-      r.task.id = task.id();
-      r.task.queue = task.queue()->name();
-      r.task.state = task.state;
-    } else {
-      r.task = Snapshot(task, /*with_payload=*/false);
-    }
-    r.deduplicated = deduplicated;
-    return r;
-  };
   if (!spec.idempotency_key.empty()) {
     if (Task* original = FindByIdempotencyKey(queue->name(), spec.idempotency_key);
         original != nullptr) {
-      return result(*original, true);
+      return Answer(*original, /*deduplicated=*/true, ids_only);
     }
   }
   if (queue->full()) {
@@ -524,7 +525,7 @@ absl::StatusOr<SubmitResult> Broker::SubmitLocked(TaskSpec& spec, Queue* queue,
   }
   absl::StatusOr<Task*> task = CreateTask(spec, queue, /*link=*/nullptr, after);
   if (!task.ok()) return task.status();
-  return result(**task, false);
+  return Answer(**task, /*deduplicated=*/false, ids_only);
 }
 
 absl::StatusOr<Task*> Broker::CreateTask(TaskSpec& spec, Queue* queue, const Link* link,

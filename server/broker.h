@@ -635,7 +635,10 @@ class Broker {
   // Work decided under the lock and carried out after it is released.
   using Deferred = std::vector<std::function<void()>>;
 
-  // `ids_only`: the result's task holds only its id, queue and state.
+  // What a submit answers: the task without its payload, or (`ids_only`)
+  // its id, queue and state alone.
+  SubmitResult Answer(const Task& task, bool deduplicated, bool ids_only) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
   absl::StatusOr<SubmitResult> SubmitLocked(TaskSpec& spec, Queue* queue,
                                             bool allow_wait, bool* must_wait,
                                             Deferred& after, bool ids_only = false)
