@@ -6,7 +6,6 @@
 
 #include "absl/random/distributions.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
 #include "absl/synchronization/notification.h"
 #include "common/grpc_util.h"
 #include "common/security.h"
@@ -119,7 +118,15 @@ absl::string_view ServingStatusName(ServingStatus status) {
 }
 
 std::string NewIdempotencyKey(absl::BitGenRef gen) {
-  return absl::StrFormat("%016x%016x", absl::Uniform<uint64_t>(gen), absl::Uniform<uint64_t>(gen));
+  // 32 lowercase hex digits, written directly (StrFormat's parsing showed in
+  // the producer's profile).
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string key(32, '0');
+  for (int half = 0; half < 2; ++half) {
+    uint64_t v = absl::Uniform<uint64_t>(gen);
+    for (int i = 15; i >= 0; --i, v >>= 4) key[static_cast<size_t>(half * 16 + i)] = kDigits[v & 0xf];
+  }
+  return key;
 }
 
 Client::Client(ClientOptions options)

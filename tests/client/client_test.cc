@@ -230,6 +230,13 @@ TEST(IdempotencyKeyTest, IsThirtyTwoLowercaseHexDigitsAndFresh) {
   EXPECT_EQ(a.size(), 32u);
   EXPECT_TRUE(IsLowerHex(a)) << a;
   EXPECT_NE(a, b);
+  // Every position varies: both 64-bit halves are random, no digit is fixed.
+  std::vector<std::set<char>> seen(32);
+  for (int i = 0; i < 200; ++i) {
+    const std::string k = NewIdempotencyKey(gen);
+    for (size_t p = 0; p < k.size(); ++p) seen[p].insert(k[p]);
+  }
+  for (size_t p = 0; p < seen.size(); ++p) EXPECT_GE(seen[p].size(), 8u) << "position " << p;
 }
 
 TEST_F(ClientTest, SubmitAttachesARandomIdempotencyKey) {
