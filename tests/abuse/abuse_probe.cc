@@ -3,12 +3,16 @@
 // for a given time, paced at one round trip per --interval_ms at most, and
 // prints one JSON line:
 //
-//   {"ops":N,"errors":E,"connect_ms":C,"p50_ms":A,"p90_ms":B,"p99_ms":X,
-//    "max_ms":M,"seconds":S,"first_errors":["..."]}
+//   {"ops":N,"errors":E,"reclaim_errors":R,"connect_ms":C,"p50_ms":A,
+//    "p90_ms":B,"p99_ms":X,"max_ms":M,"seconds":S,"first_errors":["..."]}
 //
 // Latencies are of whole round trips (Submit, then GetTask of the task it
 // returned), failed ones included (a call that times out counts its
 // timeout). Calls are made once (no client retries), so every failure shows.
+// "reclaim_errors" counts those of the "errors" that gRPC's memory-quota
+// reclaimers cause on purpose: the connection closed with GOAWAY (UNAVAILABLE
+// "GOAWAY received") or the stream reset with ENHANCE_YOUR_CALM
+// (RESOURCE_EXHAUSTED "Received RST_STREAM with error code 11").
 // "connect_ms" is the time of the first Health call (connection included);
 // with --wait_ready_ms=N the probe first retries Health for up to N ms
 // (failures then are not errors) and "connect_ms" is the time until the
@@ -27,6 +31,8 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -113,6 +119,15 @@ double Quantile(const std::vector<double>& v, double q) {
   return v[std::min(v.size() - 1, rank == 0 ? 0 : rank - 1)];
 }
 
+// An error gRPC 1.51's memory-quota reclaimers cause on purpose (see the
+// header comment); the driver judges these apart from all other errors.
+bool IsReclaimError(const absl::Status& s) {
+  const absl::string_view m = s.message();
+  return (absl::IsUnavailable(s) && absl::StrContains(m, "GOAWAY received")) ||
+         (absl::IsResourceExhausted(s) &&
+          absl::StrContains(m, "Received RST_STREAM with error code 11"));
+}
+
 int Run(const Config& cfg) {
   client::ClientOptions options;
   options.address = cfg.addr;
@@ -126,8 +141,10 @@ int Run(const Config& cfg) {
   std::vector<double> latencies_ms;
   std::vector<std::string> first_errors;
   uint64_t errors = 0;
+  uint64_t reclaim_errors = 0;
   auto fail = [&](const absl::Status& s) {
     ++errors;
+    if (IsReclaimError(s)) ++reclaim_errors;
     if (first_errors.size() < 3) first_errors.push_back(s.ToString());
   };
 
@@ -182,9 +199,10 @@ int Run(const Config& cfg) {
     absl::StrAppend(&errs, errs.empty() ? "" : ",", JsonString(e));
   }
   std::printf(
-      "{\"ops\":%zu,\"errors\":%llu,\"ready\":%s,\"connect_ms\":%.3f,\"p50_ms\":%.3f,\"p90_ms\":%.3f,"
+      "{\"ops\":%zu,\"errors\":%llu,\"reclaim_errors\":%llu,\"ready\":%s,\"connect_ms\":%.3f,\"p50_ms\":%.3f,\"p90_ms\":%.3f,"
       "\"p99_ms\":%.3f,\"max_ms\":%.3f,\"seconds\":%.3f,\"first_errors\":[%s]}\n",
-      latencies_ms.size(), static_cast<unsigned long long>(errors), ready ? "true" : "false",
+      latencies_ms.size(), static_cast<unsigned long long>(errors),
+      static_cast<unsigned long long>(reclaim_errors), ready ? "true" : "false",
       connect_ms,
       Quantile(latencies_ms, 0.5), Quantile(latencies_ms, 0.9), Quantile(latencies_ms, 0.99),
       latencies_ms.empty() ? 0.0 : latencies_ms.back(), seconds, errs.c_str());

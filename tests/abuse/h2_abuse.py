@@ -1096,18 +1096,23 @@ def run_probe(probe, port, seconds, queue, interval_ms, wait_ready_ms=0, timeout
 #          NOTE says when it no longer does (gRPC fixed: update the docs).
 #   rss_ceiling_mib, where set, replaces --rss-headroom-mib: held_messages
 #          is bounded by the memory quota (1 GiB by default), not below it.
-#   max_errors, where set, replaces --max-probe-errors: near the memory quota
-#          gRPC frees memory by closing connections (GOAWAY: the call fails
-#          with UNAVAILABLE) or resetting streams (RST_STREAM
-#          ENHANCE_YOUR_CALM: RESOURCE_EXHAUSTED), the probe's among them; it
-#          saw at most one such error a run.
+#   reclaim_fraction, where set, lets that fraction of the probe's round
+#          trips fail with a memory-reclamation error (the probe's
+#          "reclaim_errors"); every other error still counts against
+#          --max-probe-errors. Near the memory quota gRPC frees memory by
+#          closing idle connections (GOAWAY: the call fails UNAVAILABLE) and
+#          resetting a random stream (RST_STREAM ENHANCE_YOUR_CALM:
+#          RESOURCE_EXHAUSTED); whether the probe's connection or stream is
+#          the one picked is chance: 0-2 of ~800 round trips a run here, 5
+#          in one CI run.
 #   must_recover False: the broker is not expected to answer again after the
 #          attack (fd_exhaustion: its listener is gone until a restart); the
 #          probe's calls get 2 s deadlines, the recovery probe waits 2 s and
 #          is reported, not judged.
 #   nofile: RLIMIT_NOFILE of the phase's broker (None: inherited).
 Phase = collections.namedtuple(
-    "Phase", "name expect probe_seconds rss_ceiling_mib must_recover nofile max_errors",
+    "Phase",
+    "name expect probe_seconds rss_ceiling_mib must_recover nofile reclaim_fraction",
     defaults=(True, None, None))
 PHASES = [
     Phase("rapid_reset", "hurts", 4.0, 1536),
@@ -1117,7 +1122,7 @@ PHASES = [
     Phase("hpack_abuse", "holds", 4.0, None),
     Phase("continuation_flood", "degrades", 4.0, None),
     Phase("oversized_frames", "holds", 4.0, None),
-    Phase("held_messages", "holds", 4.0, 1536, max_errors=3),
+    Phase("held_messages", "holds", 4.0, 1536, reclaim_fraction=0.02),
     Phase("control_flood", "degrades", 4.0, None),
     Phase("idle_connections", "holds", 5.0, None),
     Phase("slowloris", "holds", 4.0, None),
@@ -1167,7 +1172,7 @@ def run_phase(ctx, phase, opts, work_dir):
     st0 = proc_status(pid) or {}
     cpu0 = cpu_seconds(pid)
     res = {"phase": name, "expect": phase.expect, "must_recover": phase.must_recover,
-           "rss_ceiling_mib": phase.rss_ceiling_mib, "max_errors": phase.max_errors,
+           "rss_ceiling_mib": phase.rss_ceiling_mib, "reclaim_fraction": phase.reclaim_fraction,
            "rss_start_mib": round(st0.get("VmRSS", 0) / 1024, 1)}
     mon = Monitor(pid)
     t0 = time.monotonic()
@@ -1257,10 +1262,21 @@ def judge(res, opts, p99_bounds):
     if peak > bound:
         out.append("%s: broker RSS reached %.1f MiB, over the bound %.1f MiB" % (
             name, peak, bound))
-    max_errors = opts.max_probe_errors if res.get("max_errors") is None else res["max_errors"]
-    if probe["errors"] < 0 or probe["errors"] > max_errors:
-        out.append("%s: the probe saw %s errors (at most %d allowed): %s" % (
-            name, probe["errors"], max_errors, probe.get("first_errors")))
+    errors, reclaimed = probe["errors"], probe.get("reclaim_errors", 0)
+    fraction = res.get("reclaim_fraction")
+    if fraction is not None:
+        # Memory-reclamation errors are judged by their share of the round
+        # trips; any other error still counts against --max-probe-errors.
+        allowed = int(fraction * max(probe["ops"], 1))
+        if reclaimed > allowed:
+            out.append("%s: %s of the probe's %s round trips failed by memory reclamation "
+                       "(at most %d allowed): %s" % (
+                           name, reclaimed, probe["ops"], allowed, probe.get("first_errors")))
+        errors -= reclaimed
+    if errors < 0 or errors > opts.max_probe_errors:
+        out.append("%s: the probe saw %s errors%s (at most %d allowed): %s" % (
+            name, errors, "" if fraction is None else " besides memory reclamation",
+            opts.max_probe_errors, probe.get("first_errors")))
     if probe["ops"] == 0:
         out.append("%s: the probe made no round trip" % name)
     p99_bound = p99_bounds[res["expect"]]
