@@ -199,8 +199,9 @@ int Run(const Config& cfg) {
     absl::StrAppend(&errs, errs.empty() ? "" : ",", JsonString(e));
   }
   std::printf(
-      "{\"ops\":%zu,\"errors\":%llu,\"reclaim_errors\":%llu,\"ready\":%s,\"connect_ms\":%.3f,\"p50_ms\":%.3f,\"p90_ms\":%.3f,"
-      "\"p99_ms\":%.3f,\"max_ms\":%.3f,\"seconds\":%.3f,\"first_errors\":[%s]}\n",
+      "{\"ops\":%zu,\"errors\":%llu,\"reclaim_errors\":%llu,\"ready\":%s,\"connect_ms\":%.3f,"
+      "\"p50_ms\":%.3f,\"p90_ms\":%.3f,\"p99_ms\":%.3f,\"max_ms\":%.3f,\"seconds\":%.3f,"
+      "\"first_errors\":[%s]}\n",
       latencies_ms.size(), static_cast<unsigned long long>(errors),
       static_cast<unsigned long long>(reclaim_errors), ready ? "true" : "false",
       connect_ms,
