@@ -22,6 +22,9 @@
 //                                dropped at once): what stays behind per task
 //                                (counter bytes_per_task)
 // Journal (server/journal):
+//   BM_EncodeRecords/updated:U   one task's journal record: U=0 its submit
+//                                record (64-byte payload, 32-hex-digit key),
+//                                U=1 its update record once it succeeded
 //   BM_Crc32c/bytes              CRC32C of a record
 //   BM_JournalAppend/records     FileJournal (fsync=never, /tmp) appends of
 //                                `records` 160-byte records per batch, pipelined
@@ -60,6 +63,7 @@
 #include "common/log.h"
 #include "server/broker.h"
 #include "server/journal/crc32c.h"
+#include "server/journal_codec.h"
 #include "server/journal/file_journal.h"
 
 namespace conveyor::bench {
@@ -263,6 +267,34 @@ void BM_Crc32c(benchmark::State& state) {
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * state.range(0));
 }
 BENCHMARK(BM_Crc32c)->Arg(64)->Arg(256)->Arg(4096);
+
+// The submit record of a task with a 64-byte payload and a 32-hex-digit key
+// (as the client library sends), and its update record once it succeeded with
+// a 16-byte result: the records written per task on the submit and complete
+// paths.
+void BM_EncodeRecords(benchmark::State& state) {
+  const bool updated = state.range(0) != 0;
+  server::QueueConfig config;
+  config.name = kQueue;
+  server::Queue queue(config);
+  const std::string payload(64, 'p');
+  server::Task* task = server::Task::Create(server::TaskId(0x18c0ffee00010001), &queue, 0,
+                                            payload, absl::FromUnixMicros(1'700'000'000'000'000),
+                                            "0123456789abcdef0123456789abcdef");
+  task->state = server::TaskState::kSucceeded;
+  task->token = 7;
+  task->mutable_extra().result = "result-0123456789";
+  size_t bytes = 0;
+  for (auto _ : state) {
+    std::string record =
+        updated ? server::EncodeUpdated(*task) : server::EncodeSubmitted(*task, "noop");
+    bytes += record.size();
+    benchmark::DoNotOptimize(record);
+  }
+  server::Task::Destroy(task);
+  state.SetBytesProcessed(static_cast<int64_t>(bytes));
+}
+BENCHMARK(BM_EncodeRecords)->ArgName("updated")->Arg(0)->Arg(1);
 
 // A FileJournal in a fresh temp directory, recovered (empty) and ready.
 struct TempJournal {

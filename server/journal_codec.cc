@@ -1,6 +1,7 @@
 #include "server/journal_codec.h"
 
 #include "absl/strings/str_cat.h"
+#include "google/protobuf/arena.h"
 
 namespace conveyor::server {
 namespace pb = ::conveyor::internal;
@@ -43,6 +44,28 @@ QueueLimits LimitsFromRecord(const pb::LimitsRecord& r) {
   for (const auto& [key, size] : r.pools()) l.pools[key] = size;
   return l;
 }
+
+// The two records written per task (submitted, updated) are built on an
+// arena whose first block is on the stack: their message and string objects
+// then cost no heap allocation (a payload's, key's or result's bytes still
+// do), where a heap-built submit record took about ten.
+class RecordArena {
+ public:
+  RecordArena() : arena_(Options(block_)) {}
+  pb::JournalEntry* NewEntry() {
+    return google::protobuf::Arena::CreateMessage<pb::JournalEntry>(&arena_);
+  }
+
+ private:
+  static google::protobuf::ArenaOptions Options(char (&block)[1024]) {
+    google::protobuf::ArenaOptions o;
+    o.initial_block = block;
+    o.initial_block_size = sizeof(block);
+    return o;
+  }
+  alignas(8) char block_[1024];
+  google::protobuf::Arena arena_;
+};
 
 std::string Serialize(const pb::JournalEntry& entry) {
   std::string out;
@@ -122,9 +145,10 @@ std::string EncodeQueue(const QueueConfig& c, bool paused) {
 }
 
 std::string EncodeSubmitted(const Task& task, absl::string_view type, const TaskLinks* links) {
-  pb::JournalEntry e;
-  SubmittedToRecord(task, type, links, e.mutable_submitted());
-  return Serialize(e);
+  RecordArena arena;
+  pb::JournalEntry* e = arena.NewEntry();
+  SubmittedToRecord(task, type, links, e->mutable_submitted());
+  return Serialize(*e);
 }
 
 void SubmittedToRecord(const Task& task, absl::string_view type, const TaskLinks* links,
@@ -165,7 +189,8 @@ void SubmittedToRecord(const Task& task, absl::string_view type, const TaskLinks
 }
 
 std::string EncodeUpdated(const Task& task) {
-  pb::JournalEntry e;
+  RecordArena arena;
+  pb::JournalEntry& e = *arena.NewEntry();
   pb::TaskUpdated* u = e.mutable_updated();
   u->set_id(task.id().value());
   TaskState state = task.state == TaskState::kRunning ? TaskState::kReady : task.state;

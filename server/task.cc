@@ -7,11 +7,17 @@
 #include "absl/status/status.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
 
 namespace conveyor::server {
 
-std::string TaskId::ToString() const { return absl::StrFormat("%016x", value_); }
+std::string TaskId::ToString() const {
+  // Written directly: every answer carries ids, and StrFormat parses its
+  // format on each call.
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out(16, '0');
+  for (int i = 15, shift = 0; i >= 0; --i, shift += 4) out[i] = kHex[(value_ >> shift) & 0xf];
+  return out;
+}
 
 absl::StatusOr<TaskId> TaskId::Parse(absl::string_view text) {
   uint64_t value = 0;

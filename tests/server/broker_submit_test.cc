@@ -284,6 +284,17 @@ TEST_F(BrokerTest, TaskIdsAreUniqueAndIncreaseWithSubmitTime) {
   }
 }
 
+TEST(TaskIdTest, TextIsSixteenLowercaseHexDigitsAndParsesBack) {
+  EXPECT_EQ(TaskId(0).ToString(), "0000000000000000");
+  EXPECT_EQ(TaskId(0x18c0ffee0001abcd).ToString(), "18c0ffee0001abcd");
+  EXPECT_EQ(TaskId(UINT64_MAX).ToString(), "ffffffffffffffff");
+  for (uint64_t v : {uint64_t{1}, uint64_t{0x0123456789abcdef}, uint64_t{1} << 63}) {
+    absl::StatusOr<TaskId> back = TaskId::Parse(TaskId(v).ToString());
+    ASSERT_THAT(back, IsOk());
+    EXPECT_EQ(back->value(), v);
+  }
+}
+
 TEST_F(BrokerTest, DelayedTaskIsScheduled) {
   TaskSpec spec = Spec();
   spec.not_before = Now() + absl::Seconds(10);
