@@ -276,13 +276,13 @@ void BM_EncodeRecords(benchmark::State& state) {
   const bool updated = state.range(0) != 0;
   server::QueueConfig config;
   config.name = kQueue;
-  server::Queue queue(config);
+  server::Queue queue(config, [](uint64_t) -> server::Task* { return nullptr; });
   const std::string payload(64, 'p');
   server::Task* task = server::Task::Create(server::TaskId(0x18c0ffee00010001), &queue, 0,
                                             payload, absl::FromUnixMicros(1'700'000'000'000'000),
                                             "0123456789abcdef0123456789abcdef");
   task->state = server::TaskState::kSucceeded;
-  task->token = 7;
+  task->set_token(7);
   task->mutable_extra().result = "result-0123456789";
   size_t bytes = 0;
   for (auto _ : state) {

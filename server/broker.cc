@@ -127,15 +127,15 @@ absl::StatusOr<Queue*> Broker::FindQueue(absl::string_view name) const {
 absl::StatusOr<Task*> Broker::FindTaskForReport(TaskId id, uint64_t token) const {
   Task* task = FindTask(id);
   if (task == nullptr) return NotFoundTask(id);
-  if (token != task->token) {
-    if (token < task->token) {
+  if (token != task->token()) {
+    if (token < task->token()) {
       return absl::FailedPreconditionError(absl::StrCat(
           "task ", id.ToString(), ": fencing token ", token,
-          " is stale; the task was leased again (current token ", task->token, ")"));
+          " is stale; the task was leased again (current token ", task->token(), ")"));
     }
     return absl::FailedPreconditionError(absl::StrCat(
         "task ", id.ToString(), ": fencing token ", token,
-        " was never issued (current token ", task->token, ")"));
+        " was never issued (current token ", task->token(), ")"));
   }
   return task;
 }
@@ -147,6 +147,16 @@ uint32_t Broker::InternType(absl::string_view type) {
   type_names_.emplace_back(type);
   type_ids_.emplace(std::string(type), id);
   return id;
+}
+
+std::unique_ptr<Queue> Broker::NewQueue(QueueConfig config) {
+  // A queue calls its resolver only from the broker's calls into it, which
+  // hold mu_; the analysis cannot see that.
+  return std::make_unique<Queue>(
+      std::move(config), [this](uint64_t id) ABSL_NO_THREAD_SAFETY_ANALYSIS -> Task* {
+        Task* task = FindTask(TaskId(id));
+        return task != nullptr && task->state == TaskState::kReady ? task : nullptr;
+      });
 }
 
 TaskId Broker::NextId() {
@@ -178,7 +188,7 @@ TaskInfo Broker::Snapshot(const Task& task, bool with_payload) const {
   info.attempts = task.failures;
   info.max_attempts = RetryOf(task).max_attempts;
   info.crashes = task.crashes;
-  info.token = task.token;
+  info.token = task.token();
   info.created_at = task.created_at();
   info.not_before = task.not_before();
   info.cancel_requested = task.cancel_requested;
@@ -318,11 +328,11 @@ Task* Broker::TimerTask(const Timer& timer) const {
                  : nullptr;
     case kLeaseCheck:
       return task->state == TaskState::kRunning &&
-                     task->token == static_cast<uint64_t>(timer.stamp)
+                     task->token() == static_cast<uint64_t>(timer.stamp)
                  ? task
                  : nullptr;
     case kExpire:
-      return task->token == 0 &&
+      return task->token() == 0 &&
                      (task->state == TaskState::kReady || task->state == TaskState::kScheduled)
                  ? task
                  : nullptr;
@@ -455,7 +465,7 @@ absl::StatusOr<Queue*> Broker::QueueForSubmit(absl::string_view name) {
   }
   QueueConfig config = options_.queue_defaults;
   config.name = std::string(name);
-  auto queue = std::make_unique<Queue>(std::move(config));
+  std::unique_ptr<Queue> queue = NewQueue(std::move(config));
   Queue* raw = queue.get();
   queues_.emplace(raw->name(), std::move(queue));
   PersistQueue(*raw);
@@ -770,7 +780,8 @@ void Broker::MakeReady(Task* task, Deferred& after) {
   // The ready sequence is the ready-since time in microseconds, kept strictly
   // increasing so FIFO order holds within one microsecond.
   next_seq_ = std::max<uint64_t>(next_seq_ + 1, absl::ToUnixMicros(clock_->Now()));
-  queue->PushReady(*task, next_seq_);
+  task->ready_seq = next_seq_;
+  queue->PushReady(*task);
   NotifyWatchers(*task, /*final=*/false, after);
   ServeLeaseWaiters(queue, after);
 }
@@ -796,11 +807,8 @@ LeasedTask Broker::Grant(Task* task, absl::string_view worker_id, Deferred& afte
   SetState(task, TaskState::kRunning);
   // Tokens of an earlier epoch (before a restart) are all smaller than any
   // of this one, so none is ever issued twice.
-  if ((task->token >> 32) < epoch_) {
-    task->token = (uint64_t{epoch_} << 32) | 1;
-  } else {
-    ++task->token;
-  }
+  const uint64_t last = task->token();
+  task->set_token((last >> 32) < epoch_ ? (uint64_t{epoch_} << 32) | 1 : last + 1);
   TaskExtra& x = task->mutable_extra();
   x.lease_lapsed = false;
   x.worker_id = std::string(worker_id);
@@ -811,7 +819,7 @@ LeasedTask Broker::Grant(Task* task, absl::string_view worker_id, Deferred& afte
   x.progress_percent = 0;
   x.progress_message.clear();
   PushTimer(std::min(x.lease_expires_at, x.attempt_deadline + options_.timeout_grace),
-            kLeaseCheck, task->id().value(), task->token);
+            kLeaseCheck, task->id().value(), task->token());
   if (listener_ != nullptr) listener_->OnDispatched(*queue, *task);
   NotifyWatchers(*task, /*final=*/false, after);
 
@@ -823,7 +831,7 @@ LeasedTask Broker::Grant(Task* task, absl::string_view worker_id, Deferred& afte
   leased.headers = x.headers;
   leased.attempt = task->failures + 1u;
   leased.max_attempts = RetryOf(*task).max_attempts;
-  leased.token = task->token;
+  leased.token = task->token();
   leased.lease_expires_at = x.lease_expires_at;
   leased.deadline = x.attempt_deadline;
   leased.timeout = timeout;
@@ -982,25 +990,20 @@ std::vector<LeasedTask> Broker::TakeReady(const LeaseRequest& request, uint32_t 
     if (it != type_ids_.end()) types.push_back(it->second);
   }
   if (!request.types.empty() && types.empty()) return out;  // no such type yet
-  // The analysis cannot see that the lambda runs under mu_ (inside this call).
-  auto resolve = [this](uint64_t id) ABSL_NO_THREAD_SAFETY_ANALYSIS -> Task* {
-    auto it = tasks_.find(id);
-    return it != tasks_.end() && (*it)->state == TaskState::kReady ? *it : nullptr;
-  };
   while (out.size() < max) {
     Task* best = nullptr;
     uint64_t best_key = 0;
     for (Queue* q : queues) {
       if (q->count(TaskState::kReady) == 0 || !q->Open(now)) continue;
       uint64_t key = 0;
-      Task* t = q->PeekReady(types, resolve, now, &key);
+      Task* t = q->PeekReady(types, now, &key);
       if (t != nullptr && (best == nullptr || key < best_key)) {
         best = t;
         best_key = key;
       }
     }
     if (best == nullptr) break;
-    if (best->extra() != nullptr && best->token == 0 && best->extra()->expires_at <= now) {
+    if (best->extra() != nullptr && best->token() == 0 && best->extra()->expires_at <= now) {
       best->queue()->RemoveReady(*best);
       best->mutable_extra().error = "expired before it was leased";
       End(best, TaskState::kExpired, after);
@@ -1201,7 +1204,7 @@ std::vector<HeartbeatOutcome> Broker::Heartbeat(absl::string_view worker_id,
         x.lease_expires_at = now;  // extended below
         PushTimer(std::min(now + task->queue()->config().lease_duration,
                            x.attempt_deadline + options_.timeout_grace),
-                  kLeaseCheck, task->id().value(), static_cast<int64_t>(task->token));
+                  kLeaseCheck, task->id().value(), static_cast<int64_t>(task->token()));
         PersistTask(*task);
         NotifyWatchers(*task, /*final=*/false, after);
       }
@@ -1265,7 +1268,7 @@ std::vector<absl::Status> Broker::Complete(const std::vector<CompleteItem>& item
         out[i] = AlreadyEnded(item.id, task->state);
         continue;
       }
-      if (task->token == 0) {
+      if (task->token() == 0) {
         out[i] = NeverLeased(item.id);
         continue;
       }
@@ -1312,7 +1315,7 @@ std::vector<absl::Status> Broker::Fail(const std::vector<FailItem>& items, Ticke
           out[i] = AlreadyEnded(item.id, task->state);
           continue;
         }
-        if (task->token == 0) {
+        if (task->token() == 0) {
           out[i] = NeverLeased(item.id);
           continue;
         }
@@ -1329,7 +1332,7 @@ std::vector<absl::Status> Broker::Fail(const std::vector<FailItem>& items, Ticke
         out[i] = AlreadyEnded(item.id, task->state);
         continue;
       }
-      if (task->token == 0) {
+      if (task->token() == 0) {
         out[i] = NeverLeased(item.id);
         continue;
       }
@@ -1390,7 +1393,7 @@ std::vector<absl::Status> Broker::Release(const std::vector<ReleaseItem>& items,
         continue;
       }
       Task* task = *found;
-      if (task->token == 0) {
+      if (task->token() == 0) {
         out[i] = NeverLeased(items[i].id);
         continue;
       }
@@ -1551,13 +1554,8 @@ QueueInfo Broker::InfoOf(const Queue& queue) const {
   info.config = queue.config();
   info.paused = queue.paused;
   for (int s = 0; s < 8; ++s) info.stats.by_state[s] = queue.count(static_cast<TaskState>(s));
-  // The analysis cannot see that the lambda runs under mu_ (inside this call).
-  auto resolve = [this](uint64_t id) ABSL_NO_THREAD_SAFETY_ANALYSIS -> Task* {
-    auto it = tasks_.find(id);
-    return it != tasks_.end() && (*it)->state == TaskState::kReady ? *it : nullptr;
-  };
   if (queue.count(TaskState::kReady) > 0) {
-    uint64_t seq = queue.OldestReadySeq(resolve);
+    uint64_t seq = queue.OldestReadySeq();
     if (seq != 0) {
       info.stats.oldest_ready_age =
           std::max(absl::ZeroDuration(),
@@ -1592,7 +1590,7 @@ absl::StatusOr<QueueInfo> Broker::CreateQueue(const QueueConfig& config, bool pa
           "cannot create queue ", Quoted(config.name), ": the broker holds ",
           queues_.size(), " queues, the limit (--max-queues)"));
     }
-    auto queue = std::make_unique<Queue>(config);
+    std::unique_ptr<Queue> queue = NewQueue(config);
     queue->paused = paused;
     Queue* raw = queue.get();
     queues_.emplace(config.name, std::move(queue));
@@ -1962,7 +1960,7 @@ absl::Status Broker::Apply(const conveyor::internal::JournalEntry& e) {
       QueueConfig config = QueueConfigFromRecord(e.queue());
       auto it = queues_.find(config.name);
       if (it == queues_.end()) {
-        auto queue = std::make_unique<Queue>(config);
+        std::unique_ptr<Queue> queue = NewQueue(config);
         queue->paused = e.queue().paused();
         queues_.emplace(config.name, std::move(queue));
       } else {
@@ -1985,7 +1983,7 @@ absl::Status Broker::Apply(const conveyor::internal::JournalEntry& e) {
         }
         QueueConfig config = options_.queue_defaults;
         config.name = r.queue();
-        q = queues_.emplace(config.name, std::make_unique<Queue>(config)).first;
+        q = queues_.emplace(config.name, NewQueue(config)).first;
         lost_queue_records_.push_back(q->second.get());
       }
       if (FindTask(TaskId(r.id())) != nullptr) return absl::OkStatus();  // already known
@@ -2032,7 +2030,7 @@ absl::Status Broker::Apply(const conveyor::internal::JournalEntry& e) {
       queue->CountIn(task->state);
       task->failures = static_cast<uint16_t>(std::min<uint32_t>(r.failures(), UINT16_MAX));
       task->crashes = static_cast<uint8_t>(std::min<uint32_t>(r.crashes(), UINT8_MAX));
-      task->token = r.token();
+      if (r.token() != 0) task->set_token(r.token());
       task->cancel_requested = r.cancel_requested();
       // A queued task that never ran keeps no extra (snapshots write an
       // update for every task): the record stays compact after a restart.
@@ -2108,7 +2106,7 @@ void Broker::FinishRecovery(Deferred& after) {
       continue;
     }
     if (task->extra() != nullptr && task->extra()->expires_at != absl::InfiniteFuture() &&
-        task->token == 0) {
+        task->token() == 0) {
       PushTimer(task->extra()->expires_at, kExpire, task->id().value(), 0);
     }
     if (task->state == TaskState::kScheduled && task->extra() != nullptr &&
@@ -2285,7 +2283,7 @@ void Broker::CheckLease(Task* task, absl::Time now, Deferred& after) {
     return;
   }
   PushTimer(std::min(x.lease_expires_at, deadline_end), kLeaseCheck, task->id().value(),
-            task->token);
+            task->token());
 }
 
 void Broker::FireTimer(const Timer& timer, absl::Time now, Deferred& after) {

@@ -663,6 +663,9 @@ class Broker {
   std::vector<Task*> DeadTasks(Queue* queue, const std::vector<TaskId>& ids) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
   uint32_t InternType(absl::string_view type) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A queue whose lanes read their READY tasks through this broker's id
+  // index.
+  std::unique_ptr<Queue> NewQueue(QueueConfig config);
   TaskId NextId() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   TaskInfo Snapshot(const Task& task, bool with_payload) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);

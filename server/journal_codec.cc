@@ -197,7 +197,7 @@ std::string EncodeUpdated(const Task& task) {
   u->set_state(static_cast<uint32_t>(state));
   u->set_failures(task.failures);
   u->set_crashes(task.crashes);
-  u->set_token(task.token);
+  u->set_token(task.token());
   u->set_cancel_requested(task.cancel_requested);
   if (const TaskExtra* x = task.extra(); x != nullptr) {
     if (task.state == TaskState::kScheduled) u->set_not_before_us(Us(x->not_before));

@@ -289,7 +289,7 @@ void BrokerMetrics::OnDispatched(const Queue& queue, const Task& task) {
   // The first lease: lease count 1 within the epoch (tokens carry the
   // broker's epoch in their high half), no attempt or crash spent yet. A task
   // leased before a restart and leased again after it counts twice (rare).
-  if ((task.token & 0xffffffffu) == 1 && task.failures == 0 && task.crashes == 0 &&
+  if ((task.token() & 0xffffffffu) == 1 && task.failures == 0 && task.crashes == 0 &&
       task.extra() != nullptr) {
     c.wait->Observe(absl::ToDoubleSeconds(task.extra()->started_at - task.created_at()));
   }
@@ -314,7 +314,7 @@ void BrokerMetrics::OnEnded(const Queue& queue, const Task& task) {
              .first;
   }
   it->second->Increment();
-  if (task.token > 0 && task.extra() != nullptr &&
+  if (task.token() > 0 && task.extra() != nullptr &&
       task.extra()->started_at != absl::InfinitePast()) {
     c.run->Observe(absl::ToDoubleSeconds(task.extra()->finished_at - task.extra()->started_at));
   }

@@ -175,6 +175,7 @@ struct Queue::Pool {
 };
 
 struct Queue::Impl {
+  ReadyResolver resolve;
   absl::flat_hash_map<std::string, std::unique_ptr<Lane>> lanes;
   absl::flat_hash_map<uint32_t, absl::btree_set<LaneOrder>> eligible;  // by type
   absl::node_hash_map<std::string, RateKey> rate_keys;
@@ -208,15 +209,29 @@ std::string LaneKey(uint32_t type_id, absl::string_view rate_key, absl::string_v
 
 }  // namespace
 
-Queue::Queue(QueueConfig config) : config_(std::move(config)), impl_(std::make_unique<Impl>()) {}
+Queue::Queue(QueueConfig config, ReadyResolver resolve)
+    : config_(std::move(config)), impl_(std::make_unique<Impl>()) {
+  impl_->resolve = std::move(resolve);
+}
 Queue::~Queue() = default;
 
 namespace {
 
-// The order of `lane` by its current front entry.
+// The task at the front of `lane`, after dropping the stale entries before
+// it; null if the lane holds only stale entries.
+template <typename Impl, typename LaneT>
+Task* FrontOf(const Impl& impl, LaneT& lane) {
+  while (!lane.entries.empty()) {
+    if (Task* task = impl.resolve(lane.entries.front())) return task;
+    lane.entries.PopFront();
+  }
+  return nullptr;
+}
+
+// The order of `lane`, whose front task is `front`.
 template <typename LaneT>
-LaneOrder OrderOf(const LaneT& lane) {
-  const uint64_t head = lane.entries.front().key;
+LaneOrder OrderOf(const LaneT& lane, const Task& front) {
+  const uint64_t head = ReadyKey(front.priority, front.ready_seq);
   const uint64_t seq = head & kReadySeqMask;
   const uint64_t turn = lane.keyed() ? std::max(seq, lane.turn & kReadySeqMask) : seq;
   return LaneOrder{(head & ~kReadySeqMask) | turn, head, &lane};
@@ -258,8 +273,9 @@ void Erase(Impl& impl, Lane* lane) {
 
 template <typename Impl, typename Lane>
 void Place(Impl& impl, Lane* lane) {
-  if (lane->entries.empty()) return;
-  lane->order = OrderOf(*lane);
+  const Task* front = FrontOf(impl, *lane);
+  if (front == nullptr) return;
+  lane->order = OrderOf(*lane, *front);
   impl.eligible[lane->type_id].insert(lane->order);
   lane->at = Lane::At::kEligible;
 }
@@ -271,20 +287,22 @@ void Reposition(Impl& impl, Lane* lane) {
   if (lane->at == At::kEligible || lane->at == At::kPoolWait) {
     const At at = lane->at;
     Erase(impl, lane);
-    if (lane->entries.empty()) return;  // its last entry left; LeftReady removes it
+    // A lane left with no live entry stays out: LeftReady removes it.
     if (at == At::kEligible) {
       Place(impl, lane);
-    } else {
-      lane->order = OrderOf(*lane);
-      impl.pools[lane->conc_key].waiting.insert(lane->order);
-      lane->at = At::kPoolWait;
+      return;
     }
+    const Task* front = FrontOf(impl, *lane);
+    if (front == nullptr) return;
+    lane->order = OrderOf(*lane, *front);
+    impl.pools[lane->conc_key].waiting.insert(lane->order);
+    lane->at = At::kPoolWait;
   }
 }
 
 }  // namespace
 
-void Queue::PushReady(const Task& task, uint64_t seq) {
+void Queue::PushReady(const Task& task) {
   const std::string& rk = RateKeyOf(task);
   const std::string& ck = ConcKeyOf(task);
   std::string map_key = LaneKey(task.type_id(), rk, ck);
@@ -300,9 +318,8 @@ void Queue::PushReady(const Task& task, uint64_t seq) {
     if (!ck.empty()) ++impl_->pools[ck].lanes;
   }
   Lane* lane = it->second.get();
-  const uint64_t key = ReadyKey(task.priority, seq);
-  const bool new_front = lane->entries.empty() || key < lane->entries.front().key;
-  lane->entries.Push(ReadyEntry{key, task.id().value()});
+  lane->entries.Push(task.priority, task.id().value());
+  const bool new_front = lane->entries.front() == task.id().value();
   ++lane->ready;
   if (lane->at == Lane::At::kNowhere) {
     Place(*impl_, lane);
@@ -348,23 +365,20 @@ void Queue::SetAsideOnRate(Lane* lane, absl::Time at) {
   }
 }
 
-Task* Queue::PeekReady(const std::vector<uint32_t>& types,
-                       absl::FunctionRef<Task*(uint64_t)> resolve, absl::Time now,
-                       uint64_t* key) {
+Task* Queue::PeekReady(const std::vector<uint32_t>& types, absl::Time now, uint64_t* key) {
   Task* best = nullptr;
   LaneOrder best_order;
   auto consider = [&](absl::btree_set<LaneOrder>& set) {
     while (!set.empty()) {
       const LaneOrder o = *set.begin();
       Lane* lane = static_cast<Lane*>(const_cast<void*>(o.lane));
-      ReadyFifos& entries = lane->entries;
-      while (!entries.empty() && resolve(entries.front().id) == nullptr) entries.PopFront();
-      if (entries.empty()) {  // only stale entries: LeftReady removes the lane
+      Task* front = FrontOf(*impl_, *lane);
+      if (front == nullptr) {  // only stale entries: LeftReady removes the lane
         set.erase(set.begin());
         lane->at = Lane::At::kNowhere;
         continue;
       }
-      if (LaneOrder fresh = OrderOf(*lane); !(fresh == o)) {
+      if (LaneOrder fresh = OrderOf(*lane, *front); !(fresh == o)) {
         set.erase(set.begin());
         lane->order = fresh;
         set.insert(fresh);
@@ -387,7 +401,7 @@ Task* Queue::PeekReady(const std::vector<uint32_t>& types,
         continue;
       }
       if (best == nullptr || o < best_order) {
-        best = resolve(entries.front().id);
+        best = front;
         best_order = o;
       }
       return;
@@ -410,7 +424,7 @@ void Queue::TakeReady(const Task& task, absl::Time now, uint64_t turn) {
   if (it == impl_->lanes.end()) return;
   Lane* lane = it->second.get();
   ReadyFifos& entries = lane->entries;
-  if (!entries.empty() && entries.front().id == task.id().value()) {
+  if (!entries.empty() && entries.front() == task.id().value()) {
     entries.PopFront();
   } else {
     RemoveReady(task);
@@ -432,7 +446,7 @@ void Queue::RemoveReady(const Task& task) {
   if (it == impl_->lanes.end()) return;
   Lane* lane = it->second.get();
   ReadyFifos& entries = lane->entries;
-  const bool was_front = !entries.empty() && entries.front().id == task.id().value();
+  const bool was_front = !entries.empty() && entries.front() == task.id().value();
   if (!entries.Erase(task.id().value())) return;
   if (was_front) Reposition(*impl_, lane);
 }
@@ -488,11 +502,14 @@ void Queue::Sweep(absl::Time now) {
   }
 }
 
-uint64_t Queue::OldestReadySeq(absl::FunctionRef<Task*(uint64_t)> resolve) const {
+uint64_t Queue::OldestReadySeq() const {
+  auto live_seq = [this](uint64_t id) -> uint64_t {
+    const Task* task = impl_->resolve(id);
+    return task != nullptr ? task->ready_seq : 0;
+  };
   uint64_t oldest = 0;
   for (const auto& [k, lane] : impl_->lanes) {
-    const uint64_t seq =
-        lane->entries.OldestLiveSeq([&](uint64_t id) { return resolve(id) != nullptr; });
+    const uint64_t seq = lane->entries.OldestLiveSeq(live_seq);
     if (seq != 0 && (oldest == 0 || seq < oldest)) oldest = seq;
   }
   return oldest;

@@ -16,6 +16,7 @@
 #include <array>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -82,9 +83,13 @@ struct QueueStats {
   uint64_t count(TaskState s) const { return by_state[static_cast<int>(s)]; }
 };
 
+// Maps a task id to its task while that task is READY, else null: how a
+// queue reads the order of the ids in its lanes (the broker's id index).
+using ReadyResolver = std::function<Task*(uint64_t id)>;
+
 class Queue {
  public:
-  explicit Queue(QueueConfig config);
+  Queue(QueueConfig config, ReadyResolver resolve);
   ~Queue();
   Queue(const Queue&) = delete;
   Queue& operator=(const Queue&) = delete;
@@ -115,17 +120,16 @@ class Queue {
   // and a keyed lane the later of that and the moment it was last served
   // (round-robin among keys). Finding the next task costs O(log lanes).
   //
-  // `seq` increases with the time the task became ready (the broker derives
-  // it from that time, so it also gives the ready-since age).
-  void PushReady(const Task& task, uint64_t seq);
+  // An entry is the task's id; its order is the task's priority and
+  // ready_seq, read through the queue's resolver. The seq increases with the
+  // time the task became ready (the broker derives it from that time, so it
+  // also gives the ready-since age): pushes come in seq order.
+  void PushReady(const Task& task);
   // The best ready task among `types` (all types when empty) that no key
-  // limit holds back at `now`, or null. `resolve` maps an id to its task if
-  // that task is still READY (else null). `key` (if not null) receives its
+  // limit holds back at `now`, or null. `key` (if not null) receives its
   // order key: smaller is served first, comparable across queues. Ignores
   // the queue-wide limits (see Gate).
-  Task* PeekReady(const std::vector<uint32_t>& types,
-                  absl::FunctionRef<Task*(uint64_t)> resolve, absl::Time now,
-                  uint64_t* key = nullptr);
+  Task* PeekReady(const std::vector<uint32_t>& types, absl::Time now, uint64_t* key = nullptr);
   // Removes `task`, which PeekReady just returned, spends a token of the
   // queue's and its rate key's buckets, and sends its key to the back of
   // the round (at `turn`, a seq).
@@ -139,7 +143,7 @@ class Queue {
   // Smallest seq among ready entries that still resolve (0 if none). One
   // lookup per priority of each lane (each FIFO's front is its oldest), plus
   // one per stale entry in front of it.
-  uint64_t OldestReadySeq(absl::FunctionRef<Task*(uint64_t)> resolve) const;
+  uint64_t OldestReadySeq() const;
 
   // ── Limits ──
   // Whether the queue-wide limits let a task start at `now`: paused, a

@@ -8,33 +8,16 @@ namespace conveyor::server {
 // ───────────────────────────── Ring ─────────────────────────────
 
 void ReadyFifos::Ring::Resize(size_t cap) {
-  std::unique_ptr<ReadyEntry[]> buf(new ReadyEntry[cap]);
+  std::unique_ptr<uint64_t[]> buf(new uint64_t[cap]);
   for (size_t i = 0; i < size_; ++i) buf[i] = at(i);
   buf_ = std::move(buf);
   cap_ = cap;
   head_ = 0;
 }
 
-void ReadyFifos::Ring::Insert(ReadyEntry entry) {
+void ReadyFifos::Ring::PushBack(uint64_t id) {
   if (size_ == cap_) Resize(cap_ == 0 ? 1 : cap_ * 2);
-  // Usually the new entry goes last; otherwise find its place and shift
-  // the entries after it.
-  size_t pos = size_;
-  if (size_ > 0 && entry.key < at(size_ - 1).key) {
-    size_t lo = 0;
-    size_t hi = size_ - 1;  // at(hi).key > entry.key
-    while (lo < hi) {
-      const size_t mid = lo + (hi - lo) / 2;
-      if (at(mid).key > entry.key) {
-        hi = mid;
-      } else {
-        lo = mid + 1;
-      }
-    }
-    pos = lo;
-    for (size_t i = size_; i > pos; --i) at(i) = at(i - 1);
-  }
-  at(pos) = entry;
+  at(size_) = id;
   ++size_;
 }
 
@@ -58,24 +41,21 @@ void ReadyFifos::Ring::EraseAt(size_t i) {
 
 // ─────────────────────────── ReadyFifos ───────────────────────────
 
-ReadyFifos::Ring* ReadyFifos::RingOf(uint64_t key) {
-  const uint64_t prefix = key & ~kReadySeqMask;
-  auto it = rings_.begin();
-  while (it != rings_.end() && it->prefix < prefix) ++it;
-  if (it == rings_.end() || it->prefix != prefix) it = rings_.insert(it, PriorityRing{prefix, {}});
-  return &it->ring;
-}
-
 size_t ReadyFifos::FrontRing() const {
   size_t i = 0;
   while (rings_[i].ring.empty()) ++i;
   return i;
 }
 
-const ReadyEntry& ReadyFifos::front() const { return rings_[FrontRing()].ring.at(0); }
+uint64_t ReadyFifos::front() const { return rings_[FrontRing()].ring.at(0); }
 
-void ReadyFifos::Push(ReadyEntry entry) {
-  RingOf(entry.key)->Insert(entry);
+void ReadyFifos::Push(uint32_t priority, uint64_t id) {
+  auto it = rings_.begin();
+  while (it != rings_.end() && it->priority > priority) ++it;
+  if (it == rings_.end() || it->priority != priority) {
+    it = rings_.insert(it, PriorityRing{priority, {}});
+  }
+  it->ring.PushBack(id);
   ++size_;
 }
 
@@ -87,7 +67,7 @@ void ReadyFifos::PopFront() {
 bool ReadyFifos::Erase(uint64_t id) {
   for (PriorityRing& r : rings_) {
     for (size_t i = 0; i < r.ring.size(); ++i) {
-      if (r.ring.at(i).id == id) {
+      if (r.ring.at(i) == id) {
         r.ring.EraseAt(i);
         --size_;
         return true;
@@ -97,13 +77,12 @@ bool ReadyFifos::Erase(uint64_t id) {
   return false;
 }
 
-uint64_t ReadyFifos::OldestLiveSeq(absl::FunctionRef<bool(uint64_t)> live) const {
+uint64_t ReadyFifos::OldestLiveSeq(absl::FunctionRef<uint64_t(uint64_t)> live_seq) const {
   uint64_t oldest = 0;
   for (const PriorityRing& r : rings_) {
     for (size_t i = 0; i < r.ring.size(); ++i) {
-      const ReadyEntry& e = r.ring.at(i);
-      if (!live(e.id)) continue;
-      const uint64_t seq = e.key & kReadySeqMask;
+      const uint64_t seq = live_seq(r.ring.at(i));
+      if (seq == 0) continue;
       if (oldest == 0 || seq < oldest) oldest = seq;
       break;
     }

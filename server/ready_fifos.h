@@ -2,12 +2,14 @@
 // in serving order: higher priority first, then smaller seq (the order the
 // tasks became ready).
 //
-// The broker's ready seq is strictly increasing, so the entries of one
-// priority arrive in seq order. Keeping one FIFO ring per priority makes
-// push, front and pop O(1) at any depth, where a heap of 10 million entries
-// costs about 23 scattered memory reads per pop. Finding the oldest entry
-// looks at one front per priority. A push out of seq order (the broker
-// makes none; recovery and tests could) is placed in order by a shift.
+// An entry is the task's id alone (8 bytes, so a queue of 10 million READY
+// tasks holds 80 MB of entries, where an (order key, id) pair took twice
+// that): the seq is the task's own (Task::ready_seq), and the priority is
+// the FIFO's. The broker's ready seq is strictly increasing, so the entries
+// of one priority arrive in seq order and each FIFO is a plain ring: push,
+// front and pop are O(1) at any depth, where a heap of 10 million entries
+// costs about 23 scattered memory reads per pop. Finding the best entry
+// looks at one front per priority.
 //
 // Entries are not checked against their tasks here: a task that ended
 // leaves a stale entry, which the caller skips at the front (lazy deletion)
@@ -34,11 +36,6 @@ inline uint64_t ReadyKey(uint32_t priority, uint64_t seq) {
   return (uint64_t{9} - priority) << 56 | (seq & kReadySeqMask);
 }
 
-struct ReadyEntry {
-  uint64_t key;  // ReadyKey(priority, seq)
-  uint64_t id;   // the task's id
-};
-
 class ReadyFifos {
  public:
   ReadyFifos() = default;
@@ -48,54 +45,54 @@ class ReadyFifos {
   bool empty() const { return size_ == 0; }
   size_t size() const { return size_; }
 
-  // The entry with the smallest key. Requires !empty().
-  const ReadyEntry& front() const;
-  void Push(ReadyEntry entry);
+  // The id at the front of the highest priority's FIFO. Requires !empty().
+  uint64_t front() const;
+  // Appends task `id` to the FIFO of `priority`. Within one priority, ids
+  // must be pushed in the order of their seqs (the broker's seq only grows).
+  void Push(uint32_t priority, uint64_t id);
   // Removes front(). Requires !empty().
   void PopFront();
   // Removes the entry of task `id`, wherever it is (a scan). Returns false
   // if there is none.
   bool Erase(uint64_t id);
-  // The smallest seq among entries for which `live(id)` holds, or 0 if
-  // none. Looks at each priority's entries from the front up to its first
-  // live one.
-  uint64_t OldestLiveSeq(absl::FunctionRef<bool(uint64_t)> live) const;
+  // The smallest seq among each priority's first live entry: `live_seq(id)`
+  // gives an entry's seq, or 0 if its task is no longer READY (stale). Looks
+  // at each priority's entries from the front up to its first live one.
+  // 0 if there is no live entry.
+  uint64_t OldestLiveSeq(absl::FunctionRef<uint64_t(uint64_t)> live_seq) const;
   // Number of priorities with a ring (for tests).
   size_t ring_count() const { return rings_.size(); }
 
  private:
-  // A growable ring buffer of entries sorted by key. Its capacity is a
-  // power of two; it halves when a quarter full, so a drained backlog gives
-  // its memory back.
+  // A growable ring buffer of ids. Its capacity is a power of two; it
+  // halves when a quarter full, so a drained backlog gives its memory back.
   class Ring {
    public:
     size_t size() const { return size_; }
     bool empty() const { return size_ == 0; }
-    const ReadyEntry& at(size_t i) const { return buf_[(head_ + i) & (cap_ - 1)]; }
-    ReadyEntry& at(size_t i) { return buf_[(head_ + i) & (cap_ - 1)]; }
-    // Appends, or inserts at its place if `entry` sorts before the back.
-    void Insert(ReadyEntry entry);
+    uint64_t at(size_t i) const { return buf_[(head_ + i) & (cap_ - 1)]; }
+    uint64_t& at(size_t i) { return buf_[(head_ + i) & (cap_ - 1)]; }
+    void PushBack(uint64_t id);
     void PopFront();
     void EraseAt(size_t i);
 
    private:
     void Resize(size_t cap);
-    std::unique_ptr<ReadyEntry[]> buf_;
+    std::unique_ptr<uint64_t[]> buf_;
     size_t cap_ = 0;
     size_t head_ = 0;
     size_t size_ = 0;
   };
   struct PriorityRing {
-    uint64_t prefix;  // the key bits above kReadySeqMask
+    uint32_t priority;
     Ring ring;
   };
 
-  Ring* RingOf(uint64_t key);
-  // The index of the first non-empty ring (smallest prefix). Requires
+  // The index of the first non-empty ring (highest priority). Requires
   // !empty().
   size_t FrontRing() const;
 
-  std::vector<PriorityRing> rings_;  // by prefix, ascending (best first)
+  std::vector<PriorityRing> rings_;  // by priority, descending (best first)
   size_t size_ = 0;
 };
 

@@ -9,13 +9,17 @@
 #include "absl/strings/str_cat.h"
 
 namespace conveyor::server {
+namespace {
+
+constexpr char kHexDigits[] = "0123456789abcdef";
+
+}  // namespace
 
 std::string TaskId::ToString() const {
   // Written directly: every answer carries ids, and StrFormat parses its
   // format on each call.
-  static constexpr char kHex[] = "0123456789abcdef";
   std::string out(16, '0');
-  for (int i = 15, shift = 0; i >= 0; --i, shift += 4) out[i] = kHex[(value_ >> shift) & 0xf];
+  for (int i = 15, shift = 0; i >= 0; --i, shift += 4) out[i] = kHexDigits[(value_ >> shift) & 0xf];
   return out;
 }
 
@@ -66,7 +70,6 @@ RetryPolicy RetryOverride::ApplyTo(const RetryPolicy& base) const {
 namespace {
 
 constexpr size_t kPackedKeyBytes = 16;
-constexpr char kHexDigits[] = "0123456789abcdef";
 
 // Each character's value as a lowercase hex digit, or -1 (upper case too:
 // it would not come back the same).

@@ -114,6 +114,8 @@ struct TaskExtra {
   absl::Time not_before = absl::InfinitePast();
   int64_t ended_stamp = 0;
   // Current or last attempt.
+  // Fencing token of the latest lease (Task::token()).
+  uint64_t token = 0;
   std::string worker_id;
   absl::Time started_at = absl::InfinitePast();
   absl::Time lease_expires_at = absl::InfinitePast();
@@ -217,6 +219,13 @@ class Task {
   int64_t ended_stamp() const { return extra_ ? extra_->ended_stamp : 0; }
   void set_ended_stamp(int64_t stamp) { mutable_extra().ended_stamp = stamp; }
 
+  // Fencing token of the latest lease: the broker's lease epoch in the high
+  // 32 bits (raised at every restart with a journal), the lease count within
+  // the epoch in the low 32, so no token is ever issued twice. 0 until the
+  // first lease; kept in the extra, which every leased task has.
+  uint64_t token() const { return extra_ ? extra_->token : 0; }
+  void set_token(uint64_t token) { mutable_extra().token = token; }
+
   TaskExtra* extra() const { return extra_.get(); }
   TaskExtra& mutable_extra() {
     if (!extra_) extra_ = std::make_unique<TaskExtra>();
@@ -236,10 +245,9 @@ class Task {
   uint32_t payload_size_ = 0;
 
  public:
-  // Fencing token of the latest lease: the broker's lease epoch in the high
-  // 32 bits (raised at every restart with a journal), the lease count within
-  // the epoch in the low 32, so no token is ever issued twice.
-  uint64_t token = 0;
+  // While READY: the seq its ready entry is ordered by (server/queue.h),
+  // which also dates when it became ready. Stale otherwise.
+  uint64_t ready_seq = 0;
   uint16_t failures = 0;  // attempts spent by failures and timeouts
   TaskState state = TaskState::kReady;
   uint8_t priority = 0;

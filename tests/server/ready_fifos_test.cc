@@ -1,6 +1,5 @@
-// ReadyFifos (server/ready_fifos.h): serving order, out-of-order pushes,
-// erase anywhere, the oldest live seq, and a randomized comparison with a
-// sorted reference.
+// ReadyFifos (server/ready_fifos.h): serving order, erase anywhere, the
+// oldest live seq, and a randomized comparison with a sorted reference.
 #include "server/ready_fifos.h"
 
 #include <gtest/gtest.h>
@@ -10,7 +9,7 @@
 #include <random>
 #include <vector>
 
-#include "absl/container/flat_hash_set.h"
+#include "absl/container/flat_hash_map.h"
 
 namespace conveyor::server {
 namespace {
@@ -18,37 +17,28 @@ namespace {
 std::vector<uint64_t> DrainIds(ReadyFifos& f) {
   std::vector<uint64_t> ids;
   while (!f.empty()) {
-    ids.push_back(f.front().id);
+    ids.push_back(f.front());
     f.PopFront();
   }
   return ids;
 }
 
-TEST(ReadyFifosTest, ServesHigherPriorityFirstThenSeqOrder) {
+TEST(ReadyFifosTest, ServesHigherPriorityFirstThenPushOrder) {
   ReadyFifos f;
-  f.Push({ReadyKey(0, 10), 1});
-  f.Push({ReadyKey(5, 11), 2});
-  f.Push({ReadyKey(0, 12), 3});
-  f.Push({ReadyKey(9, 13), 4});
-  f.Push({ReadyKey(5, 14), 5});
+  f.Push(0, 1);
+  f.Push(5, 2);
+  f.Push(0, 3);
+  f.Push(9, 4);
+  f.Push(5, 5);
   EXPECT_EQ(f.size(), 5u);
   EXPECT_EQ(f.ring_count(), 3u);
   EXPECT_EQ(DrainIds(f), (std::vector<uint64_t>{4, 2, 5, 1, 3}));
   EXPECT_TRUE(f.empty());
 }
 
-TEST(ReadyFifosTest, APushOutOfSeqOrderTakesItsPlace) {
-  ReadyFifos f;
-  for (uint64_t seq : {10, 20, 30, 40}) f.Push({ReadyKey(1, seq), seq});
-  f.Push({ReadyKey(1, 25), 25});
-  f.Push({ReadyKey(1, 5), 5});
-  f.Push({ReadyKey(1, 45), 45});
-  EXPECT_EQ(DrainIds(f), (std::vector<uint64_t>{5, 10, 20, 25, 30, 40, 45}));
-}
-
 TEST(ReadyFifosTest, EraseRemovesAnEntryAnywhere) {
   ReadyFifos f;
-  for (uint64_t i = 1; i <= 10; ++i) f.Push({ReadyKey(i % 2, 100 + i), i});
+  for (uint64_t i = 1; i <= 10; ++i) f.Push(static_cast<uint32_t>(i % 2), i);
   EXPECT_TRUE(f.Erase(1));   // a front
   EXPECT_TRUE(f.Erase(6));   // a middle
   EXPECT_TRUE(f.Erase(10));  // a back
@@ -61,57 +51,63 @@ TEST(ReadyFifosTest, EraseRemovesAnEntryAnywhere) {
 
 TEST(ReadyFifosTest, OldestLiveSeqSkipsStaleEntriesInEveryPriority) {
   ReadyFifos f;
-  EXPECT_EQ(f.OldestLiveSeq([](uint64_t) { return true; }), 0u);
-  f.Push({ReadyKey(0, 100), 1});
-  f.Push({ReadyKey(7, 101), 2});
-  f.Push({ReadyKey(0, 102), 3});
-  f.Push({ReadyKey(7, 103), 4});
+  absl::flat_hash_map<uint64_t, uint64_t> seq_of = {{1, 100}, {2, 101}, {3, 102}, {4, 103}};
+  auto live_seq = [&](uint64_t id) -> uint64_t {
+    auto it = seq_of.find(id);
+    return it == seq_of.end() ? 0 : it->second;
+  };
+  EXPECT_EQ(f.OldestLiveSeq(live_seq), 0u);
+  f.Push(0, 1);
+  f.Push(7, 2);
+  f.Push(0, 3);
+  f.Push(7, 4);
   // The oldest is the low-priority one, though it is served last.
-  EXPECT_EQ(f.OldestLiveSeq([](uint64_t) { return true; }), 100u);
-  absl::flat_hash_set<uint64_t> dead = {1};
-  auto live = [&](uint64_t id) { return !dead.contains(id); };
-  EXPECT_EQ(f.OldestLiveSeq(live), 101u);
-  dead.insert(2);
-  EXPECT_EQ(f.OldestLiveSeq(live), 102u);
-  dead = {1, 2, 3, 4};
-  EXPECT_EQ(f.OldestLiveSeq(live), 0u);
+  EXPECT_EQ(f.OldestLiveSeq(live_seq), 100u);
+  seq_of.erase(1);
+  EXPECT_EQ(f.OldestLiveSeq(live_seq), 101u);
+  seq_of.erase(2);
+  EXPECT_EQ(f.OldestLiveSeq(live_seq), 102u);
+  seq_of.clear();
+  EXPECT_EQ(f.OldestLiveSeq(live_seq), 0u);
 }
 
 TEST(ReadyFifosTest, GrowsAndShrinksThroughManyEntries) {
   ReadyFifos f;
   constexpr uint64_t kN = 100'000;
-  for (uint64_t i = 0; i < kN; ++i) f.Push({ReadyKey(3, i + 1), i});
+  for (uint64_t i = 0; i < kN; ++i) f.Push(3, i);
   for (uint64_t i = 0; i < kN - 3; ++i) {
-    ASSERT_EQ(f.front().id, i);
+    ASSERT_EQ(f.front(), i);
     f.PopFront();
   }
   EXPECT_EQ(DrainIds(f), (std::vector<uint64_t>{kN - 3, kN - 2, kN - 1}));
   // Reusable after draining.
-  f.Push({ReadyKey(3, kN + 5), 7});
-  EXPECT_EQ(f.front().id, 7u);
+  f.Push(3, 7);
+  EXPECT_EQ(f.front(), 7u);
 }
 
-// Random pushes (mostly in seq order, some not), pops and erases, checked
-// against a sorted vector of the same entries.
+// Random pushes (random priorities, ids in push order), pops and erases,
+// checked against a vector of the same entries sorted by (priority
+// descending, push order).
 TEST(ReadyFifosTest, MatchesASortedReferenceUnderRandomOperations) {
+  struct Entry {
+    uint32_t priority;
+    uint64_t id;
+  };
+  auto before = [](const Entry& a, const Entry& b) {
+    return a.priority != b.priority ? a.priority > b.priority : a.id < b.id;
+  };
   std::mt19937_64 rng(12345);
   ReadyFifos f;
-  std::vector<ReadyEntry> ref;
-  uint64_t seq = 1000;
+  std::vector<Entry> ref;
   uint64_t next_id = 1;
-  auto by_key = [](const ReadyEntry& a, const ReadyEntry& b) { return a.key < b.key; };
   for (int step = 0; step < 200'000; ++step) {
     const uint64_t op = rng() % 10;
     if (op < 5 || ref.empty()) {
-      const uint32_t priority = static_cast<uint32_t>(rng() % 4);
-      // 1 in 8 pushes goes back in time (distinct seqs keep the order total).
-      const uint64_t s = rng() % 8 == 0 ? seq - 1 - rng() % 500 : seq;
-      seq += 2;
-      const ReadyEntry e{ReadyKey(priority, s * 2 + 1), next_id++};
-      f.Push(e);
-      ref.insert(std::upper_bound(ref.begin(), ref.end(), e, by_key), e);
+      const Entry e{static_cast<uint32_t>(rng() % 4), next_id++};
+      f.Push(e.priority, e.id);
+      ref.insert(std::upper_bound(ref.begin(), ref.end(), e, before), e);
     } else if (op < 8) {
-      ASSERT_EQ(f.front().id, ref.front().id) << "step " << step;
+      ASSERT_EQ(f.front(), ref.front().id) << "step " << step;
       f.PopFront();
       ref.erase(ref.begin());
     } else {
@@ -122,7 +118,7 @@ TEST(ReadyFifosTest, MatchesASortedReferenceUnderRandomOperations) {
     ASSERT_EQ(f.size(), ref.size());
   }
   std::vector<uint64_t> want;
-  for (const ReadyEntry& e : ref) want.push_back(e.id);
+  for (const Entry& e : ref) want.push_back(e.id);
   EXPECT_EQ(DrainIds(f), want);
 }
 
