@@ -108,8 +108,13 @@ if [ "${PEERS:-0}" = 1 ]; then
   mkdir -p "$PEERS_DIR/results"
   PLAN="limits:RTT limits:RTT1CPU
 $PLAN"
-  command -v beanstalkd >/dev/null && PLAN="$PLAN
+  if command -v beanstalkd >/dev/null; then
+    PLAN="$PLAN
 beanstalkd:W1u beanstalkd:W1b beanstalkd:W2 beanstalkd:W3 beanstalkd:MEM"
+  else
+    echo "run_bench.sh: beanstalkd is not installed, so this sitting has no peer figures" \
+      "(apt-get install -y beanstalkd)" >&2
+  fi
 fi
 mkdir -p "$OUT"
 STAMP=$(date +%Y%m%d-%H%M%S); LOG=$OUT/raw-$STAMP.log; TF=$(mktemp /tmp/conveyor-bench-time.XXXXXX)
