@@ -52,6 +52,10 @@ class DrainableStream {
 // templates. Errors name the field, with stages as "then[i].field".
 absl::StatusOr<TaskSpec> SpecFromProto(const conveyor::v1::TaskSpec& proto,
                                        absl::Time now, bool is_template = false);
+// The same for a proto the caller is done with: its payload and idempotency
+// key are moved out instead of copied (the submit paths, whose requests are
+// read once).
+absl::StatusOr<TaskSpec> SpecFromProto(conveyor::v1::TaskSpec&& proto, absl::Time now);
 void TaskToProto(const TaskInfo& info, conveyor::v1::Task* out);
 void GroupToProto(const GroupInfo& info, conveyor::v1::Group* out);
 void ChainToProto(const ChainInfo& info, conveyor::v1::Chain* out);

@@ -213,6 +213,43 @@ TEST_F(FileJournalBrokerTest, RestartKeepsQueuesTasksResultsDeadLettersAndKeys) 
   EXPECT_GT(later->task.id, dead->task.id);
 }
 
+// Values past the 15 bytes a std::string holds inline take the codec's heap
+// path: a 64-byte payload, a 40-byte type, a 32-hex-digit key (stored packed)
+// and a 50-byte free-form key all come back byte for byte.
+TEST_F(FileJournalBrokerTest, LongPayloadsTypesAndKeysComeBackExactlyAfterARestart) {
+  Open();
+  std::vector<TaskSpec> specs;
+  for (int i = 0; i < 3; ++i) {
+    TaskSpec spec = Spec("long", std::string(64, static_cast<char>('a' + i)));
+    spec.type = std::string(40, static_cast<char>('A' + i));
+    specs.push_back(spec);
+  }
+  specs[0].idempotency_key = "00112233445566778899aabbccddeeff";
+  specs[1].idempotency_key = std::string(50, 'k');
+  specs[2].payload.append(std::string(1000, '\0'));  // binary, 1064 bytes
+  std::vector<TaskId> ids;
+  for (const TaskSpec& spec : specs) {
+    absl::StatusOr<SubmitResult> r = broker_->SubmitNow(spec);
+    ASSERT_THAT(r, IsOk());
+    ids.push_back(r->task.id);
+  }
+  Crash();
+  Open();
+  for (size_t i = 0; i < specs.size(); ++i) {
+    absl::StatusOr<TaskInfo> t = broker_->GetTask(ids[i]);
+    ASSERT_THAT(t, IsOk());
+    EXPECT_EQ(t->payload, specs[i].payload) << i;
+    EXPECT_EQ(t->type, specs[i].type) << i;
+    EXPECT_EQ(t->idempotency_key, specs[i].idempotency_key) << i;
+    if (!specs[i].idempotency_key.empty()) {
+      absl::StatusOr<SubmitResult> again = broker_->SubmitNow(specs[i]);
+      ASSERT_THAT(again, IsOk());
+      EXPECT_TRUE(again->deduplicated) << i;
+      EXPECT_EQ(again->task.id, ids[i]) << i;
+    }
+  }
+}
+
 TEST_F(FileJournalBrokerTest, ALeasedTaskComesBackReadyAndItsOldTokenIsStale) {
   Open();
   ASSERT_THAT(broker_->SubmitNow(Spec("q")), IsOk());

@@ -732,6 +732,76 @@ v1::Limits SomeLimits() {
   return l;
 }
 
+// The submit handlers move each task's payload and key out of their request
+// instead of copying them: every path (Submit, SubmitBatch with an invalid
+// item among valid ones, SubmitStream) stores the bytes it was sent, and a
+// resubmit with the same long key finds the task.
+TEST_F(ServiceTest, SubmitPathsStoreLongPayloadsAndKeysByteForByte) {
+  auto payload = [](int i) { return std::string(200 + i, static_cast<char>('a' + i)); };
+  auto key = [](int i) { return absl::StrCat(std::string(40, 'k'), "-", i); };
+  std::vector<std::string> ids(5);
+
+  v1::SubmitRequest one;
+  one.mutable_task()->set_queue("long");
+  one.mutable_task()->set_type("echo");
+  one.mutable_task()->set_payload(payload(0));
+  one.mutable_task()->set_idempotency_key(key(0));
+  v1::SubmitResponse single;
+  grpc::Status s = tasks_->Submit(Ctx().get(), one, &single);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  ids[0] = single.task().id();
+
+  v1::SubmitBatchRequest batch;
+  for (int i = 1; i <= 3; ++i) {
+    v1::TaskSpec* t = batch.add_tasks();
+    t->set_queue("long");
+    t->set_type("echo");
+    t->set_payload(payload(i));
+    t->set_idempotency_key(key(i));
+    if (i == 2) t->set_priority(42);  // refused; its neighbours are not shifted
+  }
+  v1::SubmitBatchResponse answered;
+  s = tasks_->SubmitBatch(Ctx().get(), batch, &answered);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  ASSERT_EQ(answered.items_size(), 3);
+  EXPECT_EQ(answered.items(1).status().code(),
+            static_cast<int>(grpc::StatusCode::INVALID_ARGUMENT));
+  ids[1] = answered.items(0).task().id();
+  ids[3] = answered.items(2).task().id();
+  EXPECT_EQ(answered.items(0).task().idempotency_key(), key(1));
+  EXPECT_EQ(answered.items(2).task().idempotency_key(), key(3));
+
+  auto ctx = Ctx();
+  std::unique_ptr<SubmitStreamRpc> stream = tasks_->SubmitStream(ctx.get());
+  v1::SubmitRequest streamed = StreamRequest("long", "echo", key(4));
+  streamed.mutable_task()->set_payload(payload(4));
+  ASSERT_TRUE(stream->Write(streamed));
+  v1::SubmitBatchResponse::Item item;
+  ASSERT_TRUE(stream->Read(&item));
+  EXPECT_EQ(item.status().code(), 0) << item.status().message();
+  ids[4] = item.task().id();
+  ASSERT_TRUE(stream->WritesDone());
+  EXPECT_FALSE(stream->Read(&item));
+  EXPECT_TRUE(stream->Finish().ok());
+
+  for (int i : {0, 1, 3, 4}) {
+    v1::GetTaskRequest get;
+    get.set_id(ids[i]);
+    v1::Task task;
+    ASSERT_TRUE(tasks_->GetTask(Ctx().get(), get, &task).ok()) << i;
+    EXPECT_EQ(task.payload(), payload(i)) << i;
+    EXPECT_EQ(task.idempotency_key(), key(i)) << i;
+    v1::SubmitRequest again = one;
+    again.mutable_task()->set_payload("other");
+    again.mutable_task()->set_idempotency_key(key(i));
+    v1::SubmitResponse dedup;
+    ASSERT_TRUE(tasks_->Submit(Ctx().get(), again, &dedup).ok()) << i;
+    EXPECT_TRUE(dedup.deduplicated()) << i;
+    EXPECT_EQ(dedup.task().id(), ids[i]) << i;
+  }
+  EXPECT_EQ(GetQueue("long").stats().ready(), 4u);
+}
+
 TEST_F(ServiceTest, CreateQueueWithLimitsRoundTripsThroughGetQueue) {
   v1::CreateQueueRequest create;
   create.mutable_config()->set_name("api");
