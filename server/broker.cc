@@ -336,8 +336,6 @@ Task* Broker::TimerTask(const Timer& timer) const {
                      (task->state == TaskState::kReady || task->state == TaskState::kScheduled)
                  ? task
                  : nullptr;
-    case kRetention:
-      return task->ended_stamp() == timer.stamp ? task : nullptr;
     default:
       return nullptr;
   }
@@ -348,8 +346,10 @@ bool Broker::TimerLive(const Timer& timer) const {
     case kDue:
     case kLeaseCheck:
     case kExpire:
-    case kRetention:
       return TimerTask(timer) != nullptr;
+    case kRetention:
+      return reinterpret_cast<const Queue*>(static_cast<uintptr_t>(timer.key))
+                 ->armed_retention_us == timer.stamp;
     case kLeaseWait:
       return lease_waiters_.contains(timer.key);
     case kSubmitWait:
@@ -897,8 +897,6 @@ void Broker::End(Task* task, TaskState state, Deferred& after) {
   task->set_ended_stamp(static_cast<int64_t>(++end_counter_));
   queue->ended().emplace_back(task->id().value(), task->ended_stamp());
   ++queue->ended_live;
-  PushTimer(now + queue->config().result_ttl, kRetention, task->id().value(),
-            task->ended_stamp());
   if (listener_ != nullptr) listener_->OnEnded(*queue, *task);
   PersistTask(*task);
   NotifyWatchers(*task, /*final=*/true, after);
@@ -940,16 +938,41 @@ void Broker::Drop(Task* task, absl::string_view reason, Deferred& after) {
   Task::Destroy(task);
 }
 
+// Tasks end in the order of their end times (the clock going back aside),
+// so the front of `ended` is always the next result to reach its TTL: it is
+// dropped here when due, and otherwise the queue's one retention timer is
+// armed for it. A changed TTL applies to the results already kept.
 void Broker::EnforceRetention(Queue* queue, Deferred& after) {
   auto& ended = queue->ended();
+  const absl::Time now = clock_->Now();
   while (!ended.empty()) {
     auto [id, stamp] = ended.front();
     Task* task = FindTask(TaskId(id));
-    const bool live = task != nullptr && task->ended_stamp() == stamp;
-    if (live && queue->ended_live <= queue->config().retained) break;
+    if (task == nullptr || task->ended_stamp() != stamp) {  // dropped or requeued since
+      ended.pop_front();
+      continue;
+    }
+    const absl::Time due = task->extra()->finished_at + queue->config().result_ttl;
+    const char* reason = queue->ended_live > queue->config().retained ? "retained"
+                         : due <= now                                 ? "ttl"
+                                                                      : nullptr;
+    if (reason == nullptr) {
+      ArmRetention(queue, due);
+      return;
+    }
     ended.pop_front();
-    if (live) Drop(task, "retained", after);
+    Drop(task, reason, after);
   }
+}
+
+void Broker::ArmRetention(Queue* queue, absl::Time due) {
+  const int64_t due_us = absl::ToUnixMicros(due);
+  // One that fires sooner serves: firing finds nothing due yet and arms the
+  // timer again, so while results pile up under `retained` no End pushes a
+  // timer. A later one (the TTL was shortened) goes stale (TimerLive).
+  if (queue->armed_retention_us != 0 && queue->armed_retention_us <= due_us) return;
+  queue->armed_retention_us = due_us;
+  PushTimer(due, kRetention, reinterpret_cast<uintptr_t>(queue), due_us);
 }
 
 void Broker::NotifyWatchers(const Task& task, bool final, Deferred& after) {
@@ -2093,9 +2116,6 @@ void Broker::FinishRecovery(Deferred& after) {
     Queue* queue = task->queue();
     task->set_ended_stamp(static_cast<int64_t>(++end_counter_));
     queue->ended().emplace_back(task->id().value(), task->ended_stamp());
-    const absl::Time finished = task->extra()->finished_at;
-    PushTimer(std::max(now, finished + queue->config().result_ttl), kRetention,
-              task->id().value(), task->ended_stamp());
   }
   std::sort(live.begin(), live.end(), [](Task* a, Task* b) { return a->id() < b->id(); });
   for (Task* task : live) {
@@ -2300,13 +2320,14 @@ void Broker::FireTimer(const Timer& timer, absl::Time now, Deferred& after) {
         End(task, TaskState::kExpired, after);
       }
       break;
-    case kRetention:
-      if (Task* task = TimerTask(timer); task != nullptr) {
-        Queue* queue = task->queue();
-        Drop(task, "ttl", after);
-        EnforceRetention(queue, after);  // also pops stale entries at the front
+    case kRetention: {
+      Queue* queue = reinterpret_cast<Queue*>(static_cast<uintptr_t>(timer.key));
+      if (queue->armed_retention_us == timer.stamp) {
+        queue->armed_retention_us = 0;
+        EnforceRetention(queue, after);  // drops what is due, arms the next
       }
       break;
+    }
     case kLeaseWait: {
       if (std::unique_ptr<LeaseWaiter> w = RemoveLeaseWaiter(timer.key); w != nullptr) {
         after.push_back([done = std::move(w->done)] { done(std::vector<LeasedTask>{}); });

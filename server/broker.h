@@ -715,7 +715,7 @@ class Broker {
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
   void IndexIdempotencyKey(Task* task) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ForgetIdempotencyKey(Task* task) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // The task a task timer (kDue, kLeaseCheck, kExpire, kRetention) acts on,
+  // The task a task timer (kDue, kLeaseCheck, kExpire) acts on,
   // or null when the timer is stale: the task is gone or has moved on.
   Task* TimerTask(const Timer& timer) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   // False when firing `timer` now would do nothing.
@@ -731,6 +731,8 @@ class Broker {
   // Limits.
   // Arms the queue's wake timer for what its limits hold back (if sooner).
   void ArmWake(Queue* queue, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Arms `queue`'s retention timer for `due` unless one fires sooner.
+  void ArmRetention(Queue* queue, absl::Time due) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   WaitInfo WaitOf(const Task& task, absl::Time now) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool NoWorker(const Queue& queue, absl::Time now) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   // A throttled report: pauses the task's rate key (or queue) for `pause`

@@ -20,7 +20,8 @@ enum TimerKind : int {
   kDue,           // SCHEDULED task reaches its not-before time
   kLeaseCheck,    // RUNNING task's lease or attempt deadline
   kExpire,        // never-leased task reaches its expiry
-  kRetention,     // ended task reaches its result TTL
+  kRetention,     // a queue's oldest kept result reaches its TTL (key: the Queue*,
+                  // stamp: the due time in µs; one armed per queue)
   kLeaseWait,     // parked Lease runs out of wait
   kSubmitWait,    // parked Submit reaches its deadline
   kQueueWake,     // a queue's rate limit or throttle lets tasks start again

@@ -179,9 +179,13 @@ class Queue {
   // Number of lanes (for tests and benchmarks).
   size_t lane_count() const;
 
-  // Ended tasks in end order: (id, ended stamp).
+  // Ended tasks in end order: (id, ended stamp). The result TTL is enforced
+  // at the front alone (one timer per queue, armed for the front task's end
+  // + TTL), so ended tasks cost no timer each.
   std::deque<std::pair<uint64_t, int64_t>>& ended() { return ended_; }
   uint64_t ended_live = 0;  // entries whose task is still retained
+  // Due time (µs) of the retention timer the broker armed; 0: none.
+  int64_t armed_retention_us = 0;
 
   // Submit calls parked on this full queue, in arrival order.
   std::deque<uint64_t>& submit_waiters() { return submit_waiters_; }

@@ -250,6 +250,38 @@ TEST_F(FileJournalBrokerTest, LongPayloadsTypesAndKeysComeBackExactlyAfterAResta
   }
 }
 
+// Results kept across a restart still go when their TTL, counted from their
+// end before the restart, has passed.
+TEST_F(FileJournalBrokerTest, KeptResultsExpireOnTheirTtlAfterARestart) {
+  Open();
+  QueueConfig config;
+  config.name = "ttl";
+  config.result_ttl = absl::Hours(1);
+  ASSERT_THAT(broker_->CreateQueue(config, /*paused=*/false), IsOk());
+  std::vector<TaskId> ids;
+  for (int i = 0; i < 2; ++i) {
+    absl::StatusOr<SubmitResult> r = broker_->SubmitNow(Spec("ttl"));
+    ASSERT_THAT(r, IsOk());
+    std::vector<LeasedTask> l = LeaseNow(*broker_, "ttl");
+    ASSERT_EQ(l.size(), 1u);
+    ASSERT_THAT(broker_->Complete({CompleteItem{l[0].id, l[0].token, "r"}})[0], IsOk());
+    ids.push_back(r->task.id);
+    clock_.Advance(absl::Minutes(30));  // ends 30 min apart
+  }
+  Crash();
+  Open();  // 60 min after the first end, 30 after the second
+  clock_.Advance(absl::Seconds(1));
+  broker_->Tick();
+  EXPECT_THAT(broker_->GetTask(ids[0]), StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_THAT(broker_->GetTask(ids[1]), IsOk());
+  clock_.Advance(absl::Minutes(29));
+  broker_->Tick();
+  EXPECT_THAT(broker_->GetTask(ids[1]), IsOk());
+  clock_.Advance(absl::Minutes(1));
+  broker_->Tick();
+  EXPECT_THAT(broker_->GetTask(ids[1]), StatusIs(absl::StatusCode::kNotFound));
+}
+
 TEST_F(FileJournalBrokerTest, ALeasedTaskComesBackReadyAndItsOldTokenIsStale) {
   Open();
   ASSERT_THAT(broker_->SubmitNow(Spec("q")), IsOk());

@@ -176,6 +176,64 @@ TEST_F(BrokerTest, TimersOfDroppedTasksDoNotPileUp) {
   EXPECT_EQ(broker_->task_count(), 1u);  // only the delayed task
 }
 
+// The result TTL is enforced at the front of the queue's end order with one
+// timer: 20,000 kept results (under `retained`) add no timer each, and they
+// still go in end order, each once its own TTL has passed.
+TEST_F(BrokerTest, KeptResultsCostNoTimerEachAndExpireInEndOrder) {
+  QueueConfig c = Config("q");
+  c.capacity = 1'000'000;
+  c.result_ttl = absl::Hours(1);
+  MustCreateQueue(c);
+  constexpr int kTasks = 20'000;
+  std::vector<TaskId> ids;
+  for (int i = 0; i < kTasks; ++i) {
+    ids.push_back(MustSubmit(Spec("q")));
+    ASSERT_THAT(CompleteOne(ids.back(), LeaseOne("q").token), IsOk());
+    clock_.Advance(absl::Milliseconds(10));  // task i ends at i * 10 ms
+  }
+  EXPECT_EQ(GetQueue("q").stats.count(TaskState::kSucceeded), static_cast<uint64_t>(kTasks));
+  // Lease checks of completed tasks wait for a sweep; none is a retention timer.
+  EXPECT_LT(broker_->timer_count(), 10'000u);
+
+  // The clock is at 200 s; task 9,999 ended at 99.99 s, task 10,000 at
+  // 100 s. At 1 h + 99.995 s the first 10,000 are gone, the rest are kept.
+  AdvanceAndTick(absl::Hours(1) - absl::Seconds(100) - absl::Milliseconds(5));
+  EXPECT_EQ(GetQueue("q").stats.count(TaskState::kSucceeded), 10'000u);
+  EXPECT_THAT(broker_->GetTask(ids[9'999]), StatusIs(kNotFound));
+  EXPECT_THAT(broker_->GetTask(ids[10'000]), IsOk());
+  EXPECT_EQ(listener_.Count("dropped", ids[0]), 1);
+  AdvanceAndTick(absl::Seconds(101));
+  EXPECT_EQ(GetQueue("q").stats.count(TaskState::kSucceeded), 0u);
+  EXPECT_EQ(broker_->task_count(), 0u);
+}
+
+// A changed TTL applies to the results already kept, both ways.
+TEST_F(BrokerTest, AChangedResultTtlAppliesToResultsAlreadyKept) {
+  QueueConfig c = Config("q");
+  c.result_ttl = absl::Hours(1);
+  MustCreateQueue(c);
+  TaskId shortened = MustSubmit(Spec("q"));
+  ASSERT_THAT(CompleteOne(shortened, LeaseOne("q").token), IsOk());
+  QueueUpdate u;
+  u.result_ttl = absl::Minutes(10);
+  ASSERT_THAT(broker_->UpdateQueue("q", u), IsOk());
+  AdvanceAndTick(absl::Minutes(9));
+  EXPECT_THAT(broker_->GetTask(shortened), IsOk());
+  AdvanceAndTick(absl::Minutes(2));
+  EXPECT_THAT(broker_->GetTask(shortened), StatusIs(kNotFound));
+
+  TaskId lengthened = MustSubmit(Spec("q"));
+  ASSERT_THAT(CompleteOne(lengthened, LeaseOne("q").token), IsOk());
+  u.result_ttl = absl::Hours(2);
+  ASSERT_THAT(broker_->UpdateQueue("q", u), IsOk());
+  AdvanceAndTick(absl::Minutes(11));  // past the old 10 minutes, its timer fired
+  EXPECT_THAT(broker_->GetTask(lengthened), IsOk());
+  AdvanceAndTick(absl::Minutes(108));
+  EXPECT_THAT(broker_->GetTask(lengthened), IsOk());
+  AdvanceAndTick(absl::Minutes(2));
+  EXPECT_THAT(broker_->GetTask(lengthened), StatusIs(kNotFound));
+}
+
 TEST_F(BrokerTest, LoweringRetainedDropsTheOldestEndedTasksAtOnce) {
   std::vector<TaskId> ids;
   for (int i = 0; i < 4; ++i) {
