@@ -944,7 +944,6 @@ void Broker::Drop(Task* task, absl::string_view reason, Deferred& after) {
 // armed for it. A changed TTL applies to the results already kept.
 void Broker::EnforceRetention(Queue* queue, Deferred& after) {
   auto& ended = queue->ended();
-  const absl::Time now = clock_->Now();
   while (!ended.empty()) {
     auto [id, stamp] = ended.front();
     Task* task = FindTask(TaskId(id));
@@ -952,27 +951,24 @@ void Broker::EnforceRetention(Queue* queue, Deferred& after) {
       ended.pop_front();
       continue;
     }
-    const absl::Time due = task->extra()->finished_at + queue->config().result_ttl;
-    const char* reason = queue->ended_live > queue->config().retained ? "retained"
-                         : due <= now                                 ? "ttl"
-                                                                      : nullptr;
-    if (reason == nullptr) {
-      ArmRetention(queue, due);
-      return;
+    const char* reason = "retained";
+    if (queue->ended_live <= queue->config().retained) {
+      const absl::Time due = task->extra()->finished_at + queue->config().result_ttl;
+      const int64_t due_us = absl::ToUnixMicros(due);
+      // An armed timer due no later looks again when it fires: while results
+      // pile up under `retained`, an End pushes no timer and reads no clock.
+      // (A later one, left by a shortened TTL, goes stale: TimerLive.)
+      if (queue->armed_retention_us != 0 && queue->armed_retention_us <= due_us) return;
+      if (due > clock_->Now()) {
+        queue->armed_retention_us = due_us;
+        PushTimer(due, kRetention, reinterpret_cast<uintptr_t>(queue), due_us);
+        return;
+      }
+      reason = "ttl";
     }
     ended.pop_front();
     Drop(task, reason, after);
   }
-}
-
-void Broker::ArmRetention(Queue* queue, absl::Time due) {
-  const int64_t due_us = absl::ToUnixMicros(due);
-  // One that fires sooner serves: firing finds nothing due yet and arms the
-  // timer again, so while results pile up under `retained` no End pushes a
-  // timer. A later one (the TTL was shortened) goes stale (TimerLive).
-  if (queue->armed_retention_us != 0 && queue->armed_retention_us <= due_us) return;
-  queue->armed_retention_us = due_us;
-  PushTimer(due, kRetention, reinterpret_cast<uintptr_t>(queue), due_us);
 }
 
 void Broker::NotifyWatchers(const Task& task, bool final, Deferred& after) {

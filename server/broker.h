@@ -731,8 +731,6 @@ class Broker {
   // Limits.
   // Arms the queue's wake timer for what its limits hold back (if sooner).
   void ArmWake(Queue* queue, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Arms `queue`'s retention timer for `due` unless one fires sooner.
-  void ArmRetention(Queue* queue, absl::Time due) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   WaitInfo WaitOf(const Task& task, absl::Time now) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool NoWorker(const Queue& queue, absl::Time now) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   // A throttled report: pauses the task's rate key (or queue) for `pause`
