@@ -1733,7 +1733,7 @@ class BrokerService::WorkerServiceImpl final : public v1::WorkerService::Callbac
         std::move(request),
         [reactor, resp](absl::StatusOr<std::vector<LeasedTask>> tasks) {
           if (tasks.ok()) {
-            for (const LeasedTask& t : *tasks) LeasedToProto(t, resp->add_tasks());
+            for (LeasedTask& t : *tasks) LeasedToProto(std::move(t), resp->add_tasks());
           }
           reactor->FinishOnce(ToGrpcStatus(tasks.status()));
         });
@@ -1852,11 +1852,13 @@ class BrokerService::WorkerServiceImpl final : public v1::WorkerService::Callbac
  private:
   static constexpr const char* kService = "conveyor.v1.WorkerService";
 
-  static void LeasedToProto(const LeasedTask& t, v1::LeasedTask* out) {
+  // Moves the strings: on the answer's arena a moved payload is not copied
+  // again.
+  static void LeasedToProto(LeasedTask&& t, v1::LeasedTask* out) {
     out->set_id(t.id.ToString());
-    out->set_queue(t.queue);
-    out->set_type(t.type);
-    out->set_payload(t.payload);
+    out->set_queue(std::move(t.queue));
+    out->set_type(std::move(t.type));
+    out->set_payload(std::move(t.payload));
     for (const auto& [k, v] : t.headers) (*out->mutable_headers())[k] = v;
     out->set_attempt(t.attempt);
     out->set_max_attempts(t.max_attempts);

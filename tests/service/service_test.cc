@@ -734,8 +734,8 @@ v1::Limits SomeLimits() {
 
 // The submit handlers move each task's payload and key out of their request
 // instead of copying them: every path (Submit, SubmitBatch with an invalid
-// item among valid ones, SubmitStream) stores the bytes it was sent, and a
-// resubmit with the same long key finds the task.
+// item among valid ones, SubmitStream) stores the bytes it was sent, a
+// resubmit with the same long key finds the task, and a lease hands them out.
 TEST_F(ServiceTest, SubmitPathsStoreLongPayloadsAndKeysByteForByte) {
   auto payload = [](int i) { return std::string(200 + i, static_cast<char>('a' + i)); };
   auto key = [](int i) { return absl::StrCat(std::string(40, 'k'), "-", i); };
@@ -800,6 +800,17 @@ TEST_F(ServiceTest, SubmitPathsStoreLongPayloadsAndKeysByteForByte) {
     EXPECT_EQ(dedup.task().id(), ids[i]) << i;
   }
   EXPECT_EQ(GetQueue("long").stats().ready(), 4u);
+  // The Lease answer moves each payload into place: all four come out whole.
+  v1::LeaseResponse leased = Lease("long", 10, absl::ZeroDuration());
+  ASSERT_EQ(leased.tasks_size(), 4);
+  std::set<std::string> want = {payload(0), payload(1), payload(3), payload(4)};
+  std::set<std::string> got;
+  for (const v1::LeasedTask& t : leased.tasks()) {
+    got.insert(t.payload());
+    EXPECT_EQ(t.queue(), "long");
+    EXPECT_EQ(t.type(), "echo");
+  }
+  EXPECT_EQ(got, want);
 }
 
 TEST_F(ServiceTest, CreateQueueWithLimitsRoundTripsThroughGetQueue) {
