@@ -56,8 +56,9 @@ QueueLimits LimitsFromRecord(const pb::LimitsRecord& r) {
 class RecordArena {
  public:
   RecordArena() : arena_(Options(block_)) {}
-  pb::JournalEntry* NewEntry() {
-    return google::protobuf::Arena::CreateMessage<pb::JournalEntry>(&arena_);
+  template <typename Message = pb::JournalEntry>
+  Message* New() {
+    return google::protobuf::Arena::CreateMessage<Message>(&arena_);
   }
 
  private:
@@ -153,15 +154,21 @@ namespace {
 using google::protobuf::io::CodedOutputStream;
 using google::protobuf::internal::WireFormatLite;
 
-// The bytes of a length-delimited field `number` holding `value`.
-size_t BytesFieldSize(int number, absl::string_view value) {
+// The bytes of length-delimited field `number` holding `size` bytes: its
+// tag, its length, and the bytes.
+size_t FieldSize(int number, size_t size) {
   return WireFormatLite::TagSize(number, WireFormatLite::TYPE_BYTES) +
-         CodedOutputStream::VarintSize32(static_cast<uint32_t>(value.size())) + value.size();
+         WireFormatLite::LengthDelimitedSize(size);
+}
+
+// Writes the tag and length of such a field; its bytes go right after.
+uint8_t* WriteFieldHeader(int number, size_t size, uint8_t* out) {
+  out = WireFormatLite::WriteTagToArray(number, WireFormatLite::WIRETYPE_LENGTH_DELIMITED, out);
+  return CodedOutputStream::WriteVarint32ToArray(static_cast<uint32_t>(size), out);
 }
 
 uint8_t* WriteBytesField(int number, absl::string_view value, uint8_t* out) {
-  out = WireFormatLite::WriteTagToArray(number, WireFormatLite::WIRETYPE_LENGTH_DELIMITED, out);
-  out = CodedOutputStream::WriteVarint32ToArray(static_cast<uint32_t>(value.size()), out);
+  out = WriteFieldHeader(number, value.size(), out);
   return static_cast<uint8_t*>(memcpy(out, value.data(), value.size())) + value.size();
 }
 
@@ -207,26 +214,22 @@ void SubmittedFieldsToRecord(const Task& task, absl::string_view type, const Tas
 // the message first, a payload would be copied twice and cost one more
 // allocation per string. The wire format lets fields come in any order, so
 // DecodeEntry reads this record as it reads one SerializeToString wrote
-// (journal_codec_test checks that the two decode the same).
+// (journal_submit_codec_test checks that the two decode the same). The
+// record is a JournalEntry whose one field, `submitted`, is framed here.
 std::string EncodeSubmitted(const Task& task, absl::string_view type, const TaskLinks* links) {
   RecordArena arena;
-  pb::JournalEntry* e = arena.NewEntry();
-  pb::TaskSubmitted* s = e->mutable_submitted();
+  pb::TaskSubmitted* s = arena.New<pb::TaskSubmitted>();
   SubmittedFieldsToRecord(task, type, links, s);
   const absl::string_view payload = task.payload();
   const KeyText key = task.idempotency_key();
   size_t inner = s->ByteSizeLong();  // caches the sizes SerializeWithCachedSizes uses
-  if (!payload.empty()) inner += BytesFieldSize(pb::TaskSubmitted::kPayloadFieldNumber, payload);
+  if (!payload.empty()) inner += FieldSize(pb::TaskSubmitted::kPayloadFieldNumber, payload.size());
   if (!key.empty()) {
-    inner += BytesFieldSize(pb::TaskSubmitted::kIdempotencyKeyFieldNumber, key.view());
+    inner += FieldSize(pb::TaskSubmitted::kIdempotencyKeyFieldNumber, key.view().size());
   }
   constexpr int kSubmitted = pb::JournalEntry::kSubmittedFieldNumber;
-  std::string out(WireFormatLite::TagSize(kSubmitted, WireFormatLite::TYPE_MESSAGE) +
-                      CodedOutputStream::VarintSize32(static_cast<uint32_t>(inner)) + inner,
-                  '\0');
-  uint8_t* p = reinterpret_cast<uint8_t*>(out.data());
-  p = WireFormatLite::WriteTagToArray(kSubmitted, WireFormatLite::WIRETYPE_LENGTH_DELIMITED, p);
-  p = CodedOutputStream::WriteVarint32ToArray(static_cast<uint32_t>(inner), p);
+  std::string out(FieldSize(kSubmitted, inner), '\0');
+  uint8_t* p = WriteFieldHeader(kSubmitted, inner, reinterpret_cast<uint8_t*>(out.data()));
   p = s->SerializeWithCachedSizesToArray(p);
   if (!payload.empty()) p = WriteBytesField(pb::TaskSubmitted::kPayloadFieldNumber, payload, p);
   if (!key.empty()) {
@@ -246,7 +249,7 @@ void SubmittedToRecord(const Task& task, absl::string_view type, const TaskLinks
 
 std::string EncodeUpdated(const Task& task) {
   RecordArena arena;
-  pb::JournalEntry& e = *arena.NewEntry();
+  pb::JournalEntry& e = *arena.New();
   pb::TaskUpdated* u = e.mutable_updated();
   u->set_id(task.id().value());
   TaskState state = task.state == TaskState::kRunning ? TaskState::kReady : task.state;
