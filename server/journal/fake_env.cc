@@ -109,6 +109,11 @@ void FakeEnv::SetWriteError(bool on) {
   write_error_ = on;
 }
 
+void FakeEnv::SetWriteErrorIf(std::function<bool(absl::string_view data)> fails) {
+  absl::MutexLock lock(&mu_);
+  write_error_if_ = std::move(fails);
+}
+
 void FakeEnv::SetSyncError(bool on) {
   absl::MutexLock lock(&mu_);
   sync_error_ = on;
@@ -329,7 +334,9 @@ absl::Status FakeEnv::FileWrite(const std::shared_ptr<Node>& node,
   absl::MutexLock lock(&mu_);
   ++counters_.writes;
   if (absl::Status s = CheckEpoch(path, epoch); !s.ok()) return s;
-  if (write_error_) return ErrnoStatus("write", path, EIO);
+  if (write_error_ || (write_error_if_ && write_error_if_(data))) {
+    return ErrnoStatus("write", path, EIO);
+  }
   counters_.bytes_written += static_cast<int64_t>(data.size());
   std::string& bytes = node->data;
   if (bytes.size() < offset + data.size()) bytes.resize(offset + data.size(), '\0');

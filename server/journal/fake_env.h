@@ -61,6 +61,10 @@ class FakeEnv final : public Env {
   void SetNoSpace(bool on);
   // EIO on WritableFile::Append while set (nothing is written).
   void SetWriteError(bool on);
+  // EIO on every WritableFile::Append whose data `fails` accepts (nothing is
+  // written); nullptr for none. `fails` runs under the fake's lock: it must
+  // not call the fake.
+  void SetWriteErrorIf(std::function<bool(absl::string_view data)> fails);
   // EIO on WritableFile::Sync and DataSync while set (nothing becomes
   // durable).
   void SetSyncError(bool on);
@@ -150,6 +154,7 @@ class FakeEnv final : public Env {
   uint64_t epoch_ ABSL_GUARDED_BY(mu_) = 0;
   bool no_space_ ABSL_GUARDED_BY(mu_) = false;
   bool write_error_ ABSL_GUARDED_BY(mu_) = false;
+  std::function<bool(absl::string_view)> write_error_if_ ABSL_GUARDED_BY(mu_);
   bool sync_error_ ABSL_GUARDED_BY(mu_) = false;
   std::function<void(const std::string&)> sync_hook_ ABSL_GUARDED_BY(mu_);
   Counters counters_ ABSL_GUARDED_BY(mu_);

@@ -35,12 +35,26 @@
 // in a segment that is not the last, a missing segment - is DATA_LOSS naming
 // the file and the offset.
 //
+// Zero-filling ahead (`zero_fill_ahead`). Preallocation leaves unwritten
+// extents (ext4, XFS): the first write into each block then changes the
+// file's metadata, so every fdatasync after it commits the filesystem's
+// journal too. A second thread, the zero-filler, writes and syncs zeros over
+// the current segment a bounded distance ahead of the writer, in chunks, so
+// that the writer's syncs flush its data alone (on this project's VMs a
+// write + fdatasync of 9 KB took ~130 us instead of ~210 us). It never
+// writes at or below where the writer has written or is about to write (the
+// writer reserves each range first and waits for a chunk in progress that
+// overlaps it), so zeros only ever land where the preallocated file already
+// reads as zeros. Its errors are not fatal: it logs them and stops for that
+// segment, whose syncs are then only slower.
+//
 // The directory is locked with flock(2) on LOCK for the journal's lifetime
 // and carries a FORMAT file; a newer format is refused.
 //
 // Thread-safety: as for Journal. Internally one mutex (`mu_`) guards the
 // queue and the shared state; the writer thread releases it around all I/O
-// and owns the open segment alone.
+// and owns the open segment alone (the zero-filler opens the segment's file
+// on its own, for the ranges it claims under `mu_`).
 #ifndef CONVEYOR_SERVER_JOURNAL_FILE_JOURNAL_H_
 #define CONVEYOR_SERVER_JOURNAL_FILE_JOURNAL_H_
 
@@ -78,6 +92,9 @@ struct FileJournalOptions {
   std::function<void(absl::Status)> on_fatal;
   // Metrics hooks; nullptr for none. Must outlive the journal.
   JournalListener* listener = nullptr;
+  // How far ahead of the writer the zero-filler keeps the current segment
+  // written with zeros (see the top of this file); 0 turns it off.
+  uint64_t zero_fill_ahead = uint64_t{8} << 20;
 };
 
 class FileJournal final : public Journal {
@@ -163,6 +180,17 @@ class FileJournal final : public Journal {
   absl::Status Flush(std::string* buf);
   absl::Status SyncData();
 
+  // Zero-filler thread.
+  void ZeroFillLoop();
+  bool ZeroFillDue() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Points the zero-filler at a new current segment whose data ends at `end`.
+  void ZeroFillTarget(const std::string& path, uint64_t end, uint64_t capacity)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Called by the writer before it writes up to `end` of the current
+  // segment: waits for an overlapping chunk in progress, then wakes the
+  // zero-filler if it has fallen behind.
+  void ReserveForWrite(uint64_t begin, uint64_t end);
+
   const FileJournalOptions options_;
   Env* const env_;
 
@@ -175,6 +203,8 @@ class FileJournal final : public Journal {
   mutable absl::Mutex mu_;
   absl::CondVar work_cv_;      // Signals the writer: work queued or closing.
   absl::CondVar progress_cv_;  // Signals WriteSnapshot: a cut was processed.
+  absl::CondVar zero_cv_;      // Signals the zero-filler: work, or closing.
+  absl::CondVar zero_done_cv_;  // Signals the writer: a zero chunk ended.
   State state_ ABSL_GUARDED_BY(mu_) = State::kNew;
   bool recover_called_ ABSL_GUARDED_BY(mu_) = false;
   bool closing_ ABSL_GUARDED_BY(mu_) = false;
@@ -190,10 +220,25 @@ class FileJournal final : public Journal {
   std::deque<Segment> segments_ ABSL_GUARDED_BY(mu_);
   JournalStats stats_ ABSL_GUARDED_BY(mu_);
 
+  // The zero-filler's target: the current segment. Everything in
+  // [0, max(zeroed_to_, reserved_to_)) is data or zeros already; a claim is
+  // the chunk being written now. `zero_generation_` changes with the
+  // target, so that a chunk finished for an older segment counts for nothing.
+  std::string zero_path_ ABSL_GUARDED_BY(mu_);
+  uint64_t zero_capacity_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t zeroed_to_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t reserved_to_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t zero_generation_ ABSL_GUARDED_BY(mu_) = 0;
+  bool zero_failed_ ABSL_GUARDED_BY(mu_) = false;  // Stopped for this target.
+  bool zero_busy_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t claim_begin_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t claim_end_ ABSL_GUARDED_BY(mu_) = 0;
+
   // Owned by the writer thread (by Recover before it starts, by Close after
   // it ends); not guarded.
   std::unique_ptr<FileLock> lock_;
   std::thread writer_;
+  std::thread zero_filler_;
   std::unique_ptr<WritableFile> file_;  // Current segment; null if none.
   uint64_t file_capacity_ = 0;          // Its preallocated size.
   uint64_t next_segment_number_ = 1;

@@ -82,6 +82,7 @@ struct JournalStats {
   uint64_t segments_deleted = 0;
   uint64_t no_space_batches = 0;  // Batches refused with RESOURCE_EXHAUSTED.
   uint64_t snapshots_written = 0;
+  uint64_t bytes_zero_filled = 0;  // Zeros written ahead of the writer.
 };
 
 // Hooks for metrics. Called on the writer thread, outside the journal's

@@ -2,7 +2,10 @@
 // round trip, locking, torn tails made by truncating or appending garbage to
 // a segment, and corruption.
 #include <fcntl.h>
+#include <linux/fiemap.h>
+#include <linux/fs.h>
 #include <stdlib.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -10,10 +13,12 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/journal/env.h"
@@ -92,6 +97,64 @@ TEST_F(PosixJournalTest, RoundTripAcrossSegments) {
   EXPECT_TRUE(std::filesystem::exists(SegPath(3)));
   EXPECT_EQ(std::filesystem::file_size(SegPath(1)), kSegmentBytes)
       << "segments are preallocated";
+  auto r = Reopen();
+  ASSERT_THAT(r, IsOk());
+  EXPECT_THAT(r->Data(), ElementsAreArray(all));
+}
+
+// Whether [begin, end) of `path` is in unwritten (preallocated, never
+// written) extents: true / false, or nullopt if the filesystem cannot say
+// (no FIEMAP, e.g. tmpfs).
+std::optional<bool> UnwrittenAt(const std::string& path, uint64_t begin, uint64_t end) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return std::nullopt;
+  constexpr int kExtents = 64;
+  std::vector<char> buf(sizeof(fiemap) + kExtents * sizeof(fiemap_extent));
+  auto* map = reinterpret_cast<fiemap*>(buf.data());
+  map->fm_start = begin;
+  map->fm_length = end - begin;
+  map->fm_flags = FIEMAP_FLAG_SYNC;
+  map->fm_extent_count = kExtents;
+  const int rc = ::ioctl(fd, FS_IOC_FIEMAP, map);
+  ::close(fd);
+  if (rc != 0 || map->fm_mapped_extents == 0) return std::nullopt;
+  bool unwritten = false;
+  for (uint32_t i = 0; i < map->fm_mapped_extents; ++i) {
+    if (map->fm_extents[i].fe_flags & FIEMAP_EXTENT_UNWRITTEN) unwritten = true;
+  }
+  return unwritten;
+}
+
+// On a real filesystem the zero-filler turns the preallocated blocks ahead
+// of the writer into written ones (so the writer's fdatasync needs no
+// metadata commit), and stays a bounded distance ahead.
+TEST_F(PosixJournalTest, ZeroFillWritesTheBlocksAheadOfTheWriter) {
+  FileJournalOptions o = Options();
+  o.segment_bytes = 4 << 20;
+  o.zero_fill_ahead = 256 << 10;
+  auto j = FileJournal::Open(o);
+  ASSERT_THAT(j, IsOk());
+  ASSERT_THAT(RecoverAll(**j), IsOk());
+  ASSERT_THAT(AppendAndWait(**j, {Rec(1)}), IsOk());
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while ((*j)->stats().bytes_zero_filled < o.zero_fill_ahead && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  const uint64_t filled = (*j)->stats().bytes_zero_filled;
+  EXPECT_GE(filled, o.zero_fill_ahead);
+  EXPECT_LT(filled, o.zero_fill_ahead + (64 << 10)) << "no further than one chunk beyond";
+  if (std::optional<bool> ahead = UnwrittenAt(SegPath(1), 0, o.zero_fill_ahead)) {
+    EXPECT_FALSE(*ahead) << "the blocks ahead of the writer are written";
+    std::optional<bool> far = UnwrittenAt(SegPath(1), o.segment_bytes - 4096, o.segment_bytes);
+    ASSERT_TRUE(far.has_value());
+    EXPECT_TRUE(*far) << "the end of the segment is still only preallocated";
+  }
+  std::vector<std::string> all = {Rec(1)};
+  for (int i = 2; i < 2000; ++i) {
+    all.push_back(Rec(i));
+    ASSERT_THAT(AppendAndWait(**j, {all.back()}), IsOk());
+  }
+  ASSERT_THAT((*j)->Close(), IsOk());
   auto r = Reopen();
   ASSERT_THAT(r, IsOk());
   EXPECT_THAT(r->Data(), ElementsAreArray(all));
