@@ -46,13 +46,13 @@ void Heartbeater::Track(std::shared_ptr<Attempt> attempt) {
   if (attempts_.empty()) last_beat_ = clock_->Now();
   // Wake the thread only when this lease shortens the interval in force.
   if (IntervalFor(attempt->lease_duration()) < interval_) wake_ = true;
-  Key key{attempt->task().id, attempt->task().token};
+  const Attempt* key = attempt.get();
   attempts_[key] = std::move(attempt);
 }
 
 void Heartbeater::Untrack(const Attempt& attempt) {
   absl::MutexLock lock(&mu_);
-  attempts_.erase(Key{attempt.task().id, attempt.task().token});
+  attempts_.erase(&attempt);
 }
 
 std::vector<std::shared_ptr<Attempt>> Heartbeater::Tracked() const {

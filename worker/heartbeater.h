@@ -66,6 +66,7 @@ class Heartbeater {
   void Stop();
 
   void Track(std::shared_ptr<Attempt> attempt);
+  // By identity: the attempt Track was given.
   void Untrack(const Attempt& attempt);
   std::vector<std::shared_ptr<Attempt>> Tracked() const;
   // Cancels every tracked attempt with `reason`; returns how many.
@@ -78,7 +79,6 @@ class Heartbeater {
   absl::Duration Interval() const;
 
  private:
-  using Key = std::pair<std::string, uint64_t>;  // task id, token
   void ThreadMain();
   absl::Duration IntervalLocked() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   // The pace for attempts whose shortest lease is `lease`.
@@ -91,7 +91,9 @@ class Heartbeater {
   const ConnectionObserver on_connection_;
 
   mutable absl::Mutex mu_;
-  absl::flat_hash_map<Key, std::shared_ptr<Attempt>> attempts_ ABSL_GUARDED_BY(mu_);
+  // By the attempt itself: each lease is one Attempt, tracked once (a key
+  // of id and token cost two string copies per task).
+  absl::flat_hash_map<const Attempt*, std::shared_ptr<Attempt>> attempts_ ABSL_GUARDED_BY(mu_);
   absl::Time last_beat_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   // The pace the thread last waited with (while nothing is tracked: the
   // longest, so that the first Track wakes it).

@@ -134,16 +134,20 @@ TEST(ReporterTest, DropsReportsOnceTheirLeaseWouldHaveExpired) {
   rpc.set_down(true);
   reporter.Add(Complete("short", "1", clock.Now() + absl::Milliseconds(250)));
   reporter.Add(Complete("long", "2", clock.Now() + absl::Hours(1)));
+  reporter.Add(Complete("short2", "3", clock.Now() + absl::Milliseconds(250)));
+  reporter.Add(Complete("long2", "4", clock.Now() + absl::Hours(1)));
   reporter.SendOnce();
   clock.Advance(absl::Milliseconds(300));
   reporter.SendOnce();
-  EXPECT_EQ(reporter.pending(), 1u);
-  EXPECT_EQ(reporter.stats().dropped_expired, 1u);
+  EXPECT_EQ(reporter.pending(), 2u);
+  EXPECT_EQ(reporter.stats().dropped_expired, 2u);
   rpc.set_down(false);
   clock.Advance(absl::Seconds(1));
   reporter.SendOnce();
-  EXPECT_EQ(rpc.completes().back().items_size(), 1);
-  EXPECT_EQ(rpc.completes().back().items(0).id(), "long");
+  ASSERT_EQ(rpc.completes().back().items_size(), 2);
+  EXPECT_EQ(rpc.completes().back().items(0).id(), "long") << "the kept ones keep their order";
+  EXPECT_EQ(rpc.completes().back().items(1).id(), "long2");
+  EXPECT_EQ(rpc.completes().back().items(1).result(), "4");
 }
 
 TEST(ReporterTest, DropsTheOldestPastTheCap) {
