@@ -169,7 +169,6 @@ absl::Status FileJournal::Recover(
   }
   state_ = State::kOpen;
   writer_ = std::thread([this] { WriterLoop(); });
-  if (options_.zero_fill_ahead > 0) zero_filler_ = std::thread([this] { ZeroFillLoop(); });
   return absl::OkStatus();
 }
 
@@ -378,8 +377,9 @@ absl::Status FileJournal::ReopenLastSegment(const std::string& path,
   file_ = *std::move(f);
   file_capacity_ = capacity;
   unsynced_ = false;
-  absl::MutexLock lock(&mu_);
-  ZeroFillTarget(path, end, capacity);
+  zero_file_.reset();
+  zero_front_ = end;
+  zero_failed_ = false;
   return absl::OkStatus();
 }
 
@@ -496,6 +496,7 @@ void FileJournal::WriterLoop() {
       stats_.syncs += tally_.syncs;
       stats_.sync_time += tally_.sync_time;
       stats_.no_space_batches += tally_.no_space_batches;
+      stats_.bytes_zero_filled += tally_.zero_bytes;
       cuts_processed_ = std::max(cuts_processed_, tally_.max_cut);
       if (!cause.ok() && state_ == State::kOpen) {
         state_ = State::kFailed;
@@ -631,12 +632,14 @@ absl::Status FileJournal::Rotate(SequenceNumber first_seq, size_t batch_bytes) {
   file_capacity_ = capacity;
   unsynced_ = false;
   need_rotation_ = false;
+  zero_file_.reset();
+  zero_front_ = offset;
+  zero_failed_ = false;
   ++next_segment_number_;
   {
     absl::MutexLock lock(&mu_);
     segments_.push_back({number, first_seq});
     ++stats_.segments_created;
-    ZeroFillTarget(path, offset, capacity);
   }
   LogDebug("journal: segment created",
            {{"file", path}, {"first_seq", static_cast<unsigned long long>(first_seq)}});
@@ -645,8 +648,8 @@ absl::Status FileJournal::Rotate(SequenceNumber first_seq, size_t batch_bytes) {
 
 absl::Status FileJournal::Flush(std::string* buf) {
   if (buf->empty()) return absl::OkStatus();
-  ReserveForWrite(file_->offset(), file_->offset() + buf->size());
   if (absl::Status s = file_->Append(*buf); !s.ok()) return AsFatal(s);
+  ZeroAhead(file_->offset());
   if (!unsynced_) first_unsynced_ = absl::Now();
   unsynced_ = true;
   tally_.bytes += buf->size();
@@ -670,97 +673,37 @@ absl::Status FileJournal::SyncData() {
 
 // ── Zero-filling ahead ──
 
-namespace {
-
-// The zero-filler's unit of work: an eighth of the distance it keeps ahead,
-// between 4 KiB and 1 MiB.
-uint64_t ZeroChunk(uint64_t ahead) {
-  return std::clamp<uint64_t>(ahead / 8, 4096, uint64_t{1} << 20);
-}
-
-// Writes and syncs zeros over [begin, begin + zeros.size()) of `path`.
-absl::Status WriteZeros(Env* env, const std::string& path, uint64_t begin,
-                        absl::string_view zeros) {
-  absl::StatusOr<std::unique_ptr<WritableFile>> f = env->OpenWritableFile(path, begin);
-  if (!f.ok()) return f.status();
-  absl::Status s = (*f)->Append(zeros);
-  if (s.ok()) s = (*f)->DataSync();
-  absl::Status c = (*f)->Close();
-  return s.ok() ? c : s;
-}
-
-}  // namespace
-
-void FileJournal::ZeroFillTarget(const std::string& path, uint64_t end,
-                                 uint64_t capacity) {
-  zero_path_ = path;
-  zero_capacity_ = capacity;
-  zeroed_to_ = end;
-  reserved_to_ = end;
-  zero_failed_ = false;
-  ++zero_generation_;
-  zero_cv_.Signal();
-}
-
-bool FileJournal::ZeroFillDue() const {
-  const uint64_t front = std::max(zeroed_to_, reserved_to_);
-  return state_ == State::kOpen && !zero_failed_ && !zero_path_.empty() &&
-         front < zero_capacity_ && front < reserved_to_ + options_.zero_fill_ahead;
-}
-
-void FileJournal::ReserveForWrite(uint64_t begin, uint64_t end) {
-  if (options_.zero_fill_ahead == 0) return;
-  absl::MutexLock lock(&mu_);
-  // Zeros written after our data would destroy it: wait out a chunk that
-  // overlaps. (The zero-filler claims only ranges above reserved_to_, so
-  // this happens only when the writer has caught up with it.)
-  while (zero_busy_ && claim_begin_ < end && begin < claim_end_) zero_done_cv_.Wait(&mu_);
-  reserved_to_ = std::max(reserved_to_, end);
-  if (!zero_busy_ && ZeroFillDue()) zero_cv_.Signal();
-}
-
-void FileJournal::ZeroFillLoop() {
-  const std::string zeros(ZeroChunk(options_.zero_fill_ahead), '\0');
-  for (;;) {
-    std::string path;
-    uint64_t begin = 0;
-    uint64_t end = 0;
-    uint64_t generation = 0;
-    {
-      absl::MutexLock lock(&mu_);
-      while (!closing_ && !ZeroFillDue()) zero_cv_.Wait(&mu_);
-      if (closing_) return;
-      begin = std::max(zeroed_to_, reserved_to_);
-      end = std::min<uint64_t>(begin + zeros.size(), zero_capacity_);
-      path = zero_path_;
-      generation = zero_generation_;
-      zero_busy_ = true;
-      claim_begin_ = begin;
-      claim_end_ = end;
-    }
-    const absl::Status s =
-        WriteZeros(env_, path, begin, absl::string_view(zeros.data(), end - begin));
-    bool failed = false;
-    {
-      absl::MutexLock lock(&mu_);
-      zero_busy_ = false;
-      zero_done_cv_.SignalAll();
-      if (generation == zero_generation_) {
-        if (s.ok()) {
-          zeroed_to_ = std::max(zeroed_to_, end);
-          stats_.bytes_zero_filled += end - begin;
-        } else {
-          zero_failed_ = true;
-          failed = true;
-        }
-      }
-    }
-    if (failed) {
-      LogWarning("journal: cannot zero-fill ahead of the writer; its syncs in this segment "
-                 "may be slower",
-                 {{"file", path}, {"error", s}});
+void FileJournal::ZeroAhead(uint64_t end) {
+  const uint64_t ahead = options_.zero_fill_ahead;
+  if (ahead == 0 || zero_failed_ || zero_front_ >= file_capacity_ ||
+      zero_front_ >= end + ahead / 2) {
+    return;
+  }
+  const uint64_t from = std::max(zero_front_, end);
+  const uint64_t to = std::min(end + ahead, file_capacity_);
+  static const std::string* const kZeros = new std::string(64 << 10, '\0');
+  absl::Status s;
+  if (zero_file_ == nullptr || zero_file_->offset() != from) {
+    zero_file_.reset();
+    absl::StatusOr<std::unique_ptr<WritableFile>> f = env_->OpenWritableFile(file_->path(), from);
+    if (f.ok()) {
+      zero_file_ = *std::move(f);
+    } else {
+      s = f.status();
     }
   }
+  for (uint64_t at = from; s.ok() && at < to; at += kZeros->size()) {
+    s = zero_file_->Append(absl::string_view(*kZeros).substr(0, to - at));
+  }
+  if (!s.ok()) {
+    zero_failed_ = true;
+    zero_file_.reset();
+    LogWarning("journal: cannot write zeros ahead of the data; this segment's syncs may be slower",
+               {{"file", file_->path()}, {"error", s}});
+    return;
+  }
+  tally_.zero_bytes += to - from;
+  zero_front_ = to;
 }
 
 // ── Snapshots ──
@@ -851,11 +794,10 @@ absl::Status FileJournal::Close() {
     if (closing_) return fatal_;
     closing_ = true;
     work_cv_.Signal();
-    zero_cv_.Signal();
     progress_cv_.SignalAll();
   }
   if (writer_.joinable()) writer_.join();
-  if (zero_filler_.joinable()) zero_filler_.join();
+  zero_file_.reset();
   file_.reset();
   {
     // Let a snapshot in progress finish its file work before the directory

@@ -36,25 +36,24 @@
 // the file and the offset.
 //
 // Zero-filling ahead (`zero_fill_ahead`). Preallocation leaves unwritten
-// extents (ext4, XFS): the first write into each block then changes the
-// file's metadata, so every fdatasync after it commits the filesystem's
-// journal too. A second thread, the zero-filler, writes and syncs zeros over
-// the current segment a bounded distance ahead of the writer, in chunks, so
-// that the writer's syncs flush its data alone (on this project's VMs a
-// write + fdatasync of 9 KB took ~130 us instead of ~210 us). It never
-// writes at or below where the writer has written or is about to write (the
-// writer reserves each range first and waits for a chunk in progress that
-// overlaps it), so zeros only ever land where the preallocated file already
-// reads as zeros. Its errors are not fatal: it logs them and stops for that
-// segment, whose syncs are then only slower.
+// extents (ext4, XFS): the first write into each block changes the file's
+// metadata, so a fdatasync after it writes metadata too. So the writer keeps
+// the segment written with zeros ahead of its data: when its data comes
+// within half of `zero_fill_ahead` of the zeros' end, it writes zeros up to
+// `zero_fill_ahead` past its data, in the same thread, without a sync of
+// their own. The next fdatasync carries them and the metadata change once,
+// and the syncs after it, over blocks already written, carry data alone (on
+// this project's VMs a write + fdatasync of 9 KB took ~130 us over written
+// blocks, ~210 us over unwritten ones). Zeros only land past the data, where
+// the file reads as zeros anyway. A failed zero write is logged and stops
+// zero-filling for that segment; nothing else changes.
 //
 // The directory is locked with flock(2) on LOCK for the journal's lifetime
 // and carries a FORMAT file; a newer format is refused.
 //
 // Thread-safety: as for Journal. Internally one mutex (`mu_`) guards the
 // queue and the shared state; the writer thread releases it around all I/O
-// and owns the open segment alone (the zero-filler opens the segment's file
-// on its own, for the ranges it claims under `mu_`).
+// and owns the open segment alone.
 #ifndef CONVEYOR_SERVER_JOURNAL_FILE_JOURNAL_H_
 #define CONVEYOR_SERVER_JOURNAL_FILE_JOURNAL_H_
 
@@ -92,9 +91,9 @@ struct FileJournalOptions {
   std::function<void(absl::Status)> on_fatal;
   // Metrics hooks; nullptr for none. Must outlive the journal.
   JournalListener* listener = nullptr;
-  // How far ahead of the writer the zero-filler keeps the current segment
-  // written with zeros (see the top of this file); 0 turns it off.
-  uint64_t zero_fill_ahead = uint64_t{8} << 20;
+  // How far past its data the writer keeps the current segment written with
+  // zeros (see the top of this file); 0 turns it off.
+  uint64_t zero_fill_ahead = uint64_t{256} << 10;
 };
 
 class FileJournal final : public Journal {
@@ -153,6 +152,7 @@ class FileJournal final : public Journal {
     uint64_t syncs = 0;
     absl::Duration sync_time;
     uint64_t no_space_batches = 0;
+    uint64_t zero_bytes = 0;
     SequenceNumber max_cut = 0;
   };
 
@@ -180,16 +180,9 @@ class FileJournal final : public Journal {
   absl::Status Flush(std::string* buf);
   absl::Status SyncData();
 
-  // Zero-filler thread.
-  void ZeroFillLoop();
-  bool ZeroFillDue() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Points the zero-filler at a new current segment whose data ends at `end`.
-  void ZeroFillTarget(const std::string& path, uint64_t end, uint64_t capacity)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Called by the writer before it writes up to `end` of the current
-  // segment: waits for an overlapping chunk in progress, then wakes the
-  // zero-filler if it has fallen behind.
-  void ReserveForWrite(uint64_t begin, uint64_t end);
+  // After data was written up to `end` of the current segment: writes zeros
+  // ahead of it if they are running out (see the top of this file).
+  void ZeroAhead(uint64_t end);
 
   const FileJournalOptions options_;
   Env* const env_;
@@ -203,8 +196,6 @@ class FileJournal final : public Journal {
   mutable absl::Mutex mu_;
   absl::CondVar work_cv_;      // Signals the writer: work queued or closing.
   absl::CondVar progress_cv_;  // Signals WriteSnapshot: a cut was processed.
-  absl::CondVar zero_cv_;      // Signals the zero-filler: work, or closing.
-  absl::CondVar zero_done_cv_;  // Signals the writer: a zero chunk ended.
   State state_ ABSL_GUARDED_BY(mu_) = State::kNew;
   bool recover_called_ ABSL_GUARDED_BY(mu_) = false;
   bool closing_ ABSL_GUARDED_BY(mu_) = false;
@@ -220,30 +211,21 @@ class FileJournal final : public Journal {
   std::deque<Segment> segments_ ABSL_GUARDED_BY(mu_);
   JournalStats stats_ ABSL_GUARDED_BY(mu_);
 
-  // The zero-filler's target: the current segment. Everything in
-  // [0, max(zeroed_to_, reserved_to_)) is data or zeros already; a claim is
-  // the chunk being written now. `zero_generation_` changes with the
-  // target, so that a chunk finished for an older segment counts for nothing.
-  std::string zero_path_ ABSL_GUARDED_BY(mu_);
-  uint64_t zero_capacity_ ABSL_GUARDED_BY(mu_) = 0;
-  uint64_t zeroed_to_ ABSL_GUARDED_BY(mu_) = 0;
-  uint64_t reserved_to_ ABSL_GUARDED_BY(mu_) = 0;
-  uint64_t zero_generation_ ABSL_GUARDED_BY(mu_) = 0;
-  bool zero_failed_ ABSL_GUARDED_BY(mu_) = false;  // Stopped for this target.
-  bool zero_busy_ ABSL_GUARDED_BY(mu_) = false;
-  uint64_t claim_begin_ ABSL_GUARDED_BY(mu_) = 0;
-  uint64_t claim_end_ ABSL_GUARDED_BY(mu_) = 0;
-
   // Owned by the writer thread (by Recover before it starts, by Close after
   // it ends); not guarded.
   std::unique_ptr<FileLock> lock_;
   std::thread writer_;
-  std::thread zero_filler_;
   std::unique_ptr<WritableFile> file_;  // Current segment; null if none.
   uint64_t file_capacity_ = 0;          // Its preallocated size.
   uint64_t next_segment_number_ = 1;
   bool need_rotation_ = false;  // A cut or a failed creation asks for one.
   bool unsynced_ = false;       // Written to file_ since its last sync.
+  // Zeros written ahead in file_: up to zero_front_, through zero_file_ (a
+  // second handle on file_'s path, at zero_front_); off for this segment
+  // after a failure.
+  std::unique_ptr<WritableFile> zero_file_;
+  uint64_t zero_front_ = 0;
+  bool zero_failed_ = false;
   absl::Time first_unsynced_;   // When unsynced_ became true.
   Tally tally_;
 };
