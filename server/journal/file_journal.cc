@@ -377,9 +377,7 @@ absl::Status FileJournal::ReopenLastSegment(const std::string& path,
   file_ = *std::move(f);
   file_capacity_ = capacity;
   unsynced_ = false;
-  zero_file_.reset();
-  zero_front_ = end;
-  zero_failed_ = false;
+  StartZeroFill(end);
   return absl::OkStatus();
 }
 
@@ -632,9 +630,7 @@ absl::Status FileJournal::Rotate(SequenceNumber first_seq, size_t batch_bytes) {
   file_capacity_ = capacity;
   unsynced_ = false;
   need_rotation_ = false;
-  zero_file_.reset();
-  zero_front_ = offset;
-  zero_failed_ = false;
+  StartZeroFill(offset);
   ++next_segment_number_;
   {
     absl::MutexLock lock(&mu_);
@@ -672,6 +668,12 @@ absl::Status FileJournal::SyncData() {
 }
 
 // ── Zero-filling ahead ──
+
+void FileJournal::StartZeroFill(uint64_t end) {
+  zero_file_.reset();
+  zero_front_ = end;
+  zero_failed_ = false;
+}
 
 void FileJournal::ZeroAhead(uint64_t end) {
   const uint64_t ahead = options_.zero_fill_ahead;

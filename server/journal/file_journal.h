@@ -183,6 +183,8 @@ class FileJournal final : public Journal {
   // After data was written up to `end` of the current segment: writes zeros
   // ahead of it if they are running out (see the top of this file).
   void ZeroAhead(uint64_t end);
+  // A new current segment whose data ends at `end`: zeros start from there.
+  void StartZeroFill(uint64_t end);
 
   const FileJournalOptions options_;
   Env* const env_;
@@ -220,13 +222,13 @@ class FileJournal final : public Journal {
   uint64_t next_segment_number_ = 1;
   bool need_rotation_ = false;  // A cut or a failed creation asks for one.
   bool unsynced_ = false;       // Written to file_ since its last sync.
+  absl::Time first_unsynced_;   // When unsynced_ became true.
   // Zeros written ahead in file_: up to zero_front_, through zero_file_ (a
   // second handle on file_'s path, at zero_front_); off for this segment
-  // after a failure.
+  // after a failure. Reset by StartZeroFill whenever file_ changes.
   std::unique_ptr<WritableFile> zero_file_;
   uint64_t zero_front_ = 0;
   bool zero_failed_ = false;
-  absl::Time first_unsynced_;   // When unsynced_ became true.
   Tally tally_;
 };
 

@@ -59,7 +59,7 @@ class FileJournalTest : public ::testing::Test {
     o.env = &env_;
     o.fsync = *ParseFsyncPolicy(policy);
     o.segment_bytes = kSegmentBytes;
-    o.zero_fill_ahead = 0;  // Exact write counts; the zero-fill tests turn it on.
+    o.zero_fill_ahead = 0;  // Off here; the zero-fill tests below turn it on.
     o.on_fatal = [this](absl::Status s) {
       absl::MutexLock lock(&fatal_mu_);
       fatal_calls_.push_back(std::move(s));

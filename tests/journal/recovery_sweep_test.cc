@@ -48,7 +48,7 @@ FileJournalOptions Options(Env* env) {
   o.dir = kDir;
   o.env = env;
   o.segment_bytes = kSegmentBytes;
-  o.zero_fill_ahead = 0;  // Nothing racing the writes being swept.
+  o.zero_fill_ahead = 0;  // Off: only the records' bytes matter to the sweeps.
   return o;
 }
 
