@@ -47,6 +47,7 @@ constexpr RpcRule kRules[] = {
     {kWorker, "Complete", Role::kWork},
     {kWorker, "Fail", Role::kWork},
     {kWorker, "Release", Role::kWork},
+    {kWorker, "EndPolls", Role::kWork},
     {kQueue, "CreateQueue", Role::kAdmin},
     {kQueue, "UpdateQueue", Role::kAdmin},
     // Settings and counts, no task data: any authenticated caller.

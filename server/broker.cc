@@ -1160,6 +1160,29 @@ void Broker::CancelWait(WaitId id) {
   Run(after);
 }
 
+absl::StatusOr<int> Broker::EndLeaseWaits(absl::string_view worker_id) {
+  if (worker_id.empty()) return Invalid("worker_id", "is empty; name the worker whose polls end");
+  if (worker_id.size() > kMaxWorkerIdBytes) {
+    return Invalid("worker_id", absl::StrCat("is ", worker_id.size(), " bytes; at most 256"));
+  }
+  Deferred after;
+  {
+    absl::MutexLock lock(&mu_);
+    // A scan of the parked calls: one per stopping worker, not per task.
+    std::vector<WaitId> ids;
+    for (const auto& [id, waiter] : lease_waiters_) {
+      if (waiter->request.worker_id == worker_id) ids.push_back(id);
+    }
+    for (WaitId id : ids) {
+      std::unique_ptr<LeaseWaiter> w = RemoveLeaseWaiter(id);
+      after.push_back([done = std::move(w->done)] { done(std::vector<LeasedTask>()); });
+    }
+  }
+  const int ended = static_cast<int>(after.size());
+  Run(after);
+  return ended;
+}
+
 void Broker::ServeSubmitWaiters(Queue* queue, Deferred& after) {
   auto& ids = queue->submit_waiters();
   while (!ids.empty() && !queue->full()) {

@@ -547,6 +547,13 @@ class Broker {
   // Ends a parked Submit or Lease: its callback runs with CANCELLED (unless
   // it already ran).
   void CancelWait(WaitId id);
+  // Answers every Lease call of `worker_id` parked right now, with no tasks
+  // (OK), and returns how many. A stopping worker asks for this instead of
+  // cancelling its polls: a cancel can cross an answer that already holds
+  // tasks, which the worker then never sees (their leases would have to
+  // expire), whereas an answered call always delivers what it was granted.
+  // INVALID_ARGUMENT for an empty or over-long worker_id.
+  absl::StatusOr<int> EndLeaseWaits(absl::string_view worker_id);
 
   std::vector<HeartbeatOutcome> Heartbeat(absl::string_view worker_id,
                                           const std::vector<HeartbeatItem>& items);

@@ -1858,6 +1858,18 @@ class BrokerService::WorkerServiceImpl final : public v1::WorkerService::Callbac
         });
   }
 
+  grpc::ServerUnaryReactor* EndPolls(grpc::CallbackServerContext* ctx,
+                                     const v1::EndPollsRequest* req,
+                                     v1::EndPollsResponse* resp) override {
+    RpcTimer timer(s_->metrics_, kService, "EndPolls", false);
+    if (absl::Status allowed = s_->Authorize(ctx, kService, "EndPolls"); !allowed.ok()) {
+      return FinishNow(ctx, timer, allowed);
+    }
+    absl::StatusOr<int> ended = s_->broker_->EndLeaseWaits(req->worker_id());
+    if (ended.ok()) resp->set_ended(static_cast<uint32_t>(*ended));
+    return FinishNow(ctx, timer, ended.status());
+  }
+
  private:
   static constexpr const char* kService = "conveyor.v1.WorkerService";
 

@@ -18,6 +18,8 @@ constexpr absl::Duration kMaxWait = absl::Seconds(60);
 // How long one wait for a free slot lasts before the loop looks at its stop
 // flag again.
 constexpr absl::Duration kSlotWait = absl::Milliseconds(100);
+// How often Stop() asks the broker again to answer a call still in flight.
+constexpr absl::Duration kEndPollsRecheck = absl::Milliseconds(50);
 
 }  // namespace
 
@@ -36,13 +38,45 @@ LeaseLoop::~LeaseLoop() { Stop(); }
 void LeaseLoop::Start() { thread_ = std::thread([this] { ThreadMain(); }); }
 
 void LeaseLoop::Stop() {
+  bool idle;
   {
     absl::MutexLock lock(&mu_);
-    stopping_ = true;
+    stopping_ = true;  // No call starts from now on.
+    idle = Idle();
+  }
+  if (!idle) EndPolls();
+  {
+    absl::MutexLock lock(&mu_);
     if (call_ != nullptr) call_->TryCancel();
     for (grpc::ClientContext* more : more_calls_) more->TryCancel();
   }
   if (thread_.joinable()) thread_.join();
+}
+
+bool LeaseLoop::EndPolls() {
+  const absl::Time give_up = absl::Now() + options_.end_polls_timeout;
+  v1::EndPollsRequest request;
+  request.set_worker_id(options_.worker_id);
+  while (absl::Now() < give_up) {
+    grpc::ClientContext context;
+    context.set_deadline(ToChrono(give_up));
+    AttachToken(&context, options_.token);
+    v1::EndPollsResponse response;
+    const grpc::Status status = stub_->EndPolls(&context, request, &response);
+    if (!status.ok()) {
+      LogDebug("cannot end the lease polls; cancelling them",
+               {{"broker", options_.broker}, {"error", FromGrpcStatus(status)}});
+      return false;
+    }
+    // A call sent just before may reach the broker after EndPolls did: ask
+    // again until every call has returned.
+    absl::MutexLock lock(&mu_);
+    if (mu_.AwaitWithDeadline(absl::Condition(this, &LeaseLoop::Idle),
+                              std::min(give_up, absl::Now() + kEndPollsRecheck))) {
+      return true;
+    }
+  }
+  return false;
 }
 
 void LeaseLoop::PauseForDrain() {

@@ -3,13 +3,16 @@
 // and types in one call, and hands what it gets to the worker. It leases
 // only while the broker keeps up with the results (RoomWait).
 //
-// Stop() ends leasing at once: it cancels a parked Lease call
-// (ClientContext::TryCancel on the loop's own WorkerService stub) and joins
-// the thread. A Lease answer that still arrives with tasks after Stop() began
-// is handed over with `stopping` = true, so that the worker gives the tasks
-// straight back (Release). If the broker grants tasks at the very moment the
-// cancel lands, gRPC drops the answer and those leases expire on the broker,
-// which then retries the tasks (spending one of their crash budget).
+// Stop() ends leasing: no new call starts, and it asks the broker to answer
+// the loop's parked Lease calls at once (EndPolls), waiting for them to
+// return, and joins the thread. A Lease answer that still arrives with tasks
+// after Stop() began is handed over with `stopping` = true, so that the
+// worker gives the tasks straight back (Release). Cancelling the calls
+// instead would lose the tasks of an answer already on its way (gRPC drops
+// it; the leases would expire on the broker and spend the tasks' crash
+// budget), so Stop() cancels (ClientContext::TryCancel) only the calls still
+// out after `end_polls_timeout`, or at once when EndPolls fails (a broker
+// that cannot be reached, or one older than EndPolls).
 //
 // PauseForDrain() (a heartbeat answer said the broker drains) stops leasing
 // from this broker; the loop looks again every `drain_recheck` (a draining
@@ -56,6 +59,9 @@ struct LeaseLoopOptions {
   absl::Duration initial_backoff = absl::Milliseconds(100);
   absl::Duration max_backoff = absl::Seconds(5);
   absl::Duration drain_recheck = absl::Seconds(5);
+  // How long Stop() waits for the broker to answer the loop's calls in
+  // flight (EndPolls) before it cancels them.
+  absl::Duration end_polls_timeout = absl::Seconds(2);
   // Bearer token sent with each Lease call; empty: none.
   std::string token;
 };
@@ -101,6 +107,13 @@ class LeaseLoop {
 
  private:
   void ThreadMain();
+  // Asks the broker to answer this worker's parked Lease calls until none of
+  // the loop's calls is left in flight (true), or gives up after
+  // end_polls_timeout or a failed EndPolls call (false).
+  bool EndPolls();
+  bool Idle() const ABSL_SHARED_LOCKS_REQUIRED(mu_) {
+    return call_ == nullptr && more_calls_.empty();
+  }
   // Sleeps up to `d`; false if stopping.
   bool SleepFor(absl::Duration d);
 

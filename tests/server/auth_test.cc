@@ -300,7 +300,7 @@ TEST_F(AuthorizerTest, SubmitRoleCallsTaskServiceOnly) {
 
 TEST_F(AuthorizerTest, WorkRoleCallsWorkerServiceOnly) {
   const CallerCredentials c = Bearer(kWorkToken);
-  for (const char* m : {"Lease", "Heartbeat", "Complete", "Fail", "Release"}) {
+  for (const char* m : {"Lease", "Heartbeat", "Complete", "Fail", "Release", "EndPolls"}) {
     EXPECT_TRUE(Call(c, kWorker, m).ok()) << m;
   }
   EXPECT_EQ(Call(c, kTask, "Submit").code(), absl::StatusCode::kPermissionDenied);

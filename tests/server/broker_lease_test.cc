@@ -448,6 +448,55 @@ TEST_F(BrokerTest, CancelWaitEndsLongPollWithCancelled) {
   EXPECT_EQ(poll->calls, 1);
 }
 
+// A stopping worker's parked polls are answered (OK, no tasks), not
+// cancelled; other workers' polls stay parked and still get the next task.
+TEST_F(BrokerTest, EndLeaseWaitsAnswersOnlyThatWorkersParkedPolls) {
+  MustCreateQueue(Config("q"));
+  MustCreateQueue(Config("r"));
+  auto mine_q = LeaseWait({"q"}, absl::Seconds(20));
+  auto mine_r = LeaseWait({"q", "r"}, absl::Seconds(20), 5);
+  LeaseRequest other_req;
+  other_req.worker_id = "w-other";
+  other_req.queues = {"q"};
+  other_req.max_tasks = 1;
+  other_req.wait = absl::Seconds(20);
+  auto other = std::make_shared<LeaseCapture>();
+  broker_->Lease(std::move(other_req), Capture(other));
+
+  absl::StatusOr<int> ended = broker_->EndLeaseWaits("w-poll");
+  ASSERT_THAT(ended, IsOk());
+  EXPECT_EQ(*ended, 2);
+  ASSERT_EQ(mine_q->calls, 1);
+  ASSERT_EQ(mine_r->calls, 1);
+  EXPECT_THAT(*mine_q->result, IsOk());
+  EXPECT_THAT(mine_q->tasks(), IsEmpty());
+  EXPECT_THAT(*mine_r->result, IsOk());
+  EXPECT_THAT(mine_r->tasks(), IsEmpty());
+  EXPECT_FALSE(other->done());
+  EXPECT_EQ(GetQueue("q").stats.waiting_workers, 1u);
+  EXPECT_EQ(GetQueue("r").stats.waiting_workers, 0u);
+
+  // Nothing left of that worker's: none ended, and the wait passing later
+  // calls nothing again.
+  ended = broker_->EndLeaseWaits("w-poll");
+  ASSERT_THAT(ended, IsOk());
+  EXPECT_EQ(*ended, 0);
+  TaskId id = MustSubmit(Spec("q"));
+  ASSERT_EQ(other->calls, 1);
+  ASSERT_THAT(other->tasks(), SizeIs(1));
+  EXPECT_EQ(other->tasks()[0].id, id);
+  AdvanceAndTick(absl::Seconds(30));
+  EXPECT_EQ(mine_q->calls, 1);
+  EXPECT_EQ(mine_r->calls, 1);
+}
+
+TEST_F(BrokerTest, EndLeaseWaitsNamesABadWorkerId) {
+  EXPECT_THAT(broker_->EndLeaseWaits(""),
+              StatusIs(absl::StatusCode::kInvalidArgument, "worker_id"));
+  EXPECT_THAT(broker_->EndLeaseWaits(std::string(257, 'w')),
+              StatusIs(absl::StatusCode::kInvalidArgument, "at most 256"));
+}
+
 TEST_F(BrokerTest, OneSubmitWakesOnlyOneOfTwoParkedLongPolls) {
   MustCreateQueue(Config("q"));
   auto first = LeaseWait({"q"}, absl::Seconds(20));
