@@ -19,7 +19,7 @@
 // broker answers UNAVAILABLE; a restarted one serves again).
 //
 // LeaseMore() is the batches' extra call (worker/batch_runner.h): up to N
-// tasks of one type only, on any thread, with a short wait; Stop() cancels
+// tasks of one type only, on any thread, with a short wait; Stop() ends
 // those in flight too, and PauseForDrain() answers it with nothing.
 //
 // Thread-safe.
