@@ -36,6 +36,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/types/span.h"
 #include "absl/time/time.h"
 #include "conveyor/v1/conveyor.grpc.pb.h"
 #include "grpcpp/channel.h"
@@ -72,8 +73,9 @@ class LeaseLoop {
   // loop gives back the rest): it must Run() one executor job per slot it
   // uses (one per task, or one per batch of tasks) and Unreserve() the
   // others; when `stopping`, it uses none (the loop gives them back) and
-  // hands the tasks back instead.
-  using TaskSink = std::function<void(std::vector<v1::LeasedTask> tasks, bool stopping)>;
+  // hands the tasks back instead. The tasks live on the answer's arena until
+  // the sink returns: it moves out or copies what it keeps.
+  using TaskSink = std::function<void(absl::Span<v1::LeasedTask* const> tasks, bool stopping)>;
   enum class PollResult { kTasks, kEmpty, kError };
   using PollObserver = std::function<void(PollResult result)>;
   // Flow control: blocks up to `timeout` until results are delivered fast
@@ -131,6 +133,8 @@ class LeaseLoop {
   grpc::ClientContext* call_ ABSL_GUARDED_BY(mu_) = nullptr;
   // LeaseMore calls in flight, for TryCancel.
   absl::flat_hash_set<grpc::ClientContext*> more_calls_ ABSL_GUARDED_BY(mu_);
+  // The first block of each Lease answer's arena (the loop's thread only).
+  const std::unique_ptr<char[]> arena_block_;
   std::thread thread_;
 };
 

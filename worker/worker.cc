@@ -163,7 +163,7 @@ class Worker::Impl {
   absl::Status StartMetrics();
   void StartSession(int index, const std::string& address, const std::vector<std::string>& types);
   // LeaseLoop's sink: runs (or, when stopping, hands back) leased tasks.
-  void OnLeased(BrokerSession* s, std::vector<v1::LeasedTask> tasks, bool stopping);
+  void OnLeased(BrokerSession* s, absl::Span<v1::LeasedTask* const> tasks, bool stopping);
   // One attempt, on an executor thread.
   void Process(BrokerSession* s, const std::shared_ptr<Attempt>& attempt, const Handler& handler);
   // One batch, on an executor thread (worker/batch_runner.h).
@@ -361,8 +361,8 @@ void Worker::Impl::StartSession(int index, const std::string& address,
   lopts.token = options_.security.token;
   s->lease_loop = std::make_unique<LeaseLoop>(
       s->channel, executor_.get(), lopts,
-      [this, raw](std::vector<v1::LeasedTask> tasks, bool stopping) {
-        OnLeased(raw, std::move(tasks), stopping);
+      [this, raw](absl::Span<v1::LeasedTask* const> tasks, bool stopping) {
+        OnLeased(raw, tasks, stopping);
       },
       [metrics, index](LeaseLoop::PollResult r) {
         switch (r) {
@@ -388,13 +388,15 @@ void Worker::Impl::StartSession(int index, const std::string& address,
   raw->lease_loop->Start();
 }
 
-void Worker::Impl::OnLeased(BrokerSession* s, std::vector<v1::LeasedTask> tasks, bool stopping) {
+void Worker::Impl::OnLeased(BrokerSession* s, absl::Span<v1::LeasedTask* const> tasks,
+                            bool stopping) {
   const absl::Time now = absl::Now();
   // The tasks of batch types, by type, in lease order: each batch takes one
   // slot, so the slots reserved for the others are given back below.
   std::vector<std::pair<std::string, std::vector<v1::LeasedTask>>> batches;
   int unused_slots = 0;
-  for (v1::LeasedTask& t : tasks) {
+  for (v1::LeasedTask* leased : tasks) {
+    v1::LeasedTask& t = *leased;
     // Handlers are fixed once the worker has started (Add refuses more), so
     // the entry stays where it is: no copy of its functions per task.
     static const HandlerEntry kNone;

@@ -95,7 +95,7 @@ TEST_F(LeaseLoopTest, StoppingWhileTasksArriveStrandsNoGrantedTask) {
     options.queues = {"jobs"};
     options.wait = absl::Seconds(20);
     LeaseLoop loop(channel_, &executor, options,
-                   [&](std::vector<v1::LeasedTask> tasks, bool stopping) {
+                   [&](absl::Span<v1::LeasedTask* const> tasks, bool stopping) {
                      if (!stopping) executor.Unreserve(static_cast<int>(tasks.size()));
                      absl::MutexLock lock(&mu);
                      sunk += static_cast<int>(tasks.size());
@@ -136,7 +136,7 @@ TEST_F(LeaseLoopTest, StopEndsAParkedPollAtOnce) {
   options.wait = absl::Seconds(20);
   std::atomic<int> sunk{0};
   LeaseLoop loop(channel_, &executor, options,
-                 [&](std::vector<v1::LeasedTask> tasks, bool) { sunk += tasks.size(); });
+                 [&](absl::Span<v1::LeasedTask* const> tasks, bool) { sunk += tasks.size(); });
   loop.Start();
   for (int i = 0; i < 500 && Stats().waiting_workers() == 0; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
