@@ -73,17 +73,11 @@ Report ReportFor(const TaskInfo& t, AttemptOutcome o, absl::Time drop_at) {
   return r;
 }
 
-void FinishAttempt(const Attempt& attempt, absl::StatusOr<std::string> answer,
-                   const AttemptFacts& facts, absl::Time now, const FinishSinks& sinks,
-                   size_t batch_size) {
-  const TaskInfo& t = attempt.task();
-  sinks.heartbeater->Untrack(attempt);
-  AttemptOutcome outcome = DecideOutcome(std::move(answer), facts);
-  const absl::Duration took = now - attempt.received_at();
-  if (sinks.metrics != nullptr) sinks.metrics->TaskFinished(t.queue, outcome.label, took);
+namespace {
 
-  const LogLevel level =
-      outcome.kind == ReportKind::kNone ? LogLevel::kWarning : LogLevel::kInfo;
+// The "task finished" line of one attempt.
+void LogFinished(LogLevel level, const TaskInfo& t, const AttemptOutcome& outcome,
+                 absl::Duration took, size_t batch_size) {
   const long long took_ms = absl::ToInt64Milliseconds(took);
   const LogField retry_after = {
       "retry_after_ms", static_cast<long long>(absl::ToInt64Milliseconds(outcome.retry_after))};
@@ -105,6 +99,24 @@ void FinishAttempt(const Attempt& attempt, absl::StatusOr<std::string> answer,
             {{"outcome", outcome.label}, {"duration_ms", took_ms}, {"reason", outcome.reason},
              {"error", outcome.error}});
   }
+}
+
+}  // namespace
+
+void FinishAttempt(const Attempt& attempt, absl::StatusOr<std::string> answer,
+                   const AttemptFacts& facts, absl::Time now, const FinishSinks& sinks,
+                   size_t batch_size) {
+  const TaskInfo& t = attempt.task();
+  sinks.heartbeater->Untrack(attempt);
+  AttemptOutcome outcome = DecideOutcome(std::move(answer), facts);
+  const absl::Duration took = now - attempt.received_at();
+  if (sinks.metrics != nullptr) sinks.metrics->TaskFinished(t.queue, outcome.label, took);
+
+  const LogLevel level =
+      outcome.kind == ReportKind::kNone ? LogLevel::kWarning : LogLevel::kInfo;
+  // The fields are formatted (quoted text) as they are built: only when the
+  // line is written.
+  if (LogEnabled(level)) LogFinished(level, t, outcome, took, batch_size);
   if (outcome.kind == ReportKind::kNone) return;
   sinks.reporter->Add(ReportFor(t, std::move(outcome),
                                 std::max(attempt.lease_expires_at(), now + kMinReportWindow)));
