@@ -28,6 +28,14 @@ constexpr uint32_t kMaxLeaseTasks = 1000;
 constexpr absl::Duration kMaxDelay = absl::Hours(24 * 365);
 constexpr absl::Duration kMaxTimeout = absl::Hours(24 * 7);
 
+// A Lease call's worker_id may be empty (anonymous); at most 256 bytes.
+absl::Status ValidateWorkerIdSize(absl::string_view worker_id) {
+  if (worker_id.size() > kMaxWorkerIdBytes) {
+    return Invalid("worker_id", absl::StrCat("is ", worker_id.size(), " bytes; at most 256"));
+  }
+  return absl::OkStatus();
+}
+
 bool ValidTypeName(absl::string_view type) {
   if (type.empty() || type.size() > 128) return false;
   for (char c : type) {
@@ -1094,10 +1102,7 @@ absl::Status Broker::ValidateLease(const LeaseRequest& r) const {
                                         "; must be 0 to ",
                                         absl::FormatDuration(options_.max_lease_wait)));
   }
-  if (r.worker_id.size() > kMaxWorkerIdBytes) {
-    return Invalid("worker_id", absl::StrCat("is ", r.worker_id.size(), " bytes; at most 256"));
-  }
-  return absl::OkStatus();
+  return ValidateWorkerIdSize(r.worker_id);
 }
 
 WaitId Broker::Lease(LeaseRequest request, LeaseCallback done) {
@@ -1162,9 +1167,7 @@ void Broker::CancelWait(WaitId id) {
 
 absl::StatusOr<int> Broker::EndLeaseWaits(absl::string_view worker_id) {
   if (worker_id.empty()) return Invalid("worker_id", "is empty; name the worker whose polls end");
-  if (worker_id.size() > kMaxWorkerIdBytes) {
-    return Invalid("worker_id", absl::StrCat("is ", worker_id.size(), " bytes; at most 256"));
-  }
+  if (absl::Status s = ValidateWorkerIdSize(worker_id); !s.ok()) return s;
   Deferred after;
   {
     absl::MutexLock lock(&mu_);

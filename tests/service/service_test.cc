@@ -99,6 +99,57 @@ class ServiceTest : public ::testing::Test {
     return q;
   }
 
+  // 8 pollers race submits, each ending its own long-poll at a different
+  // moment: with EndPolls (as a stopping worker does), or by cancelling the
+  // call. `end_with_end_polls` picks which. Returns {submitted, received}.
+  std::pair<int, int> RaceSubmitsWithEndingPolls(bool end_with_end_polls) {
+    constexpr int kPollers = 8;
+    constexpr int kRounds = 40;
+    std::atomic<int> received{0};
+    std::atomic<int> submitted{0};
+    std::vector<std::thread> pollers;
+    for (int p = 0; p < kPollers; ++p) {
+      pollers.emplace_back([&, p] {
+        const std::string worker_id = absl::StrCat("poller-", p);
+        for (int round = 0; round < kRounds; ++round) {
+          std::unique_ptr<grpc::ClientContext> ctx = Ctx(absl::Seconds(30));
+          v1::LeaseRequest req;
+          req.set_worker_id(worker_id);
+          req.add_queues("jobs");
+          req.set_max_tasks(2);
+          req.mutable_wait()->set_seconds(30);
+          v1::LeaseResponse resp;
+          std::promise<grpc::Status> done;
+          workers_->async()->Lease(ctx.get(), &req, &resp,
+                                   [&](grpc::Status s) { done.set_value(s); });
+          v1::SubmitResponse submitted_task;
+          if (Submit("jobs", absl::StrCat(p, "/", round), &submitted_task).ok()) ++submitted;
+          std::this_thread::sleep_for(std::chrono::microseconds(97 * ((p + round) % 11)));
+          auto future = done.get_future();
+          // EndPolls may come before the call is parked: then ask again.
+          while (end_with_end_polls &&
+                 future.wait_for(std::chrono::seconds(0)) != std::future_status::ready) {
+            v1::EndPollsRequest end;
+            end.set_worker_id(worker_id);
+            v1::EndPollsResponse ended;
+            ASSERT_TRUE(workers_->EndPolls(Ctx().get(), end, &ended).ok());
+            future.wait_for(std::chrono::milliseconds(20));
+          }
+          if (!end_with_end_polls) ctx->TryCancel();
+          ASSERT_EQ(future.wait_for(std::chrono::seconds(20)), std::future_status::ready);
+          grpc::Status status = future.get();
+          if (end_with_end_polls) {
+            ASSERT_TRUE(status.ok()) << status.error_message();
+          }
+          if (status.ok()) received += resp.tasks_size();
+        }
+      });
+    }
+    for (std::thread& t : pollers) t.join();
+    EXPECT_EQ(submitted.load(), kPollers * kRounds);
+    return {submitted.load(), received.load()};
+  }
+
   std::unique_ptr<BrokerServer> server_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::TaskService::Stub> tasks_;
@@ -316,71 +367,11 @@ TEST_F(ServiceTest, CancelledLongPollLeavesNoParkedWaiter) {
   EXPECT_EQ(Lease("jobs", 1, absl::ZeroDuration()).tasks_size(), 1);
 }
 
-// 8 pollers race submits, each ending its own long-poll at a different
-// moment: with EndPolls (as a stopping worker does), or by cancelling the call.
-// `end_with_end_polls` picks which. Returns {submitted, received}.
-std::pair<int, int> RaceSubmitsWithEndingPolls(
-    v1::TaskService::Stub* tasks, v1::WorkerService::Stub* workers, bool end_with_end_polls) {
-  constexpr int kPollers = 8;
-  constexpr int kRounds = 40;
-  std::atomic<int> received{0};
-  std::atomic<int> submitted{0};
-  std::vector<std::thread> pollers;
-  for (int p = 0; p < kPollers; ++p) {
-    pollers.emplace_back([&, p] {
-      const std::string worker_id = absl::StrCat("poller-", p);
-      for (int round = 0; round < kRounds; ++round) {
-        grpc::ClientContext ctx;
-        ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
-        v1::LeaseRequest req;
-        req.set_worker_id(worker_id);
-        req.add_queues("jobs");
-        req.set_max_tasks(2);
-        req.mutable_wait()->set_seconds(30);
-        v1::LeaseResponse resp;
-        std::promise<grpc::Status> done;
-        workers->async()->Lease(&ctx, &req, &resp, [&](grpc::Status s) { done.set_value(s); });
-        v1::SubmitRequest submit;
-        submit.mutable_task()->set_queue("jobs");
-        submit.mutable_task()->set_type("echo");
-        submit.mutable_task()->set_payload(absl::StrCat(p, "/", round));
-        v1::SubmitResponse submitted_task;
-        grpc::ClientContext submit_ctx;
-        submit_ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
-        if (tasks->Submit(&submit_ctx, submit, &submitted_task).ok()) ++submitted;
-        std::this_thread::sleep_for(std::chrono::microseconds(97 * ((p + round) % 11)));
-        auto future = done.get_future();
-        // EndPolls may come before the call is parked: then ask again.
-        while (end_with_end_polls &&
-               future.wait_for(std::chrono::seconds(0)) != std::future_status::ready) {
-          grpc::ClientContext end_ctx;
-          end_ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
-          v1::EndPollsRequest end;
-          end.set_worker_id(worker_id);
-          v1::EndPollsResponse ended;
-          ASSERT_TRUE(workers->EndPolls(&end_ctx, end, &ended).ok());
-          future.wait_for(std::chrono::milliseconds(20));
-        }
-        if (!end_with_end_polls) ctx.TryCancel();
-        ASSERT_EQ(future.wait_for(std::chrono::seconds(20)), std::future_status::ready);
-        grpc::Status status = future.get();
-        if (end_with_end_polls) {
-          ASSERT_TRUE(status.ok()) << status.error_message();
-        }
-        if (status.ok()) received += resp.tasks_size();
-      }
-    });
-  }
-  for (std::thread& t : pollers) t.join();
-  EXPECT_EQ(submitted.load(), kPollers * kRounds);
-  return {submitted.load(), received.load()};
-}
-
 // Polls ended by EndPolls always deliver what they were granted: every task
 // reached a poller or is ready again, none is left running.
 TEST_F(ServiceTest, PollsEndedByEndPollsDeliverEveryGrantedTask) {
   auto [submitted, received] =
-      RaceSubmitsWithEndingPolls(tasks_.get(), workers_.get(), /*end_with_end_polls=*/true);
+      RaceSubmitsWithEndingPolls(/*end_with_end_polls=*/true);
   v1::Queue q = GetQueue("jobs");
   EXPECT_EQ(q.stats().ready() + received, static_cast<uint64_t>(submitted));
   EXPECT_EQ(q.stats().running(), static_cast<uint64_t>(received));
@@ -402,7 +393,7 @@ TEST_F(ServiceTest, PollsEndedByEndPollsDeliverEveryGrantedTask) {
 // lost and no parked call is left behind.
 TEST_F(ServiceTest, CancelledPollsHandBackWhatTheBrokerSawCancelled) {
   auto [submitted, received] =
-      RaceSubmitsWithEndingPolls(tasks_.get(), workers_.get(), /*end_with_end_polls=*/false);
+      RaceSubmitsWithEndingPolls(/*end_with_end_polls=*/false);
   v1::Queue q = GetQueue("jobs");
   EXPECT_EQ(q.stats().ready() + q.stats().running(), static_cast<uint64_t>(submitted));
   EXPECT_GE(q.stats().running(), static_cast<uint64_t>(received));
