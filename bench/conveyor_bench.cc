@@ -20,7 +20,11 @@
 //        tasks/s = N / (last completion - first dequeue), both broker times:
 //        the latest Task.finished_at (the broker applied the Complete) and
 //        the earliest Task.started_at (the lease grant), read with ListTasks
-//        after the run.
+//        after the run. With --depth=D (not a peer workload), D more tasks
+//        are enqueued behind the N (not timed) and stay queued while the
+//        workers drain: the drain rate with D tasks in the queue. tasks/s is
+//        then taken over the first N tasks to finish (the workers go on into
+//        the D until they are stopped).
 //   W3   the workers wait idle (a Lease parked on the queue); one producer
 //        submits at --rate/s for --secs s on an open-loop schedule
 //        (clock_nanosleep to each due time), one Submit at a time.
@@ -200,6 +204,7 @@ struct Config {
   int64_t n = 0;  // 0: the workload's default
   int batch = 100;
   int fill_batch = 1000;
+  int64_t depth = 0;  // W2: tasks queued behind the N
   int conc = 8;
   int workers = 1;
   std::string worker = CONVEYOR_WORKER_PATH;
@@ -582,8 +587,11 @@ int RunPing(const Config& cfg, client::Client& c) {
 
 int RunW2(const Config& cfg, client::Client& c, Producer& p) {
   const int64_t n = cfg.n > 0 ? cfg.n : 100'000;
-  if (absl::Status s = CreateQueue(c, cfg, n + 1000); !s.ok()) return Fail("CreateQueue", s);
+  if (absl::Status s = CreateQueue(c, cfg, n + cfg.depth + 1000); !s.ok()) {
+    return Fail("CreateQueue", s);
+  }
   if (absl::Status s = p.Fill(n, cfg.fill_batch); !s.ok()) return Fail("fill", s);
+  if (absl::Status s = p.Fill(cfg.depth, cfg.fill_batch); !s.ok()) return Fail("fill depth", s);
   CpuMeter cpu(cfg.broker_pid);
   WorkerPool pool(cfg);
   if (!pool.Start()) return 1;
@@ -598,16 +606,23 @@ int RunW2(const Config& cfg, client::Client& c, Producer& p) {
   if (!st.ok()) return Fail("drain", st.status());
   absl::StatusOr<std::vector<v1::Task>> tasks = SucceededTasks(c, cfg);
   if (!tasks.ok()) return Fail("ListTasks", tasks.status());
+  // The first n to finish: with --depth the workers went on until stopped.
+  const auto finished = [](const v1::Task& t) { return FromProto(t.finished_at()); };
+  if (static_cast<int64_t>(tasks->size()) > n) {
+    std::nth_element(tasks->begin(), tasks->begin() + (n - 1), tasks->end(),
+                     [&](const v1::Task& a, const v1::Task& b) { return finished(a) < finished(b); });
+    tasks->resize(n);
+  }
   int64_t first = INT64_MAX, last = 0;
   for (const v1::Task& t : *tasks) {
     first = std::min(first, absl::ToUnixNanos(FromProto(t.started_at())));
-    last = std::max(last, absl::ToUnixNanos(FromProto(t.finished_at())));
+    last = std::max(last, absl::ToUnixNanos(finished(t)));
   }
   const auto got = static_cast<int64_t>(tasks->size());
   const double secs = static_cast<double>(last - first) / 1e9;
   Say(cfg,
-      absl::StrFormat("tasks_per_s=%.0f n=%d conc=%d workers=%d secs=%.3f wrk_cpu_s=%.2f", got / secs,
-                      got, cfg.conc, cfg.workers, secs, wrk_cpu),
+      absl::StrFormat("tasks_per_s=%.0f n=%d depth=%d conc=%d workers=%d secs=%.3f wrk_cpu_s=%.2f",
+                      got / secs, got, cfg.depth, cfg.conc, cfg.workers, secs, wrk_cpu),
       cpu);
   return got == n ? 0 : 1;
 }
@@ -751,7 +766,7 @@ constexpr char kUsage[] =
     "usage: conveyor-bench W1u|W1b|W2|W3|MEM|PING --addr=HOST:PORT [--broker-pid=PID]\n"
     "  [--label=conveyor] [--client=lib|stub] [--submit=call|stream] [--queue=bench]\n"
     "  [--window=1] [--n=N] [--batch=100]\n"
-    "  [--fill-batch=1000] [--conc=8] [--workers=1] [--worker=PATH]\n"
+    "  [--fill-batch=1000] [--depth=0 (W2)] [--conc=8] [--workers=1] [--worker=PATH]\n"
     "  [--worker-args='...' (W2 default: '--prefetch=1000 --log-level=warning')]\n"
     "  [--work-dir=/tmp] [--rate=500] [--secs=10] [--raw=FILE] [--data-dir=DIR]\n"
     "  [--timeout=300]\n"
@@ -771,6 +786,7 @@ bool ParseConfig(int argc, char** argv, Config* cfg) {
   cfg->n = flags.Number<int64_t>("n", 0);
   cfg->batch = flags.Number<int>("batch", cfg->batch);
   cfg->fill_batch = flags.Number<int>("fill-batch", cfg->fill_batch);
+  cfg->depth = flags.Number<int64_t>("depth", 0);
   cfg->conc = flags.Number<int>("conc", cfg->conc);
   cfg->workers = flags.Number<int>("workers", cfg->workers);
   cfg->worker = flags.String("worker", cfg->worker);
@@ -791,7 +807,8 @@ bool ParseConfig(int argc, char** argv, Config* cfg) {
          (cfg->window == 1 || (cfg->submit == "stream" && cfg->client == "lib" &&
                                 cfg->workload == "W1u")) &&
          cfg->batch >= 1 && cfg->batch <= 1000 && cfg->fill_batch >= 1 &&
-         cfg->fill_batch <= 1000 && cfg->workers >= 1 && cfg->conc >= cfg->workers &&
+         cfg->fill_batch <= 1000 && cfg->depth >= 0 &&
+         (cfg->depth == 0 || cfg->workload == "W2") && cfg->workers >= 1 && cfg->conc >= cfg->workers &&
          cfg->rate >= 1 && cfg->secs >= 1 && cfg->timeout_s > 0;
 }
 

@@ -177,7 +177,11 @@ void BM_SubmitLeaseCompleteAtDepth(benchmark::State& state) {
   state.SetItemsProcessed(items);
   state.counters["depth"] = static_cast<double>(depth);
 }
-BENCHMARK(BM_SubmitLeaseCompleteAtDepth)->Arg(1'000)->Arg(100'000)->Arg(1'000'000);
+BENCHMARK(BM_SubmitLeaseCompleteAtDepth)
+    ->Arg(1'000)
+    ->Arg(100'000)
+    ->Arg(1'000'000)
+    ->Arg(10'000'000);
 
 // GetQueue (its stats: counts, oldest ready age, blocked reasons) with N
 // READY tasks. mixed=0: one priority; mixed=1: one task of another priority
