@@ -78,6 +78,7 @@
 #include "common/clock.h"
 #include "server/cron.h"
 #include "server/journal/journal.h"
+#include "server/huge_page_allocator.h"
 #include "server/queue.h"
 #include "server/task.h"
 
@@ -875,7 +876,8 @@ class Broker {
     template <typename A, typename B>
     bool operator()(const A& a, const B& b) const { return Key(a) == Key(b); }
   };
-  absl::flat_hash_set<Task*, TaskIdHash, TaskIdEq> tasks_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_set<Task*, TaskIdHash, TaskIdEq, HugePageAllocator<Task*>> tasks_
+      ABSL_GUARDED_BY(mu_);
   std::vector<std::string> type_names_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, uint32_t> type_ids_ ABSL_GUARDED_BY(mu_);
   std::vector<Timer> timers_ ABSL_GUARDED_BY(mu_);  // min-heap
@@ -909,7 +911,8 @@ class Broker {
       return x.queue == y.queue && x.key == y.key;
     }
   };
-  absl::flat_hash_set<Task*, IdemHash, IdemEq> idempotency_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_set<Task*, IdemHash, IdemEq, HugePageAllocator<Task*>> idempotency_
+      ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<WaitId, std::unique_ptr<SubmitWaiter>> submit_waiters_
       ABSL_GUARDED_BY(mu_);
   uint64_t next_watch_id_ ABSL_GUARDED_BY(mu_) = 1;
