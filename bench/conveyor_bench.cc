@@ -609,8 +609,9 @@ int RunW2(const Config& cfg, client::Client& c, Producer& p) {
   // The first n to finish: with --depth the workers went on until stopped.
   const auto finished = [](const v1::Task& t) { return FromProto(t.finished_at()); };
   if (static_cast<int64_t>(tasks->size()) > n) {
-    std::nth_element(tasks->begin(), tasks->begin() + (n - 1), tasks->end(),
-                     [&](const v1::Task& a, const v1::Task& b) { return finished(a) < finished(b); });
+    std::nth_element(
+        tasks->begin(), tasks->begin() + (n - 1), tasks->end(),
+        [&](const v1::Task& a, const v1::Task& b) { return finished(a) < finished(b); });
     tasks->resize(n);
   }
   int64_t first = INT64_MAX, last = 0;
@@ -808,7 +809,8 @@ bool ParseConfig(int argc, char** argv, Config* cfg) {
                                 cfg->workload == "W1u")) &&
          cfg->batch >= 1 && cfg->batch <= 1000 && cfg->fill_batch >= 1 &&
          cfg->fill_batch <= 1000 && cfg->depth >= 0 &&
-         (cfg->depth == 0 || cfg->workload == "W2") && cfg->workers >= 1 && cfg->conc >= cfg->workers &&
+         (cfg->depth == 0 || cfg->workload == "W2") && cfg->workers >= 1 &&
+         cfg->conc >= cfg->workers &&
          cfg->rate >= 1 && cfg->secs >= 1 && cfg->timeout_s > 0;
 }
 

@@ -77,8 +77,8 @@
 #include "absl/time/time.h"
 #include "common/clock.h"
 #include "server/cron.h"
-#include "server/journal/journal.h"
 #include "server/huge_page_allocator.h"
+#include "server/journal/journal.h"
 #include "server/queue.h"
 #include "server/task.h"
 

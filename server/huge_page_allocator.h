@@ -1,15 +1,14 @@
 // HugePageAllocator: a std allocator for the broker's big flat indexes. An
 // allocation of 2 MiB or more is mapped on its own, aligned to 2 MiB, and
-// marked MADV_HUGEPAGE, so that with transparent huge pages in `madvise` mode
-// (Debian's default) a table of millions of slots is covered by a few
-// hundred TLB entries instead of tens of thousands: at 10 million queued
-// tasks, every lookup in the id index would otherwise also miss the TLB
-// (a page walk, dearer still under a hypervisor). Smaller allocations go to
-// operator new. Without THP the mapping behaves as any other.
+// the huge pages it fills are marked MADV_HUGEPAGE, so that with transparent
+// huge pages in `madvise` mode (Debian's default) a table of millions of
+// slots is covered by a few hundred TLB entries instead of tens of
+// thousands: at 10 million queued tasks, every lookup in the id index would
+// otherwise also miss the TLB (a page walk, dearer still under a
+// hypervisor). Smaller allocations go to operator new. Without THP the
+// mapping behaves as any other.
 #ifndef CONVEYOR_SERVER_HUGE_PAGE_ALLOCATOR_H_
 #define CONVEYOR_SERVER_HUGE_PAGE_ALLOCATOR_H_
-
-#include <sys/mman.h>
 
 #include <cstddef>
 #include <cstdint>
