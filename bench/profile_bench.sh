@@ -9,7 +9,7 @@
 # Environment: BUILD_DIR (default build), OUT (default bench/results/profile-STAMP), PB_N (tasks,
 # default 100000 for W2, 30000 for W1u), FREQ (sampling Hz, default 999), CALLGRAPH (perf
 # --call-graph mode, default dwarf,16384: the Debian gRPC/protobuf/absl libraries have no frame
-# pointers).
+# pointers), BENCH_ARGS (more conveyor-bench flags, e.g. --depth=10000000 for W2).
 # Writes OUT/perf-WL-<pid>.data (one perf session per process), OUT/bench-WL.out and
 # OUT/report-WL-<process>.txt (self time by symbol, by shared object, by thread; inclusive time).
 # Sampling stops when the workload's timed part is over (W2/W3 then read every task back).
@@ -54,7 +54,8 @@ for _ in $(seq 100); do [ -s "$WORK/port" ] && break; sleep 0.1; done
 # No `timeout` wrapper: perf must attach to the bench itself (its --timeout bounds it).
 "$BUILD_DIR/bench/conveyor-bench" "$WL" --addr="127.0.0.1:$(cat "$WORK/port")" \
   --broker-pid=$SERVER_PID --label="$VARIANT" --client=$CLIENT --n=$N --work-dir="$WORK" \
-  --data-dir="$WORK/data" --timeout=600 >"$OUT/bench-$WL.out" 2>"$WORK/bench.err" &
+  --data-dir="$WORK/data" --timeout=600 ${BENCH_ARGS:-} >"$OUT/bench-$WL.out" \
+  2>"$WORK/bench.err" &
 BENCH_PID=$! BPID=$!
 
 # Whom to sample: the broker; the workers once spawned (W2 spawns them after its untimed fill, so
@@ -62,7 +63,7 @@ BENCH_PID=$! BPID=$!
 PIDS=$SERVER_PID
 case $WL in
   W2|W3)
-    for _ in $(seq 3000); do grep -q "workers pid=" "$WORK/bench.err" 2>/dev/null && break
+    for _ in $(seq 60000); do grep -q "workers pid=" "$WORK/bench.err" 2>/dev/null && break
       gone $BENCH_PID && break; sleep 0.01; done
     WPIDS=$(grep -o "workers pid=[0-9,]*" "$WORK/bench.err" | cut -d= -f2)
     [ -n "$WPIDS" ] && PIDS="$PIDS,$WPIDS" ;;

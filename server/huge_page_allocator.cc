@@ -10,7 +10,7 @@ namespace {
 size_t Rounded(size_t bytes) { return (bytes + kHugePage - 1) / kHugePage * kHugePage; }
 }  // namespace
 
-void* Map(size_t bytes) {
+void* Map(size_t bytes, bool huge) {
   const size_t size = Rounded(bytes);
   // Map one huge page more and trim both ends to an aligned `size`: THP
   // backs only aligned 2 MiB ranges.
@@ -26,7 +26,7 @@ void* Map(size_t bytes) {
   // Only the huge pages `bytes` fills: a huge page is resident as a whole
   // once touched, and the tail would hold up to 2 MiB nobody asked for. The
   // advice is only that: without THP the pages stay plain.
-  (void)madvise(p, bytes / kHugePage * kHugePage, MADV_HUGEPAGE);
+  if (huge) (void)madvise(p, bytes / kHugePage * kHugePage, MADV_HUGEPAGE);
   return p;
 }
 

@@ -18,7 +18,10 @@ namespace conveyor::server {
 
 namespace huge_page_internal {
 inline constexpr size_t kHugePage = size_t{2} << 20;
-void* Map(size_t bytes);
+// `bytes` rounded up to whole huge pages, mapped 2 MiB-aligned; with `huge`,
+// the huge pages `bytes` fills are marked MADV_HUGEPAGE. std::bad_alloc if
+// the system has no memory for it.
+void* Map(size_t bytes, bool huge = true);
 void Unmap(void* p, size_t bytes);
 }  // namespace huge_page_internal
 

@@ -7,6 +7,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "server/record_pool.h"
 
 namespace conveyor::server {
 namespace {
@@ -124,7 +125,7 @@ Task* Task::Create(TaskId id, Queue* queue, uint32_t type_id,
   const uint16_t key_size = static_cast<uint16_t>(idempotency_key.size());
   const size_t key_bytes =
       pack ? kPackedKeyBytes : key_size == 0 ? 0 : sizeof(key_size) + key_size;
-  void* mem = ::operator new(sizeof(Task) + payload.size() + key_bytes);
+  void* mem = RecordPool::Allocate(sizeof(Task) + payload.size() + key_bytes);
   Task* task = new (mem) Task();
   task->id_ = id.value();
   task->queue_ = queue;
@@ -169,10 +170,23 @@ StoredKey Task::stored_key() const {
   return k;
 }
 
+size_t Task::RecordBytes() const {
+  size_t key_bytes = 0;
+  if (has_idempotency_key_ && key_packed_) {
+    key_bytes = kPackedKeyBytes;
+  } else if (has_idempotency_key_) {
+    uint16_t size;
+    std::memcpy(&size, reinterpret_cast<const char*>(this + 1) + payload_size_, sizeof(size));
+    key_bytes = sizeof(size) + size;
+  }
+  return sizeof(Task) + payload_size_ + key_bytes;
+}
+
 void Task::Destroy(Task* task) {
   if (task == nullptr) return;
+  const size_t bytes = task->RecordBytes();
   task->~Task();
-  ::operator delete(static_cast<void*>(task));
+  RecordPool::Free(task, bytes);
 }
 
 }  // namespace conveyor::server

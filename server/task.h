@@ -183,7 +183,8 @@ class StoredKey {
 };
 
 // The in-memory record. Created only through Task::Create (the payload is
-// stored inline after the fields) and freed with Task::Destroy.
+// stored inline after the fields; the memory comes from RecordPool) and
+// freed with Task::Destroy.
 class Task {
  public:
   // `idempotency_key` (at most 65,535 bytes) is kept inline after the
@@ -258,6 +259,9 @@ class Task {
   bool pending_durable : 1 = false;
 
  private:
+  // What Create allocated for this record: the record, the payload, the key.
+  size_t RecordBytes() const;
+
   // The payload is followed by the key: 16 bytes if packed, else a 2-byte
   // length and the key's bytes.
   bool has_idempotency_key_ : 1 = false;
