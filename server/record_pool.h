@@ -13,7 +13,10 @@
 // size rounded to 8 bytes (malloc: 16, plus an 8-byte header); a class's
 // slabs from the fifth on are marked MADV_HUGEPAGE, so the records of a big
 // queue are reached through few TLB entries; and a slab whose records are all
-// gone is returned to the system (one empty slab per size is kept).
+// gone is returned to the system (one empty slab per size is kept). The cost:
+// records left scattered keep whole slabs, where malloc_trim could return
+// single pages; a queue drained in order, and retained tasks evicted oldest
+// first, give their slabs back.
 //
 // Thread-safe (one mutex; the broker calls it under its own lock anyway).
 // Built with AddressSanitizer, every record comes from operator new, so that
