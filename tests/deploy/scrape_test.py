@@ -438,8 +438,19 @@ def expected_series():
 
 
 def check_targets(prom):
-    targets = prom.api("/api/v1/targets", {"state": "active"})["activeTargets"]
-    jobs = {t["labels"]["job"]: t for t in targets}
+    # A target's first scrape can come seconds after Prometheus says it is
+    # ready (seen: the worker still "unknown", never scraped, 6 s later), so
+    # wait until both are up, then check what the last answer says.
+    def active():
+        targets = prom.api("/api/v1/targets", {"state": "active"})["activeTargets"]
+        return {t["labels"]["job"]: t for t in targets}
+    deadline = time.monotonic() + 20
+    while True:
+        jobs = active()
+        if all(jobs.get(j, {}).get("health") == "up" for j in ("conveyord", "conveyor-worker")) \
+                or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     for job in ("conveyord", "conveyor-worker"):
         t = jobs.get(job)
         if t is None:
