@@ -295,11 +295,15 @@ TEST_F(ExecTest, CancelFromAnotherThreadEndsTheAttemptAsCancelled) {
   absl::Duration elapsed;
   ExecResult result = RunAndCancel(CancelReason::kCanceled, &elapsed);
   EXPECT_EQ(result.outcome, Outcome::kCancelled);
-  // Nearly always SIGTERM ends it at once. Once in CI (not reproduced in 300
-  // runs under load) the group outlived SIGTERM and the runner escalated to
-  // SIGKILL after the grace, as designed: both end the attempt as cancelled.
-  if (result.term_signal == SIGKILL) {
+  // Nearly always SIGTERM ends the whole group at once. About once in a few
+  // hundred runs part of the group outlives it (seen: `sh` died of SIGTERM,
+  // while the child it had forked for `sleep` was still running sh's own
+  // handler, before its exec) and the runner escalates to SIGKILL after the
+  // grace, as designed. Both end the attempt as cancelled; the leader's own
+  // signal is then SIGTERM or SIGKILL, whichever reached it first.
+  if (absl::StrContains(result.error, "SIGKILL")) {
     EXPECT_EQ(result.error, "cancelled (canceled); SIGKILL after the 5s grace period");
+    EXPECT_THAT(result.term_signal, testing::AnyOf(SIGTERM, SIGKILL));
   } else {
     EXPECT_EQ(result.error, "cancelled (canceled)");
     EXPECT_EQ(result.term_signal, SIGTERM);
