@@ -296,10 +296,10 @@ TEST_F(ExecTest, CancelFromAnotherThreadEndsTheAttemptAsCancelled) {
   ExecResult result = RunAndCancel(CancelReason::kCanceled, &elapsed);
   EXPECT_EQ(result.outcome, Outcome::kCancelled);
   // Nearly always SIGTERM ends the whole group at once. About once in a few
-  // hundred runs part of the group outlives it (seen: `sh` died of SIGTERM,
-  // while the child it had forked for `sleep` was still running sh's own
-  // handler, before its exec) and the runner escalates to SIGKILL after the
-  // grace, as designed. Both end the attempt as cancelled; the leader's own
+  // hundred runs part of the group outlives it (seen: `sh` died of SIGTERM
+  // and something in its group did not, most likely the child forked for
+  // `sleep`, signalled before its exec) and the runner escalates to SIGKILL
+  // after the grace, as designed. Both end the attempt as cancelled; the leader's own
   // signal is then SIGTERM or SIGKILL, whichever reached it first.
   if (absl::StrContains(result.error, "SIGKILL")) {
     EXPECT_EQ(result.error, "cancelled (canceled); SIGKILL after the 5s grace period");
