@@ -43,6 +43,11 @@ struct Slab {
 };
 constexpr size_t kHeaderBytes = (sizeof(Slab) + 63) / 64 * 64;
 
+// The class of a record of `bytes`: class i holds records of up to 8(i+1).
+uint32_t ClassOf(size_t bytes) {
+  return static_cast<uint32_t>(bytes == 0 ? 0 : (bytes - 1) / kGrain);
+}
+
 struct Class {
   Slab* with_room = nullptr;
   size_t slabs = 0;
@@ -89,7 +94,7 @@ void* RecordPool::Allocate(size_t bytes) {
   return ::operator new(bytes);
 #else
   if (bytes > kMaxPooledBytes) return ::operator new(bytes);
-  const uint32_t cls = static_cast<uint32_t>(bytes == 0 ? 0 : (bytes - 1) / kGrain);
+  const uint32_t cls = ClassOf(bytes);
   const size_t size = (cls + 1) * kGrain;
   absl::MutexLock lock(&mu);
   Class& c = classes[cls];
@@ -119,7 +124,7 @@ void RecordPool::Free(void* p, size_t bytes) {
     return;
   }
   Slab* s = reinterpret_cast<Slab*>(reinterpret_cast<uintptr_t>(p) & ~(kSlabBytes - 1));
-  if (s->cls != (bytes == 0 ? 0 : (bytes - 1) / kGrain)) {
+  if (s->cls != ClassOf(bytes)) {
     // A size that is not the one allocated would corrupt the slab's list.
     std::fprintf(stderr, "RecordPool::Free: %zu bytes given for a record of class %u\n", bytes,
                  s->cls);

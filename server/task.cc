@@ -96,6 +96,13 @@ bool PackKey(absl::string_view key, char* out) {
   return true;
 }
 
+// What a key takes after the payload: 16 bytes if packed, else a 2-byte
+// length and its bytes; nothing without a key.
+size_t InlineKeyBytes(const StoredKey& key) {
+  if (key.packed()) return kPackedKeyBytes;
+  return key.bytes().empty() ? 0 : sizeof(uint16_t) + key.bytes().size();
+}
+
 }  // namespace
 
 StoredKey StoredKey::Of(absl::string_view text) {
@@ -123,9 +130,7 @@ Task* Task::Create(TaskId id, Queue* queue, uint32_t type_id,
   const StoredKey stored = StoredKey::Of(idempotency_key);
   const bool pack = stored.packed();
   const uint16_t key_size = static_cast<uint16_t>(idempotency_key.size());
-  const size_t key_bytes =
-      pack ? kPackedKeyBytes : key_size == 0 ? 0 : sizeof(key_size) + key_size;
-  void* mem = RecordPool::Allocate(sizeof(Task) + payload.size() + key_bytes);
+  void* mem = RecordPool::Allocate(sizeof(Task) + payload.size() + InlineKeyBytes(stored));
   Task* task = new (mem) Task();
   task->id_ = id.value();
   task->queue_ = queue;
@@ -171,15 +176,7 @@ StoredKey Task::stored_key() const {
 }
 
 size_t Task::RecordBytes() const {
-  size_t key_bytes = 0;
-  if (has_idempotency_key_ && key_packed_) {
-    key_bytes = kPackedKeyBytes;
-  } else if (has_idempotency_key_) {
-    uint16_t size;
-    std::memcpy(&size, reinterpret_cast<const char*>(this + 1) + payload_size_, sizeof(size));
-    key_bytes = sizeof(size) + size;
-  }
-  return sizeof(Task) + payload_size_ + key_bytes;
+  return sizeof(Task) + payload_size_ + InlineKeyBytes(stored_key());
 }
 
 void Task::Destroy(Task* task) {
